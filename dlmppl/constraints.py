@@ -1,0 +1,135 @@
+r"""Pyro/torch constraints for manifold-valued supports.
+
+``manifold(M)`` is the support of every dlmppl distribution on ``M``; the
+inference code dispatches on it (``isinstance(c, ManifoldConstraint)``), never
+on a distribution's class.  Its ``event_dim`` is the manifold's ``ndim``
+(1 for the sphere, the Lorentz and κ-stereographic models and products, 2 for
+Stiefel and SPD matrices), and ``check(x)`` returns one boolean per point
+(shape ``x.shape[:-event_dim]`` broadcast with any batched curvature) with a
+tolerance that depends on ``x.dtype`` (:func:`tolerance`).
+"""
+
+from __future__ import annotations
+
+import geoopt
+import torch
+from torch.distributions import constraints as _tc
+
+from . import manifolds as _m
+
+__all__ = ["ManifoldConstraint", "manifold", "tolerance", "violation"]
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative tolerance of the on-manifold check: ``0.1 * sqrt(eps)`` of ``dtype``.
+
+    float32: 3.5e-5, float64: 1.5e-9, float16/bfloat16: about 3e-3 / 9e-3.
+    """
+    return 0.1 * torch.finfo(dtype).eps ** 0.5
+
+
+def violation(M, x: torch.Tensor) -> torch.Tensor:
+    """How far each point of ``x`` is from ``M`` (0 on the manifold).
+
+    Sphere: ``|‖x‖ - 1|``; Lorentz: ``|⟨x,x⟩_L + k| / (1 + x_0²)``; Stiefel:
+    ``max |XᵀX - I|``; SPD: asymmetry ``max|X - Xᵀ| / max|X|`` (and ``inf`` when a
+    Cholesky factorisation fails); κ-stereographic with κ<0: how far a point
+    reaches past the ball ``κ‖x‖² > -1`` (``inf`` outside); Euclidean: 0 for
+    finite points.  Others: distance to ``M.projx(x)``.  Shape: one value per
+    point, ``batch_shape``.  Non-finite points give ``inf``.
+    """
+    base = _m._base(M)
+    finite = _all_finite(x, M.ndim)
+    if isinstance(base, geoopt.Sphere):
+        v = (x.norm(dim=-1) - 1).abs()
+    elif isinstance(base, geoopt.Lorentz):
+        k = torch.as_tensor(base.k, dtype=x.dtype, device=x.device)
+        x0 = x[..., 0]
+        quad = -x0 * x0 + x[..., 1:].pow(2).sum(-1)
+        v = (quad + k.squeeze(-1) if k.dim() else quad + k).abs() / (1 + x0 * x0)
+        v = torch.where(x0 > 0, v, torch.full_like(v, float("inf")))
+    elif isinstance(base, geoopt.Stereographic):
+        k = torch.as_tensor(base.k, dtype=x.dtype, device=x.device)
+        one_plus = 1 + k * x.pow(2).sum(-1, keepdim=True)
+        v = torch.where(one_plus > 0, torch.zeros_like(one_plus), torch.full_like(one_plus, float("inf"))).squeeze(-1)
+    elif isinstance(base, geoopt.Stiefel):
+        p = x.shape[-1]
+        eye = torch.eye(p, dtype=x.dtype, device=x.device)
+        v = (x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2))
+    elif isinstance(base, geoopt.SymmetricPositiveDefinite):
+        scale = x.abs().amax((-1, -2)).clamp_min(torch.finfo(x.dtype).tiny)
+        v = (x - x.transpose(-1, -2)).abs().amax((-1, -2)) / scale
+        sym = torch.where(finite[..., None, None], (x + x.transpose(-1, -2)) / 2, torch.eye(x.shape[-1], dtype=x.dtype, device=x.device))
+        _, info = torch.linalg.cholesky_ex(sym)
+        v = torch.where(info == 0, v, torch.full_like(v, float("inf")))
+    elif isinstance(base, geoopt.Euclidean):
+        v = torch.zeros(x.shape[: x.dim() - base.ndim], dtype=x.dtype, device=x.device)
+    elif isinstance(base, geoopt.ProductManifold):
+        parts = [violation(mi, base.take_submanifold_value(x, i)) for i, mi in enumerate(base.manifolds)]
+        v = torch.stack(torch.broadcast_tensors(*parts), 0).amax(0)
+    else:
+        with torch.no_grad():
+            dims = tuple(range(-M.ndim, 0)) if M.ndim else ()
+            d = (M.projx(x) - x).abs()
+            v = d.amax(dims) if dims else d
+    v = torch.where(torch.broadcast_to(finite, v.shape) if finite.dim() <= v.dim() else finite, v, torch.full_like(v, float("inf")))
+    return v
+
+
+def _all_finite(x, ndim):
+    f = torch.isfinite(x)
+    for _ in range(ndim):
+        f = f.all(-1)
+    return f
+
+
+class ManifoldConstraint(_tc.Constraint):
+    """Points on a (geoopt) manifold ``M``; see :func:`manifold`."""
+
+    is_discrete = False
+
+    def __init__(self, M, tol: float | None = None):
+        self.manifold = M
+        self.event_dim = int(M.ndim)
+        self.tol = tol
+        super().__init__()
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        tol = tolerance(value.dtype) if self.tol is None else self.tol
+        return violation(self.manifold, value) <= tol
+
+    def __repr__(self):
+        name = type(_m._base(self.manifold)).__name__
+        tol = "dtype-dependent" if self.tol is None else f"{self.tol:g}"
+        bound = _BOUNDS.get(name, "on the manifold")
+        return f"manifold({name}: {bound}, tol={tol})"
+
+
+_BOUNDS = {
+    "Sphere": "‖x‖ = 1",
+    "SphereExact": "‖x‖ = 1",
+    "Lorentz": "⟨x,x⟩_L = -k, x_0 > 0",
+    "Stereographic": "1 + κ‖x‖² > 0",
+    "StereographicExact": "1 + κ‖x‖² > 0",
+    "PoincareBall": "‖x‖ < 1/√c",
+    "PoincareBallExact": "‖x‖ < 1/√c",
+    "SphereProjection": "any finite x",
+    "SphereProjectionExact": "any finite x",
+    "Stiefel": "XᵀX = I",
+    "CanonicalStiefel": "XᵀX = I",
+    "EuclideanStiefel": "XᵀX = I",
+    "EuclideanStiefelExact": "XᵀX = I",
+    "SymmetricPositiveDefinite": "X = Xᵀ, X ≻ 0",
+    "Euclidean": "finite",
+}
+
+
+def manifold(M, tol: float | None = None) -> ManifoldConstraint:
+    """The constraint "a point on ``M``", with ``event_dim = M.ndim``.
+
+    Args:
+        M: a geoopt manifold (or one of :mod:`dlmppl.manifolds`).
+        tol: absolute tolerance of :meth:`check`; default :func:`tolerance` of
+            the checked value's dtype.
+    """
+    return ManifoldConstraint(M, tol)

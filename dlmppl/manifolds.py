@@ -1,0 +1,332 @@
+r"""Manifolds: geoopt's classes under their own names, and curvature.
+
+Everything geoopt offers is re-exported unchanged (``Euclidean``, ``Sphere``,
+``SphereExact``, ``Lorentz``, the Stiefel variants,
+``SymmetricPositiveDefinite``, ``ProductManifold``, ``Scaled``, ...), except the
+κ-stereographic family (``Stereographic``, ``StereographicExact``,
+``PoincareBall``, ``PoincareBallExact``, ``SphereProjection``,
+``SphereProjectionExact``), which are thin subclasses of geoopt's that
+
+* accept a curvature that is (a) a number, (b) a learnable parameter
+  (``learnable=True`` or an ``nn.Parameter``), or (c) any tensor with batch
+  dimensions, e.g. one curvature per data point produced by a network
+  (shape ``batch_shape + (1,)``, it broadcasts with points of shape
+  ``batch_shape + (d,)``), keeping its autograd graph;
+* compute with :mod:`dlmppl.kmath`, which is smooth through κ = 0: values and
+  gradients (also with respect to κ) are finite for κ of either sign and for
+  κ exactly zero.
+
+Conventions of geoopt kept here: ``Stereographic(k)`` has sectional curvature
+``k``; ``PoincareBall(c)`` has curvature ``-c``; ``Lorentz(k)`` is the
+hyperboloid ``⟨x, x⟩_L = -k`` with curvature ``-1/k``.  Use
+:func:`curvature` to read the sectional curvature of any of them.
+"""
+
+from __future__ import annotations
+
+import geoopt
+import torch
+from geoopt import ManifoldParameter, ManifoldTensor
+from geoopt.manifolds import (
+    BirkhoffPolytope,
+    CanonicalStiefel,
+    Euclidean,
+    EuclideanStiefel,
+    EuclideanStiefelExact,
+    Lorentz,
+    Manifold,
+    ProductManifold,
+    Scaled,
+    Sphere,
+    SphereExact,
+    Stiefel,
+    SymmetricPositiveDefinite,
+    UpperHalf,
+)
+
+from . import kmath
+
+__all__ = [
+    "BirkhoffPolytope",
+    "CanonicalStiefel",
+    "Euclidean",
+    "EuclideanStiefel",
+    "EuclideanStiefelExact",
+    "Lorentz",
+    "Manifold",
+    "ManifoldParameter",
+    "ManifoldTensor",
+    "PoincareBall",
+    "PoincareBallExact",
+    "ProductManifold",
+    "Scaled",
+    "Sphere",
+    "SphereExact",
+    "SphereProjection",
+    "SphereProjectionExact",
+    "Stereographic",
+    "StereographicExact",
+    "Stiefel",
+    "SymmetricPositiveDefinite",
+    "UpperHalf",
+    "CurvatureParameter",
+    "curvature",
+    "is_stereographic",
+    "is_sphere",
+    "is_lorentz",
+    "is_euclidean",
+    "is_stiefel",
+    "is_spd",
+    "manifold_dim",
+]
+
+
+class _KappaMath:
+    """Overrides of geoopt's stereographic methods with :mod:`dlmppl.kmath`."""
+
+    def dist(self, x, y, *, keepdim=False, dim=-1):
+        return kmath.dist(x, y, self.k, keepdim=keepdim)
+
+    def dist2(self, x, y, *, keepdim=False, dim=-1):
+        return self.dist(x, y, keepdim=keepdim) ** 2
+
+    def dist0(self, x, *, keepdim=False, dim=-1):
+        return kmath.dist0(x, self.k, keepdim=keepdim)
+
+    def egrad2rgrad(self, x, u, *, dim=-1):
+        return kmath.egrad2rgrad(x, u, self.k)
+
+    def projx(self, x, *, dim=-1):
+        return kmath.project(x, self.k)
+
+    def inner(self, x, u, v=None, *, keepdim=False, dim=-1):
+        return kmath.inner(x, u, u if v is None else v, self.k, keepdim=keepdim)
+
+    def norm(self, x, u, *, keepdim=False, dim=-1):
+        return kmath.norm(x, u, self.k, keepdim=keepdim)
+
+    def expmap(self, x, u, *, project=True, dim=-1):
+        y = kmath.expmap(x, u, self.k)
+        return kmath.project(y, self.k) if project else y
+
+    def expmap0(self, u, *, project=True, dim=-1):
+        y = kmath.expmap0(u, self.k)
+        return kmath.project(y, self.k) if project else y
+
+    def logmap(self, x, y, *, dim=-1):
+        return kmath.logmap(x, y, self.k)
+
+    def logmap0(self, x, *, dim=-1):
+        return kmath.logmap0(x, self.k)
+
+    def transp(self, x, y, v, *, dim=-1):
+        return kmath.parallel_transport(x, y, v, self.k)
+
+    def transp0(self, y, u, *, dim=-1):
+        return kmath.parallel_transport0(y, u, self.k)
+
+    def transp0back(self, y, u, *, dim=-1):
+        return kmath.parallel_transport0back(y, u, self.k)
+
+    def lambda_x(self, x, *, dim=-1, keepdim=False):
+        return kmath.lambda_x(x, self.k, keepdim=keepdim)
+
+    def mobius_add(self, x, y, *, dim=-1, project=True):
+        z = kmath.mobius_add(x, y, self.k)
+        return kmath.project(z, self.k) if project else z
+
+    def gyration(self, x, y, z, *, dim=-1):
+        return kmath.gyration(x, y, z, self.k)
+
+    def geodesic(self, t, x, y, *, dim=-1):
+        return kmath.geodesic(t, x, y, self.k)
+
+
+def _store_curvature(module: torch.nn.Module, name: str, k, learnable: bool):
+    """Store ``k`` as a parameter, or as a plain tensor when it carries a graph."""
+    if isinstance(k, torch.nn.Parameter):
+        module.register_parameter(name, k)
+        return
+    if isinstance(k, torch.Tensor) and k.requires_grad:
+        # a network output or a user's tensor: keep the graph
+        object.__setattr__(module, name, k)
+        return
+    k = torch.as_tensor(k)
+    if not torch.is_floating_point(k):
+        k = k.to(torch.get_default_dtype())
+    module.register_parameter(name, torch.nn.Parameter(k.detach().clone(), requires_grad=learnable))
+
+
+class Stereographic(_KappaMath, geoopt.Stereographic):
+    __doc__ = (
+        "κ-stereographic model of curvature ``k`` (any sign, zero included, batched)."
+        "\n\n    Parameters\n    ----------\n    k : float | Tensor | nn.Parameter\n"
+        "        curvature; a tensor of shape ``batch_shape + (1,)`` gives one curvature\n"
+        "        per point and keeps its autograd graph (network outputs).\n"
+        "    learnable : bool\n        make a number ``k`` a trainable parameter.\n"
+    )
+
+    def __init__(self, k=0.0, learnable=False):
+        torch.nn.Module.__init__(self)
+        _store_curvature(self, "k", k, learnable)
+
+    def extra_repr(self):
+        k = self.k
+        return f"k={k.item():.4g}" if k.numel() == 1 else f"k: tensor{tuple(k.shape)}"
+
+
+class StereographicExact(Stereographic, geoopt.StereographicExact):
+    __doc__ = "κ-stereographic model whose retraction is the exact exponential map."
+
+    def retr(self, x, u, *, dim=-1):
+        return self.expmap(x, u)
+
+    def retr_transp(self, x, u, v, *, dim=-1):
+        y = self.expmap(x, u)
+        return y, self.transp(x, y, v)
+
+    def transp_follow_retr(self, x, u, v, *, dim=-1):
+        return self.transp(x, self.expmap(x, u), v)
+
+
+class _SignedCurvature(Stereographic):
+    """Stereographic model whose curvature keeps a sign (softplus parametrisation)."""
+
+    _sign = -1.0
+
+    def __init__(self, c=1.0, learnable=False):
+        torch.nn.Module.__init__(self)
+        if isinstance(c, torch.Tensor) and c.requires_grad:
+            object.__setattr__(self, "_c_tensor", c)
+            return
+        c = torch.as_tensor(c)
+        if not torch.is_floating_point(c):
+            c = c.to(torch.get_default_dtype())
+        if (c <= 0).any():
+            raise ValueError(f"{type(self).__name__}: c must be > 0, got {c}")
+        with torch.no_grad():
+            isp = torch.expm1(c.detach().clone()).log()
+        self.isp_c = torch.nn.Parameter(isp, requires_grad=learnable)
+
+    @property
+    def c(self):
+        c = self.__dict__.get("_c_tensor")
+        return c if c is not None else torch.nn.functional.softplus(self.isp_c)
+
+    @property
+    def k(self):
+        return self._sign * self.c
+
+    def extra_repr(self):
+        c = self.c
+        return f"c={c.item():.4g}" if c.numel() == 1 else f"c: tensor{tuple(c.shape)}"
+
+
+class PoincareBall(_SignedCurvature, geoopt.PoincareBall):
+    __doc__ = "Poincaré ball of curvature ``-c`` (``c > 0``, learnable, or batched)."
+    _sign = -1.0
+
+
+class PoincareBallExact(PoincareBall, StereographicExact, geoopt.PoincareBallExact):
+    __doc__ = "Poincaré ball whose retraction is the exact exponential map."
+
+
+class SphereProjection(_SignedCurvature, geoopt.SphereProjection):
+    __doc__ = "Stereographic projection of the sphere of curvature ``k > 0``."
+    _sign = 1.0
+
+
+class SphereProjectionExact(SphereProjection, StereographicExact, geoopt.SphereProjectionExact):
+    __doc__ = "Stereographic sphere whose retraction is the exact exponential map."
+
+
+class CurvatureParameter(torch.nn.Module):
+    """A learnable curvature, free or with a fixed sign.
+
+    ``sign=None`` gives a free real parameter (the space may pass from
+    hyperbolic through flat to spherical during training); ``sign=-1`` or
+    ``+1`` gives ``κ = sign * softplus(ρ)``.  Calling the module returns κ with
+    shape ``()``; pass it to :class:`Stereographic`.
+    """
+
+    def __init__(self, init: float = 0.0, sign: float | None = None):
+        super().__init__()
+        self.sign = sign
+        if sign is None:
+            self.raw = torch.nn.Parameter(torch.tensor(float(init)))
+        else:
+            if init * sign <= 0:
+                raise ValueError(f"CurvatureParameter: init={init} has the wrong sign for sign={sign}")
+            self.raw = torch.nn.Parameter(torch.tensor(abs(float(init))).expm1().log())
+
+    def forward(self) -> torch.Tensor:
+        if self.sign is None:
+            return self.raw
+        return self.sign * torch.nn.functional.softplus(self.raw)
+
+
+def _base(manifold):
+    while isinstance(manifold, Scaled):
+        manifold = manifold.base
+    return manifold
+
+
+def is_stereographic(manifold) -> bool:
+    return isinstance(_base(manifold), geoopt.Stereographic)
+
+
+def is_sphere(manifold) -> bool:
+    return isinstance(_base(manifold), geoopt.Sphere)
+
+
+def is_lorentz(manifold) -> bool:
+    return isinstance(_base(manifold), geoopt.Lorentz)
+
+
+def is_euclidean(manifold) -> bool:
+    return isinstance(_base(manifold), geoopt.Euclidean)
+
+
+def is_stiefel(manifold) -> bool:
+    return isinstance(_base(manifold), geoopt.Stiefel)
+
+
+def is_spd(manifold) -> bool:
+    return isinstance(_base(manifold), geoopt.SymmetricPositiveDefinite)
+
+
+def curvature(manifold) -> torch.Tensor:
+    """Sectional curvature of a constant-curvature manifold as a tensor.
+
+    Sphere: ``1``; Euclidean: ``0``; κ-stereographic / Poincaré ball: ``k``;
+    Lorentz(k): ``-1/k``.  Raises ``ValueError`` for other manifolds.
+    """
+    if is_stereographic(manifold):
+        return _base(manifold).k
+    if is_lorentz(manifold):
+        return -1.0 / _base(manifold).k
+    if is_sphere(manifold):
+        return torch.tensor(1.0)
+    if is_euclidean(manifold):
+        return torch.tensor(0.0)
+    raise ValueError(f"curvature: {type(manifold).__name__} has no constant sectional curvature")
+
+
+def manifold_dim(manifold, event_shape) -> int:
+    """Intrinsic dimension of ``manifold`` for points of ``event_shape``."""
+    event_shape = tuple(event_shape)
+    m = _base(manifold)
+    if isinstance(m, (geoopt.Sphere, geoopt.Lorentz)):
+        return event_shape[-1] - 1
+    if isinstance(m, geoopt.Stiefel):
+        n, p = event_shape[-2:]
+        return n * p - p * (p + 1) // 2
+    if isinstance(m, geoopt.SymmetricPositiveDefinite):
+        n = event_shape[-1]
+        return n * (n + 1) // 2
+    if isinstance(m, geoopt.ProductManifold):
+        return sum(manifold_dim(mi, s) for mi, s in zip(m.manifolds, m.shapes))
+    n = 1
+    for s in event_shape:
+        n *= s
+    return n
