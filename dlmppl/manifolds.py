@@ -325,7 +325,7 @@ def manifold_dim(manifold, event_shape) -> int:
         n = event_shape[-1]
         return n * (n + 1) // 2
     if isinstance(m, geoopt.ProductManifold):
-        return sum(manifold_dim(mi, s) for mi, s in zip(m.manifolds, m.shapes))
+        return sum(manifold_dim(mi, s) for mi, s in zip(m.manifolds, m.shapes, strict=True))
     n = 1
     for s in event_shape:
         n *= s
