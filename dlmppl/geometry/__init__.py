@@ -1,0 +1,62 @@
+"""Geodesics and metric fields (issue 7).
+
+* closed-form geodesics on every supported manifold (:mod:`.geodesics`):
+  :func:`geodesic`, :func:`interpolate`, :func:`distance`, :func:`shoot`,
+  :func:`expmap`, :func:`logmap`, :func:`frechet_mean`;
+* metric fields (:mod:`.metrics`): :class:`MetricField` (the interface),
+  :class:`PullbackMetric`, :class:`ConformalMetric`, :class:`EuclideanMetric`;
+* solvers under a metric field (:mod:`.solvers`): :func:`curve_length`,
+  :func:`curve_energy`, :func:`connecting_geodesic`, :func:`shooting_geodesic`;
+* steering (:mod:`.steering`): :func:`steer`, :func:`class_centroid`.
+"""
+
+from .geodesics import (
+    distance,
+    expmap,
+    frechet_mean,
+    geodesic,
+    inner,
+    interpolate,
+    logmap,
+    norm,
+    shoot,
+    tangent_project,
+)
+from .metrics import ConformalMetric, EuclideanMetric, MetricField, PullbackMetric
+from .solvers import (
+    ChartMetric,
+    GeodesicResult,
+    connecting_geodesic,
+    curve_energy,
+    curve_length,
+    segment_speeds,
+    shooting_geodesic,
+)
+from .steering import class_centroid, resample_curve, steer
+
+__all__ = [
+    "ChartMetric",
+    "ConformalMetric",
+    "EuclideanMetric",
+    "GeodesicResult",
+    "MetricField",
+    "PullbackMetric",
+    "class_centroid",
+    "connecting_geodesic",
+    "curve_energy",
+    "curve_length",
+    "distance",
+    "expmap",
+    "frechet_mean",
+    "geodesic",
+    "inner",
+    "interpolate",
+    "logmap",
+    "norm",
+    "resample_curve",
+    "segment_speeds",
+    "shoot",
+    "shooting_geodesic",
+    "steer",
+    "tangent_project",
+]
