@@ -1,0 +1,90 @@
+"""Timing of dlmppl.diagnostics.summary against arviz.summary on the same draws.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_diagnostics.py
+
+Draws: 4 chains x 1000 draws of (a) 10 Euclidean scalars, (b) one point on
+S^2, (c) one point on S^9 and (d) one point on the Poincaré disk.  arviz
+summarises ambient coordinates (mean, sd, HDI, MCSE, ESS, R-hat); dlmppl
+summarises the manifold sites intrinsically (Fréchet mean, spread, R-hat/ESS on
+principal tangent coordinates and on the geodesic distance).  Also prints the
+R-hat of the "oblique narrow direction" example of tests/diagnostics.
+"""
+
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import dlmppl.diagnostics as D
+from dlmppl import manifolds as m
+from dlmppl.diagnostics import _compat
+
+az = _compat.az
+warnings.simplefilter("ignore")
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def draws(C=4, N=1000):
+    g = torch.Generator().manual_seed(0)
+    s2 = unit(torch.randn(C, N, 3, generator=g, dtype=torch.float64) * 0.3 + torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    s9 = unit(torch.randn(C, N, 10, generator=g, dtype=torch.float64) * 0.2 + torch.eye(10, dtype=torch.float64)[0])
+    ball = torch.randn(C, N, 2, generator=g, dtype=torch.float64) * 0.2 + 0.3
+    return {
+        "beta": torch.randn(C, N, 10, generator=g, dtype=torch.float64),
+        "s2": s2,
+        "s9": s9,
+        "ball": ball,
+    }
+
+
+def best_of(fn, reps=3):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
+def main():
+    d = draws()
+    manifolds = {"s2": m.Sphere(), "s9": m.Sphere(), "ball": m.PoincareBall(1.0)}
+    idata = D.to_inference_data(d, manifolds=manifolds)
+    rows = []
+    for var in ("beta", "s2", "s9", "ball"):
+        t_az = best_of(lambda v=var: az.summary(idata, var_names=[v]))
+        t_dl = best_of(lambda v=var: D.summary(idata, var_names=[v]))
+        rows.append((var, t_az, t_dl))
+    t_az = best_of(lambda: az.summary(idata))
+    t_dl = best_of(lambda: D.summary(idata))
+    rows.append(("all", t_az, t_dl))
+    print("| sites | arviz.summary (s) | dlmppl summary (s) | dlmppl / arviz |")
+    print("|---|---|---|---|")
+    for var, a, b in rows:
+        print(f"| {var} | {a:.4f} | {b:.4f} | {b / a:.2f} |")
+
+    # the oblique-narrow-direction example (tests/diagnostics/test_diagnostics_stats.py)
+    torch.manual_seed(0)
+    S2 = m.Sphere()
+    mu = unit(torch.ones(3, dtype=torch.float64))
+    u = unit(torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64))
+    v = unit(torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64))
+    side = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64)[:, None]
+    a = torch.randn(4, 1000, dtype=torch.float64) * 0.01 + side * 0.01
+    b = torch.randn(4, 1000, dtype=torch.float64) * 0.6
+    V = a[..., None] * u + b[..., None] * v
+    X = S2.expmap(mu.expand_as(V), V)
+    amb = _compat.rhat_ess(X.numpy())["r_hat"]
+    ours = D.manifold_diagnostics(X, S2)
+    print()
+    print("oblique narrow direction, chains 2 sd apart along it:")
+    print(f"  ambient R-hat per coordinate (arviz): {np.round(amb, 4)}")
+    print(f"  dlmppl R-hat (pc0, pc1, dist):        {np.round(ours['r_hat'], 4)}")
+
+
+if __name__ == "__main__":
+    main()
