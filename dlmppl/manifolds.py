@@ -33,7 +33,6 @@ from geoopt.manifolds import (
     Euclidean,
     EuclideanStiefel,
     EuclideanStiefelExact,
-    Lorentz,
     Manifold,
     ProductManifold,
     Scaled,
@@ -238,6 +237,18 @@ class SphereProjection(_SignedCurvature, geoopt.SphereProjection):
 
 class SphereProjectionExact(SphereProjection, StereographicExact, geoopt.SphereProjectionExact):
     __doc__ = "Stereographic sphere whose retraction is the exact exponential map."
+
+
+class Lorentz(geoopt.Lorentz):
+    __doc__ = (
+        "Hyperboloid ``⟨x, x⟩_L = -k`` (curvature ``-1/k``) whose ``k`` may be a number,\n"
+        "    a learnable parameter, or a tensor that keeps its autograd graph (e.g. a\n"
+        "    network output of shape ``batch_shape + (1,)``)."
+    )
+
+    def __init__(self, k=1.0, learnable=False):
+        torch.nn.Module.__init__(self)
+        _store_curvature(self, "k", k, learnable)
 
 
 class CurvatureParameter(torch.nn.Module):

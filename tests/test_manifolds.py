@@ -10,11 +10,11 @@ D = torch.float64
 
 
 def test_reexports_are_geoopt_classes():
-    for name in ["Euclidean", "Sphere", "SphereExact", "Lorentz", "Stiefel", "CanonicalStiefel",
+    for name in ["Euclidean", "Sphere", "SphereExact", "Stiefel", "CanonicalStiefel",
                  "EuclideanStiefel", "EuclideanStiefelExact", "SymmetricPositiveDefinite", "ProductManifold"]:
         assert getattr(M, name) is getattr(geoopt, name)
     for name in ["Stereographic", "StereographicExact", "PoincareBall", "PoincareBallExact",
-                 "SphereProjection", "SphereProjectionExact"]:
+                 "SphereProjection", "SphereProjectionExact", "Lorentz"]:
         assert issubclass(getattr(M, name), getattr(geoopt, name))
 
 
@@ -94,3 +94,16 @@ def test_curvature_and_dimension_helpers():
     assert M.manifold_dim(M.Stereographic(), (3,)) == 3
     with pytest.raises(ValueError):
         M.curvature(M.Stiefel())
+
+
+def test_lorentz_curvature_from_a_network_keeps_its_graph():
+    net = torch.nn.Linear(2, 1).double()
+    # (geoopt's Lorentz math does not broadcast a batched k; a graph-carrying scalar is fine)
+    k = torch.nn.functional.softplus(net(torch.randn(1, 2, dtype=D))).squeeze() + 0.5
+    L = M.Lorentz(k)
+    assert L.k is k
+    v = torch.cat([torch.zeros(3, 1, dtype=D), 0.3 * torch.randn(3, 2, dtype=D)], -1)
+    x = L.expmap0(v)
+    L.dist0(x).sum().backward()
+    assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
+    assert (net.weight.grad != 0).any()

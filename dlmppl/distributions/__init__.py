@@ -5,6 +5,31 @@ of the distribution's manifold; every ``support`` is a
 ``dlmppl.constraints.manifold``.
 """
 
+from . import kl  # noqa: F401  (registers the closed-form KL divergences with torch)
 from .base import ManifoldDistribution
+from .power_spherical import PowerSpherical
+from .riemannian_normal import RiemannianNormal, riemannian_normal_log_normalizer
+from .uniform import ManifoldUniform, log_volume
+from .von_mises_fisher import (
+    VonMisesFisher,
+    bessel_iv_ratio,
+    log_bessel_iv,
+    vmf_log_normalizer,
+    vmf_mean_resultant_length,
+)
+from .wrapped_normal import WrappedNormal
 
-__all__ = ["ManifoldDistribution"]
+__all__ = [
+    "ManifoldDistribution",
+    "ManifoldUniform",
+    "PowerSpherical",
+    "RiemannianNormal",
+    "VonMisesFisher",
+    "WrappedNormal",
+    "bessel_iv_ratio",
+    "log_bessel_iv",
+    "log_volume",
+    "riemannian_normal_log_normalizer",
+    "vmf_log_normalizer",
+    "vmf_mean_resultant_length",
+]

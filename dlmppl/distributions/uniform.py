@@ -1,0 +1,152 @@
+r"""The uniform (normalised Riemannian volume) distribution on a compact manifold.
+
+* Sphere :math:`S^{d-1} \subset \mathbb{R}^d` (``event_shape = (d,)``): the normalised
+  surface measure, density :math:`1/|S^{d-1}|`, :math:`|S^{d-1}| = 2\pi^{d/2}/\Gamma(d/2)`;
+  samples are normalised standard Gaussian vectors.
+* Stiefel manifold :math:`V_{n,p} = \{X \in \mathbb{R}^{n\times p} : X^\top X = I\}`
+  (``event_shape = (n, p)``, ``n ≥ p``): the Haar measure.  Samples are the ``Q`` factor
+  of the QR decomposition of an ``n×p`` standard Gaussian matrix with the signs of the
+  columns fixed so that ``diag(R) > 0`` (without that correction LAPACK's ``Q`` is not
+  Haar distributed), Mezzadri (2007), "How to generate random matrices from the
+  classical compact groups", Notices AMS 54(5).  The volume with respect to geoopt's
+  ``CanonicalStiefel`` metric :math:`\langle U,V\rangle = \mathrm{tr}\,U^\top(I-\tfrac12XX^\top)V`
+  is James' (1954)
+
+  .. math:: \mathrm{vol}\,V_{n,p} = \frac{2^p \pi^{np/2}}{\Gamma_p(n/2)}, \qquad
+            \Gamma_p(a) = \pi^{p(p-1)/4}\prod_{j=1}^p \Gamma\!\left(a - \tfrac{j-1}{2}\right);
+
+  the embedded (Frobenius) metric of ``EuclideanStiefel`` stretches the ``p(p-1)/2``
+  skew directions by ``√2``, so its volume is ``2^{p(p-1)/4}`` times larger.  Each
+  ``log_prob`` is minus the log volume of the manifold it is given (DESIGN.md, "Base
+  measure").
+
+Non-compact manifolds (Euclidean, hyperbolic models, SPD matrices, ...) have no
+uniform distribution: they raise a ``ValueError`` naming the manifold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import geoopt
+import torch
+
+from .. import manifolds as _manifolds
+from .base import ManifoldDistribution
+
+__all__ = ["ManifoldUniform", "log_volume"]
+
+_NON_COMPACT = (
+    geoopt.Euclidean,
+    geoopt.Lorentz,
+    geoopt.SymmetricPositiveDefinite,
+    geoopt.UpperHalf,
+)
+
+
+def _mvlgamma(a: float, p: int) -> float:
+    return p * (p - 1) / 4 * math.log(math.pi) + sum(math.lgamma(a - j / 2) for j in range(p))
+
+
+def log_volume(manifold, event_shape) -> float:
+    r"""log of the Riemannian volume of a compact ``manifold`` with points of ``event_shape``.
+
+    Sphere ``(d,)``: ``log 2 + (d/2) log π - lgamma(d/2)``; Stiefel ``(n, p)``:
+    ``p log 2 + (np/2) log π - log Γ_p(n/2)`` for the canonical metric, plus
+    ``p(p-1)/4 · log 2`` for the Euclidean (embedded) metric.  Raises ``ValueError``
+    naming the manifold when it is not compact or not supported.
+    """
+    event_shape = tuple(int(s) for s in event_shape)
+    name = type(manifold).__name__
+    if isinstance(manifold, geoopt.Scaled):
+        raise ValueError(f"ManifoldUniform: manifold {name} (a rescaled manifold) is not supported")
+    base = manifold
+    if isinstance(base, geoopt.Sphere):
+        if len(event_shape) != 1 or event_shape[0] < 2:
+            raise ValueError(f"ManifoldUniform: event_shape of {name} must be (d,) with d >= 2, got {event_shape}")
+        d = event_shape[0]
+        return math.log(2.0) + d / 2 * math.log(math.pi) - math.lgamma(d / 2)
+    if isinstance(base, geoopt.Stiefel):
+        if len(event_shape) != 2 or event_shape[0] < event_shape[1] or event_shape[1] < 1:
+            raise ValueError(f"ManifoldUniform: event_shape of {name} must be (n, p) with n >= p >= 1, got {event_shape}")
+        n, p = event_shape
+        lv = p * math.log(2.0) + n * p / 2 * math.log(math.pi) - _mvlgamma(n / 2, p)
+        if not isinstance(base, geoopt.CanonicalStiefel):
+            lv += p * (p - 1) / 4 * math.log(2.0)
+        return lv
+    if isinstance(base, geoopt.Stereographic):
+        k = torch.as_tensor(base.k)
+        if (k <= 0).any():
+            raise ValueError(f"ManifoldUniform: manifold {name} (curvature <= 0) is not compact: it has no uniform distribution")
+        raise ValueError(f"ManifoldUniform: manifold {name} is not supported; use Sphere (the same space, embedded)")
+    if isinstance(base, _NON_COMPACT):
+        raise ValueError(f"ManifoldUniform: manifold {name} is not compact: it has no uniform distribution")
+    raise ValueError(f"ManifoldUniform: manifold {name} is not supported (Sphere and Stiefel manifolds are)")
+
+
+class ManifoldUniform(ManifoldDistribution):
+    r"""Uniform distribution (normalised Riemannian volume) on a compact manifold.
+
+    Args:
+        manifold: a sphere (``Sphere``/``SphereExact``) or a Stiefel manifold
+            (``Stiefel()``/``CanonicalStiefel``/``EuclideanStiefel[Exact]``).
+        event_shape: ``(d,)`` for ``S^{d-1}``, ``(n, p)`` for ``V_{n,p}``.
+        batch_shape: batch shape of the (identical) distributions.
+        dtype, device: of samples and log densities (default dtype: torch's default).
+
+    ``log_prob(x) = -log vol(M)`` for every ``x`` on ``M`` (shape ``x.shape[:-event_dim]``);
+    samples are exact (normalised Gaussians; QR with sign correction, Mezzadri 2007).
+    There are no parameters: ``rsample`` is ``sample`` (reparameterised trivially).
+    """
+
+    arg_constraints = {}
+    has_rsample = True
+
+    def __init__(self, manifold, event_shape, batch_shape=(), dtype=None, device=None, validate_args=None):
+        self.manifold = manifold
+        event_shape = torch.Size(event_shape)
+        self._log_volume = log_volume(manifold, event_shape)
+        self._is_sphere = _manifolds.is_sphere(manifold)
+        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        super().__init__(torch.Size(batch_shape), event_shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ManifoldUniform, _instance)
+        new.manifold = self.manifold
+        new._log_volume = self._log_volume
+        new._is_sphere = self._is_sphere
+        new.dtype, new.device = self.dtype, self.device
+        super(ManifoldUniform, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def log_volume(self) -> float:
+        """log of the Riemannian volume of the manifold."""
+        return self._log_volume
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        z = torch.randn(shape, dtype=self.dtype, device=self.device)
+        if self._is_sphere:
+            return z / z.norm(dim=-1, keepdim=True)
+        q, r = torch.linalg.qr(z)
+        sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        return q * sign[..., None, :]
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        value = torch.as_tensor(value)
+        dtype = value.dtype if torch.is_floating_point(value) else self.dtype
+        shape = torch.broadcast_shapes(value.shape[: value.dim() - len(self.event_shape)], self.batch_shape)
+        return torch.full(shape, -self._log_volume, dtype=dtype, device=value.device)
+
+    def entropy(self):
+        return torch.full(self.batch_shape, self._log_volume, dtype=self.dtype, device=self.device)
+
+    @property
+    def mean(self):
+        return torch.zeros(self.batch_shape + self.event_shape, dtype=self.dtype, device=self.device)
