@@ -153,7 +153,12 @@ def _store_curvature(module: torch.nn.Module, name: str, k, learnable: bool):
     k = torch.as_tensor(k)
     if not torch.is_floating_point(k):
         k = k.to(torch.get_default_dtype())
-    module.register_parameter(name, torch.nn.Parameter(k.detach().clone(), requires_grad=learnable))
+    k = k.detach().clone()
+    if learnable:
+        module.register_parameter(name, torch.nn.Parameter(k))
+    else:
+        # a buffer, not a frozen Parameter: PyroModule would warn on every call
+        module.register_buffer(name, k)
 
 
 class Stereographic(_KappaMath, geoopt.Stereographic):
@@ -205,7 +210,10 @@ class _SignedCurvature(Stereographic):
             raise ValueError(f"{type(self).__name__}: c must be > 0, got {c}")
         with torch.no_grad():
             isp = torch.expm1(c.detach().clone()).log()
-        self.isp_c = torch.nn.Parameter(isp, requires_grad=learnable)
+        if learnable:
+            self.isp_c = torch.nn.Parameter(isp)
+        else:
+            self.register_buffer("isp_c", isp)
 
     @property
     def c(self):

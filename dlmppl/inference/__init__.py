@@ -1,0 +1,30 @@
+"""Inference on manifolds for Pyro.
+
+* MCMC: :class:`RiemannianHMC` and :class:`RiemannianNUTS`, kernels for
+  ``pyro.infer.MCMC`` that integrate manifold sites on their manifold (exact
+  geodesic flow) and everything else as Pyro does; ``metric="softabs"`` gives
+  Riemannian-manifold HMC with Betancourt's SoftAbs metric.
+* VI: :func:`RiemannianAdam` / :func:`RiemannianSGD` (Pyro optimisers that
+  step manifold parameters along their manifold) and the autoguide
+  :class:`AutoManifoldNormal`.
+
+Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
+(a projection whose unconstrained space is the ambient space), which
+``pyro.param(..., constraint=manifold(M))`` needs.
+"""
+
+from .autoguides import AutoManifoldNormal, init_to_manifold_sample
+from .hmc import RiemannianHMC
+from .nuts import RiemannianNUTS
+from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
+
+__all__ = [
+    "AutoManifoldNormal",
+    "ManifoldProjection",
+    "RiemannianAdam",
+    "RiemannianHMC",
+    "RiemannianNUTS",
+    "RiemannianSGD",
+    "init_to_manifold_sample",
+    "manifold_of_param",
+]

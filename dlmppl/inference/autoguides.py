@@ -1,0 +1,203 @@
+r"""Autoguides for models with manifold-valued latent variables.
+
+:class:`AutoManifoldNormal` is the manifold counterpart of Pyro's
+``AutoNormal``: a mean-field guide with one factor per latent site,
+
+* a Power Spherical distribution (De Cao & Aziz, "The Power Spherical
+  distribution", 2020) on every site whose support is a sphere, with its mean
+  direction a manifold parameter on the sphere and a positive concentration;
+* a wrapped normal (Nagano et al., "A Wrapped Normal Distribution on
+  Hyperbolic Space for Gradient-Based Learning", ICML 2019; Skopek et al.,
+  "Mixed-curvature Variational Autoencoders", ICLR 2020) on every other
+  manifold site, with its location a manifold parameter on the site's
+  manifold and a positive scale per tangent direction;
+* a normal on the unconstrained value of every other site (as ``AutoNormal``),
+  pushed through ``biject_to(support)``.
+
+Every site is sampled directly from its factor (no auxiliary sites), so the
+guide works with ``Trace_ELBO``, ``TraceMeanField_ELBO`` (analytic KL where
+one is registered), ``RenyiELBO`` (IWAE bounds), ``Predictive`` and
+``pyro.infer.Importance``.  Train it with :func:`dlmppl.inference.optim.RiemannianAdam`
+so that the locations stay on their manifolds.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from operator import attrgetter
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_feasible
+from pyro.infer.autoguide.utils import deep_setattr, helpful_support_errors
+from pyro.nn.module import PyroModule, PyroParam
+from pyro.ops.tensor_utils import periodic_repeat
+from torch.distributions import biject_to
+
+from .. import manifolds as _m
+from ..constraints import ManifoldConstraint
+from ..constraints import manifold as manifold_constraint
+from . import optim as _optim  # noqa: F401  (registers transform_to for manifold constraints)
+
+__all__ = ["AutoManifoldNormal", "init_to_manifold_sample"]
+
+
+def init_to_manifold_sample(site):
+    """Initialise manifold sites with a prior draw, other sites with ``init_to_feasible``."""
+    if isinstance(site["fn"].support, ManifoldConstraint):
+        return site["fn"].sample().detach()
+    return init_to_feasible(site)
+
+
+def _sphere_factor(loc, concentration):
+    try:
+        from ..distributions.power_spherical import PowerSpherical
+    except ImportError:  # the Power Spherical module is optional: fall back to vMF
+        from ..distributions.von_mises_fisher import VonMisesFisher
+
+        return VonMisesFisher(loc, concentration)
+    return PowerSpherical(loc, concentration)
+
+
+def _is_identity(t) -> bool:
+    while isinstance(t, torch.distributions.transforms.IndependentTransform):
+        t = t.base_transform
+    return isinstance(t, torch.distributions.transforms.ComposeTransform) and not t.parts
+
+
+def _tangent_dim(M, event_shape) -> int:
+    return _m.manifold_dim(M, event_shape)
+
+
+class AutoManifoldNormal(AutoGuide):
+    """Mean-field guide: Power Spherical / wrapped normal on manifold sites, normal elsewhere.
+
+    Args:
+        model: a Pyro model.
+        init_loc_fn: per-site initialisation (default
+            :func:`init_to_manifold_sample`: prior draws on manifolds,
+            ``init_to_feasible`` elsewhere).
+        init_scale: initial scale of normal and wrapped-normal factors.
+        init_concentration: initial concentration of Power Spherical factors.
+        create_plates: as in :class:`pyro.infer.autoguide.AutoNormal`.
+
+    Parameters (``PyroModule`` attributes): ``locs.<site>`` (on the site's
+    manifold for manifold sites, unconstrained otherwise), ``scales.<site>``
+    (positive, shape ``batch + (d,)`` with ``d`` the intrinsic dimension for
+    wrapped normals, the unconstrained shape otherwise) and
+    ``concentrations.<site>`` (positive, shape ``batch``) for sphere sites.
+
+    A manifold whose curvature is itself a latent or learned quantity of the
+    model is read once, from the prototype trace; for learned curvatures use
+    :class:`dlmppl.models.ManifoldVAE`, whose guide shares the model's
+    manifold.
+    """
+
+    scale_constraint = constraints.softplus_positive
+
+    def __init__(self, model, *, init_loc_fn=init_to_manifold_sample, init_scale=0.1, init_concentration=10.0, create_plates=None):
+        if not isinstance(init_scale, float) or not init_scale > 0:
+            raise ValueError(f"AutoManifoldNormal: init_scale must be a positive float, got {init_scale}")
+        if not init_concentration > 0:
+            raise ValueError(f"AutoManifoldNormal: init_concentration must be > 0, got {init_concentration}")
+        self._init_scale = init_scale
+        self._init_concentration = float(init_concentration)
+        self.init_loc_fn = init_loc_fn
+        super().__init__(InitMessenger(init_loc_fn)(model), create_plates=create_plates)
+
+    def _setup_prototype(self, *args, **kwargs):
+        super()._setup_prototype(*args, **kwargs)
+        self._event_dims = {}
+        self._kinds = {}
+        self._manifolds = {}
+        self.locs = PyroModule()
+        self.scales = PyroModule()
+        self.concentrations = PyroModule()
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            support = site["fn"].support
+            value = site["value"].detach()
+            if isinstance(support, ManifoldConstraint):
+                M = support.manifold
+                event_dim = support.event_dim
+                init_loc = M.projx(value).detach()
+                self._manifolds[name] = M
+                kind = "sphere" if _m.is_sphere(M) else "wrapped"
+                if kind == "wrapped" and _m.is_euclidean(M):
+                    kind = "euclidean"
+            else:
+                with helpful_support_errors(site):
+                    init_loc = biject_to(support).inv(value).detach()
+                event_dim = site["fn"].event_dim + init_loc.dim() - value.dim()
+                kind = "real"
+            self._kinds[name] = kind
+            self._event_dims[name] = event_dim
+            for frame in site["cond_indep_stack"]:
+                full_size = frame.full_size or frame.size
+                if full_size != frame.size:
+                    init_loc = periodic_repeat(init_loc, full_size, frame.dim - event_dim).contiguous()
+            batch = init_loc.shape[: init_loc.dim() - event_dim]
+            if kind in ("sphere", "wrapped"):
+                deep_setattr(self.locs, name, PyroParam(init_loc, manifold_constraint(M), event_dim))
+            else:
+                deep_setattr(self.locs, name, PyroParam(init_loc, constraints.real, event_dim))
+            if kind == "sphere":
+                conc = torch.full(batch, self._init_concentration, dtype=init_loc.dtype, device=init_loc.device)
+                deep_setattr(self.concentrations, name, PyroParam(conc, constraints.positive, 0))
+            elif kind == "wrapped":
+                d = _tangent_dim(M, init_loc.shape[init_loc.dim() - event_dim :])
+                scale = torch.full(batch + (d,), self._init_scale, dtype=init_loc.dtype, device=init_loc.device)
+                deep_setattr(self.scales, name, PyroParam(scale, self.scale_constraint, 1))
+            else:
+                scale = torch.full_like(init_loc, self._init_scale)
+                deep_setattr(self.scales, name, PyroParam(scale, self.scale_constraint, event_dim))
+
+    def get_factor(self, name: str):
+        """The guide's distribution of site ``name`` (inside the site's plates)."""
+        kind = self._kinds[name]
+        loc = attrgetter(name)(self.locs)
+        site = self.prototype_trace.nodes[name]
+        if kind == "sphere":
+            return _sphere_factor(loc, attrgetter(name)(self.concentrations))
+        scale = attrgetter(name)(self.scales)
+        if kind == "wrapped":
+            from ..distributions.wrapped_normal import WrappedNormal
+
+            return WrappedNormal(self._manifolds[name], loc, scale)
+        base = dist.Normal(loc, scale).to_event(self._event_dims[name])
+        if kind == "euclidean":
+            return base
+        transform = biject_to(site["fn"].support)
+        if _is_identity(transform):
+            return base
+        return dist.TransformedDistribution(base, transform.with_cache())
+
+    def forward(self, *args, **kwargs):
+        """Sample every latent site from its factor; returns ``{name: value}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        stack.enter_context(plates[frame.name])
+                result[name] = pyro.sample(name, self.get_factor(name))
+        return result
+
+    @torch.no_grad()
+    def median(self, *args, **kwargs):
+        """The factors' modes: locations on manifolds, ``biject_to(support)(loc)`` elsewhere."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        out = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            loc = attrgetter(name)(self.locs).detach()
+            if self._kinds[name] == "real":
+                loc = biject_to(site["fn"].support)(loc)
+            out[name] = loc.clone()
+        return out
+

@@ -1,0 +1,430 @@
+r"""Variational autoencoders with latent spaces on Riemannian manifolds.
+
+:class:`ManifoldVAE` is a ``PyroModule`` with a Pyro ``model(x)`` and
+``guide(x)``: ``z ~ p(z)`` on a manifold (or a product of manifolds),
+``x ~ p(x | decoder(z))``, ``q(z | x)`` a reparametrised distribution on the
+same manifold whose parameters an encoder network produces.  Latent spaces:
+
+========================  ====================================  ===============================
+name                      posterior                             prior
+========================  ====================================  ===============================
+``"euclidean"``           normal                                standard normal
+``"sphere"``              Power Spherical (or vMF)              uniform
+``"poincare"``            wrapped normal, learnable ``c``       wrapped (or Riemannian) normal at 0
+``"lorentz"``             wrapped normal, learnable ``k``       wrapped normal at the origin
+``"stereographic"``       wrapped normal, learnable κ ∈ R       wrapped normal at 0
+========================  ====================================  ===============================
+
+References: Kingma & Welling 2014 (VAE); Davidson et al. 2018 (hyperspherical
+VAE); De Cao & Aziz 2020 (Power Spherical); Mathieu et al. 2019 (Poincaré VAE,
+wrapped and Riemannian normals); Nagano et al. 2019 (Lorentz wrapped normal);
+Skopek, Ganea & Bécigneul 2020 (mixed-curvature VAE: products of
+κ-stereographic components with learnable curvature).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam, pyro_method
+from torch import nn
+from torch.distributions import constraints
+
+from .. import kmath
+from .. import manifolds as _m
+from .marginal import iwae_log_marginal
+
+__all__ = ["ManifoldVAE", "LatentComponent", "mlp"]
+
+_KINDS = ("euclidean", "sphere", "poincare", "lorentz", "stereographic")
+
+
+def mlp(sizes, activation=nn.ReLU, final_activation=None) -> nn.Sequential:
+    """A multilayer perceptron ``sizes[0] → … → sizes[-1]``."""
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    if final_activation is not None:
+        layers.append(final_activation())
+    return nn.Sequential(*layers)
+
+
+class LatentComponent(nn.Module):
+    """One factor of a (product) latent space: its manifold, prior, posterior and features.
+
+    Args:
+        kind: one of ``"euclidean"``, ``"sphere"``, ``"poincare"``,
+            ``"lorentz"``, ``"stereographic"``, or a manifold (Euclidean,
+            Sphere, PoincareBall/Stereographic, Lorentz) whose kind is inferred.
+        dim: intrinsic dimension ``d``.
+        curvature: initial curvature (``poincare``: ``c`` of curvature ``-c``,
+            default 1; ``lorentz``: ``k`` of curvature ``-1/k``, default 1;
+            ``stereographic``: κ, default 0).
+        learn_curvature: make the curvature a trainable parameter.
+        posterior: ``"power_spherical"`` (default) or ``"vmf"`` for spheres;
+            ``"wrapped"`` otherwise.
+        prior: ``"wrapped"`` (default) or ``"riemannian"`` (Poincaré ball only).
+        prior_scale: scale of the prior at the origin.
+    """
+
+    def __init__(self, kind, dim: int, curvature=None, learn_curvature=True, posterior=None, prior=None, prior_scale=1.0):
+        super().__init__()
+        if not isinstance(kind, str):
+            M = kind
+            if _m.is_sphere(M):
+                kind = "sphere"
+            elif _m.is_lorentz(M):
+                kind = "lorentz"
+            elif isinstance(_m._base(M), _m.PoincareBall):
+                kind = "poincare"
+            elif _m.is_stereographic(M):
+                kind = "stereographic"
+            elif _m.is_euclidean(M):
+                kind = "euclidean"
+            else:
+                raise ValueError(f"latent: unsupported manifold {type(M).__name__}; use one of {_KINDS}")
+            self.manifold = M
+        else:
+            if kind not in _KINDS:
+                raise ValueError(f"latent: unknown latent space {kind!r}; expected one of {_KINDS}")
+            self.manifold = self._make_manifold(kind, curvature, learn_curvature)
+        if int(dim) < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {dim}")
+        self.kind = kind
+        self.dim = int(dim)
+        self.ambient = self.dim + 1 if kind in ("sphere", "lorentz") else self.dim
+        self.posterior_kind = posterior or ("power_spherical" if kind == "sphere" else "wrapped")
+        self.prior_kind = prior or ("uniform" if kind == "sphere" else "wrapped")
+        if self.prior_kind == "riemannian" and kind != "poincare":
+            raise ValueError("prior='riemannian' is implemented for the Poincaré ball only")
+        self.prior_scale = float(prior_scale)
+
+    @staticmethod
+    def _make_manifold(kind, curvature, learn):
+        if kind == "euclidean":
+            return _m.Euclidean(ndim=1)
+        if kind == "sphere":
+            return _m.Sphere()
+        if kind == "poincare":
+            return _m.PoincareBall(1.0 if curvature is None else curvature, learnable=learn)
+        if kind == "lorentz":
+            return _m.Lorentz(1.0 if curvature is None else curvature, learnable=learn)
+        return _m.Stereographic(0.0 if curvature is None else curvature, learnable=learn)
+
+    @property
+    def n_loc(self) -> int:
+        return self.ambient if self.kind == "sphere" else self.dim
+
+    @property
+    def n_scale(self) -> int:
+        return 1 if self.kind == "sphere" else self.dim
+
+    def curvature(self) -> torch.Tensor:
+        """Sectional curvature of this component."""
+        return _m.curvature(self.manifold)
+
+    def origin(self, like: torch.Tensor, batch=()) -> torch.Tensor:
+        o = torch.zeros(tuple(batch) + (self.ambient,), dtype=like.dtype, device=like.device)
+        if self.kind == "sphere":
+            o[..., 0] = 1.0
+        elif self.kind == "lorentz":
+            # <o, o>_L = -k; keeps the graph of a learnable k
+            o = o + torch.nn.functional.one_hot(torch.tensor(0), self.ambient).to(like) * self.manifold.k.to(like).sqrt()
+        return o
+
+    def loc_from_tangent(self, a: torch.Tensor) -> torch.Tensor:
+        """Map encoder outputs ``a`` (``batch + (n_loc,)``) to a point on the manifold."""
+        if self.kind == "euclidean":
+            return a
+        if self.kind == "sphere":
+            return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        if self.kind == "lorentz":
+            u = torch.cat([torch.zeros_like(a[..., :1]), a], -1)
+            return self.manifold.expmap0(u)
+        # κ-stereographic: a is in Riemannian units; the frame at 0 is e_i / 2
+        return self.manifold.expmap0(a / 2)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """Coordinates fed to the decoder: Riemannian normal coordinates at the origin.
+
+        Euclidean: ``z``; sphere: ``z`` itself (ambient coordinates, continuous
+        on the whole sphere); Lorentz: spatial part of ``log_o z``;
+        κ-stereographic: ``2 log_0 z`` (smooth in κ through 0).
+        """
+        if self.kind in ("euclidean", "sphere"):
+            return z
+        if self.kind == "lorentz":
+            return self.manifold.logmap0(z)[..., 1:]
+        return 2 * kmath.logmap0(z, self.manifold.k)
+
+    def n_features(self) -> int:
+        return self.ambient if self.kind == "sphere" else self.dim
+
+    def dist(self, z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Geodesic distances ``batch + (A,)`` from ``z`` (``batch + (n,)``) to anchors ``(A, n)``."""
+        zz = z.unsqueeze(-2)
+        if self.kind == "euclidean":
+            return (zz - anchors).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+        if self.kind == "sphere":
+            return self.manifold.dist(zz, anchors)
+        if self.kind == "lorentz":
+            return self.manifold.dist(zz, anchors)
+        k = self.manifold.k
+        return kmath.dist(zz, anchors, k.unsqueeze(-1) if k.dim() else k)
+
+    def posterior(self, a: torch.Tensor, b: torch.Tensor):
+        """``q(z | x)`` from encoder heads ``a`` (location) and ``b`` (scale), batch ``a.shape[:-1]``."""
+        loc = self.loc_from_tangent(a)
+        if self.kind == "euclidean":
+            return dist.Normal(loc, nn.functional.softplus(b) + 1e-4).to_event(1)
+        if self.kind == "sphere":
+            conc = nn.functional.softplus(b.squeeze(-1)) + 1.0
+            if self.posterior_kind == "vmf":
+                from ..distributions.von_mises_fisher import VonMisesFisher
+
+                return VonMisesFisher(loc, conc)
+            from ..distributions.power_spherical import PowerSpherical
+
+            return PowerSpherical(loc, conc)
+        from ..distributions.wrapped_normal import WrappedNormal
+
+        return WrappedNormal(self.manifold, loc, nn.functional.softplus(b) + 1e-4)
+
+    def prior(self, like: torch.Tensor, batch):
+        """``p(z)`` with batch shape ``batch``."""
+        batch = tuple(batch)
+        if self.kind == "euclidean":
+            zero = torch.zeros(batch + (self.dim,), dtype=like.dtype, device=like.device)
+            return dist.Normal(zero, self.prior_scale).to_event(1)
+        if self.kind == "sphere":
+            from ..distributions.uniform import ManifoldUniform
+
+            return ManifoldUniform(self.manifold, (self.ambient,), batch_shape=batch, dtype=like.dtype, device=like.device)
+        o = self.origin(like, batch)
+        scale = torch.full(batch + (1,), self.prior_scale, dtype=like.dtype, device=like.device)
+        if self.prior_kind == "riemannian":
+            from ..distributions.riemannian_normal import RiemannianNormal
+
+            return RiemannianNormal(self.manifold, o, scale.squeeze(-1))
+        from ..distributions.wrapped_normal import WrappedNormal
+
+        return WrappedNormal(self.manifold, o, scale)
+
+
+class _Landmark(nn.Module):
+    """``x_j = b_j + s_j d_j``: an affine read-out of each output's own landmark distance."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, d):
+        return self.bias + self.scale * d
+
+
+def _parse_latent(latent, latent_dim, curvature, learn_curvature, posterior, prior, prior_scale):
+    if isinstance(latent, (list, tuple)):
+        comps = []
+        for item in latent:
+            if not (isinstance(item, (list, tuple)) and len(item) == 2):
+                raise ValueError(f"latent: a product is a list of (name_or_manifold, dim) pairs, got {item!r}")
+            comps.append(LatentComponent(item[0], item[1], None, learn_curvature, None, None, prior_scale))
+        return comps
+    return [LatentComponent(latent, latent_dim, curvature, learn_curvature, posterior, prior, prior_scale)]
+
+
+class ManifoldVAE(PyroModule):
+    r"""A VAE whose latent space is a manifold or a product of manifolds.
+
+    Args:
+        data_dim: dimension ``D`` of an observation (inputs ``x`` have shape ``(N, D)``).
+        latent: a name (``"euclidean"``, ``"sphere"``, ``"poincare"``,
+            ``"lorentz"``, ``"stereographic"``), a manifold, or a list of
+            ``(name_or_manifold, dim)`` pairs for a product latent space (the
+            mixed-curvature VAE of Skopek et al. 2020; one latent site
+            ``z0, z1, …`` per factor).
+        latent_dim: intrinsic latent dimension (single factor).
+        hidden: hidden layer widths of the encoder and decoder MLPs.
+        likelihood: ``"bernoulli"`` (decoder gives logits) or ``"gaussian"``
+            (decoder gives means; scale ``obs_scale``).
+        obs_scale: Gaussian observation scale; ``None`` makes it a learned
+            positive parameter.
+        curvature, learn_curvature: initial curvature and whether it is trained
+            (see :class:`LatentComponent`).
+        posterior, prior: see :class:`LatentComponent`.
+        decoder: ``"mlp"``: an MLP on Riemannian normal coordinates at the
+            origin; ``"distance"``: a first layer of geodesic distances to
+            ``n_anchors`` learned anchor points (a geometry-aware layer in the
+            spirit of Mathieu et al.'s gyroplane layer), then the MLP;
+            ``"landmark"``: output ``j`` is ``b_j + s_j d(z, a_j)`` with one
+            learned landmark ``a_j`` per output (a metric-MDS decoder: the
+            latent geometry alone must reproduce the observed distances, so
+            the learned curvature is identified by the data).
+        activation: hidden-layer activation class.
+        decoder_hidden: hidden widths of the decoder if different from
+            ``hidden`` (``()`` gives a linear read-out, e.g. of the distance layer).
+
+    Shapes: ``model(x)``/``guide(x)`` take ``x`` ``(N, D)``; the latent site
+    ``z`` has batch shape ``(N,)`` and the ambient event shape of its manifold.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent="euclidean",
+        latent_dim: int = 2,
+        hidden=(128,),
+        likelihood: str = "bernoulli",
+        obs_scale: float | None = None,
+        curvature=None,
+        learn_curvature: bool = True,
+        posterior: str | None = None,
+        prior: str | None = None,
+        prior_scale: float = 1.0,
+        decoder: str = "mlp",
+        n_anchors: int = 16,
+        activation=nn.ReLU,
+        decoder_hidden=None,
+    ):
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if decoder not in ("mlp", "distance", "landmark"):
+            raise ValueError(f"decoder must be 'mlp', 'distance' or 'landmark', got {decoder!r}")
+        self.data_dim = int(data_dim)
+        self.likelihood = likelihood
+        self.decoder_kind = decoder
+        comps = _parse_latent(latent, latent_dim, curvature, learn_curvature, posterior, prior, prior_scale)
+        self.components = nn.ModuleList(comps)
+        self.site_names = ["z"] if len(comps) == 1 else [f"z{i}" for i in range(len(comps))]
+        hidden = tuple(hidden)
+        n_head = sum(c.n_loc + c.n_scale for c in comps)
+        self.encoder = mlp((self.data_dim,) + hidden + (n_head,), activation)
+        if decoder == "landmark":
+            n_anchors = self.data_dim
+        if decoder in ("distance", "landmark"):
+            self.anchors = nn.ParameterList([nn.Parameter(0.5 * torch.randn(n_anchors, c.n_loc)) for c in comps])
+            n_in = n_anchors * len(comps)
+        else:
+            n_in = sum(c.n_features() for c in comps)
+        if decoder == "landmark":
+            # x_j = bias_j + scale_j * d(z, b_j): one landmark per output
+            self.decoder = _Landmark(self.data_dim)
+        else:
+            dec_hidden = hidden if decoder_hidden is None else tuple(decoder_hidden)
+            self.decoder = mlp((n_in,) + dec_hidden + (self.data_dim,), activation)
+        if likelihood == "gaussian":
+            if obs_scale is None:
+                self.obs_scale = PyroParam(torch.tensor(0.5), constraints.positive)
+            else:
+                if not obs_scale > 0:
+                    raise ValueError(f"obs_scale must be > 0, got {obs_scale}")
+                self.register_buffer("_fixed_obs_scale", torch.tensor(float(obs_scale)))
+
+    # -- geometry ---------------------------------------------------------
+    def curvatures(self) -> list:
+        """Sectional curvature of every latent factor (tensors)."""
+        return [c.curvature() for c in self.components]
+
+    def _anchor_points(self, c, a, like):
+        return c.loc_from_tangent(a.to(like))
+
+    # -- networks ---------------------------------------------------------
+    def encode(self, x: torch.Tensor, _components=None) -> list:
+        """Posterior factors ``q(z_i | x)``, each with batch shape ``x.shape[:-1]``."""
+        h = self.encoder(x)
+        out, pos = [], 0
+        for c in self.components if _components is None else _components:
+            a = h[..., pos : pos + c.n_loc]
+            pos += c.n_loc
+            b = h[..., pos : pos + c.n_scale]
+            pos += c.n_scale
+            out.append(c.posterior(a, b))
+        return out
+
+    def decode(self, zs, _components=None) -> torch.Tensor:
+        """Decoder output (logits or means, ``batch + (D,)``) for latent points ``zs`` (a tensor or list)."""
+        if isinstance(zs, torch.Tensor):
+            zs = [zs]
+        # each attribute access of a submodule registers its parameters with Pyro: do it once
+        comps = self.components if _components is None else _components
+        decoder = self.decoder
+        if self.decoder_kind in ("landmark", "distance"):
+            anchors = self.anchors
+            dists = [c.dist(z, self._anchor_points(c, a, z)) for c, a, z in zip(comps, anchors, zs, strict=True)]
+            if self.decoder_kind == "landmark":
+                d2 = sum(d.pow(2) for d in dists)
+                return decoder(d2.clamp_min(1e-12).sqrt())
+            feats = dists
+        else:
+            feats = [c.features(z) for c, z in zip(comps, zs, strict=True)]
+        return decoder(torch.cat(feats, -1) if len(feats) > 1 else feats[0])
+
+    def _obs_scale(self):
+        if "_fixed_obs_scale" in self._buffers:
+            return self._fixed_obs_scale
+        return self.obs_scale
+
+    def _likelihood(self, out):
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        return dist.Normal(out, self._obs_scale()).to_event(1)
+
+    # -- Pyro programs ----------------------------------------------------
+    @pyro_method
+    def model(self, x: torch.Tensor):
+        """``z ~ p(z)``, ``x ~ p(x | decode(z))`` in a plate ``"data"`` over the rows of ``x``."""
+        n = x.shape[0]
+        comps = self.components
+        with pyro.plate("data", n):
+            zs = [pyro.sample(name, c.prior(x, (n,))) for name, c in zip(self.site_names, comps, strict=True)]
+            return pyro.sample("x", self._likelihood(self.decode(zs, comps)), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor):
+        """``z ~ q(z | x)`` from the encoder, same plate as :meth:`model`."""
+        n = x.shape[0]
+        with pyro.plate("data", n):
+            qs = self.encode(x)
+            return [pyro.sample(name, q) for name, q in zip(self.site_names, qs, strict=True)]
+
+    # -- conveniences -----------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior locations: probabilities (Bernoulli) or means (Gaussian), ``(N, D)``."""
+        zs = [q.mean if isinstance(q, dist.Independent) else q.loc for q in self.encode(x)]
+        out = self.decode(zs)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    @torch.no_grad()
+    def sample(self, n: int, like: torch.Tensor | None = None, *, method: str = "prior",
+               data: torch.Tensor | None = None, **intrinsic_kwargs) -> torch.Tensor:
+        """Generate ``n`` observations: probabilities (Bernoulli) or means (Gaussian), ``(n, D)``.
+
+        ``method="prior"`` decodes prior draws.  ``method="intrinsic"`` (Euclidean
+        latent only) decodes draws of the intrinsic uniform measure ∝ √det G(z)
+        of the Chadebec & Allassonnière (2022) metric built from the encoder on
+        the training ``data`` ``(N, D)``, sampled by HMC; ``intrinsic_kwargs``
+        go to :func:`dlmppl.models.intrinsic_sample`.
+        """
+        if method == "intrinsic":
+            if data is None:
+                raise ValueError("sample(method='intrinsic') needs the training data: data=(N, D) tensor")
+            from .intrinsic import intrinsic_sample
+
+            return intrinsic_sample(self, n, data, **intrinsic_kwargs)
+        if method != "prior":
+            raise ValueError(f"method must be 'prior' or 'intrinsic', got {method!r}")
+        like = next(self.decoder.parameters()) if like is None else like
+        zs = [c.prior(like, (n,)).sample() for c in self.components]
+        out = self.decode(zs)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def log_marginal(self, x: torch.Tensor, num_particles: int = 500, chunk_size: int = 100) -> torch.Tensor:
+        """IWAE estimate of ``log p(x_i)`` with ``K = num_particles`` (shape ``(N,)``)."""
+        return iwae_log_marginal(self.model, self.guide, x, num_particles=num_particles, chunk_size=chunk_size)
+
