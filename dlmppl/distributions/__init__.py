@@ -7,6 +7,7 @@ of the distribution's manifold; every ``support`` is a
 
 from . import kl  # noqa: F401  (registers the closed-form KL divergences with torch)
 from .base import ManifoldDistribution
+from .intrinsic import IntrinsicUniform
 from .power_spherical import PowerSpherical
 from .riemannian_normal import RiemannianNormal, riemannian_normal_log_normalizer
 from .uniform import ManifoldUniform, log_volume
@@ -20,6 +21,7 @@ from .von_mises_fisher import (
 from .wrapped_normal import WrappedNormal
 
 __all__ = [
+    "IntrinsicUniform",
     "ManifoldDistribution",
     "ManifoldUniform",
     "PowerSpherical",

@@ -7,9 +7,15 @@
   :class:`PullbackMetric`, :class:`ConformalMetric`, :class:`EuclideanMetric`;
 * solvers under a metric field (:mod:`.solvers`): :func:`curve_length`,
   :func:`curve_energy`, :func:`connecting_geodesic`, :func:`shooting_geodesic`;
-* steering (:mod:`.steering`): :func:`steer`, :func:`class_centroid`.
+* steering (:mod:`.steering`): :func:`steer`, :func:`class_centroid`;
+* learned metric fields (:mod:`.learned`, :mod:`.chadebec`, issue 8):
+  :class:`LearnedMetric` with :func:`volume_regularizer` and
+  :func:`smoothness_regularizer`, :class:`ChadebecMetric`, and
+  :func:`pairwise_distances` (geodesic distance matrices under any metric field).
 """
 
+from .chadebec import ChadebecMetric
+from .distances import pairwise_distances
 from .geodesics import (
     distance,
     expmap,
@@ -22,6 +28,7 @@ from .geodesics import (
     shoot,
     tangent_project,
 )
+from .learned import LearnedMetric, smoothness_regularizer, volume_regularizer
 from .metrics import ConformalMetric, EuclideanMetric, MetricField, PullbackMetric
 from .solvers import (
     ChartMetric,
@@ -35,6 +42,11 @@ from .solvers import (
 from .steering import class_centroid, resample_curve, steer
 
 __all__ = [
+    "ChadebecMetric",
+    "LearnedMetric",
+    "pairwise_distances",
+    "smoothness_regularizer",
+    "volume_regularizer",
     "ChartMetric",
     "ConformalMetric",
     "EuclideanMetric",

@@ -1,0 +1,191 @@
+r"""The intrinsic uniform measure of a metric field: density ``∝ √det G(z)`` on ``R^d``.
+
+A metric field ``G`` (a :class:`~dlmppl.geometry.MetricField`) on the chart
+``R^d`` (or on the open ball of radius ``R``) defines the Riemannian volume
+measure ``dM(z) = √det G(z) dz``.  When the volume ``V = ∫ √det G(z) dz`` is
+finite, the *intrinsic uniform distribution* is ``dM / V``; its density with
+respect to the Lebesgue measure of the coordinates ``z`` is
+
+.. math::  p(z) = \sqrt{\det G(z)} / V  \qquad (z ∈ A),
+
+(Chadebec & Allassonnière, "A Geometric Perspective on Variational
+Autoencoders", NeurIPS 2022, Sec. 4.5; Pennec 2006 for uniform measures on
+Riemannian manifolds).  :class:`IntrinsicUniform` is this law as a Pyro
+distribution: ``log_prob(z) = ½ log det G(z) − log_normalizer``.
+
+Base measure: the coordinates are Euclidean (``support`` is ``real_vector`` or
+:func:`ball`), so unlike the manifold families, ``log_prob`` is a density with
+respect to the **Lebesgue** measure of ``z`` — the only measure in which the
+non-constant density ``√det G`` is meaningful (with respect to its own volume
+measure the law is the constant ``1/V``).  ``log_normalizer`` defaults to 0
+(unnormalised: an MCMC target); pass ``log V`` (closed form, or
+:func:`log_volume_grid` in low dimension) to normalise.
+
+There is no exact sampler: draw with MCMC, e.g. Pyro's ``NUTS`` or
+:class:`dlmppl.inference.RiemannianNUTS` on a model with this site, or
+:func:`dlmppl.models.intrinsic.intrinsic_codes`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import biject_to, transform_to
+from torch.distributions import constraints as _tc
+from torch.distributions.transforms import Transform
+
+__all__ = ["IntrinsicUniform", "ball", "BallConstraint", "BallTransform", "log_volume_grid"]
+
+
+class BallConstraint(_tc.Constraint):
+    """Vectors of Euclidean norm ``< radius`` (the open ball), ``event_dim = 1``."""
+
+    event_dim = 1
+
+    def __init__(self, radius: float):
+        if not radius > 0:
+            raise ValueError(f"radius must be > 0, got {radius}")
+        self.radius = float(radius)
+        super().__init__()
+
+    def check(self, value):
+        return value.norm(dim=-1) < self.radius
+
+    def __repr__(self):
+        return f"{type(self).__name__}(radius={self.radius})"
+
+
+def ball(radius: float) -> BallConstraint:
+    """The constraint ``‖z‖ < radius`` (``biject_to``/``transform_to`` give :class:`BallTransform`)."""
+    return BallConstraint(radius)
+
+
+class BallTransform(Transform):
+    r"""Bijection ``R^d → B(0, R)``, ``y = R x / √(1 + ‖x‖²)``, ``event_dim = 1``.
+
+    Inverse ``x = y / √(R² − ‖y‖²)``; ``log|det J| = d log R − (d+2)/2 · log(1 + ‖x‖²)``
+    (a radial map ``y = f(r) x/r`` has ``det J = f'(r) (f(r)/r)^{d-1}``), smooth at 0.
+    """
+
+    domain = _tc.real_vector
+    bijective = True
+    sign = +1
+
+    def __init__(self, radius: float, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.radius = float(radius)
+
+    @property
+    def codomain(self):
+        return ball(self.radius)
+
+    def __eq__(self, other):
+        return isinstance(other, BallTransform) and other.radius == self.radius
+
+    def with_cache(self, cache_size=1):
+        return self if self._cache_size == cache_size else BallTransform(self.radius, cache_size=cache_size)
+
+    def _call(self, x):
+        return self.radius * x * torch.rsqrt(1 + x.pow(2).sum(-1, keepdim=True))
+
+    def _inverse(self, y):
+        s = (self.radius**2 - y.pow(2).sum(-1, keepdim=True)).clamp_min(torch.finfo(y.dtype).tiny)
+        return y * torch.rsqrt(s)
+
+    def log_abs_det_jacobian(self, x, y):
+        d = x.shape[-1]
+        return d * math.log(self.radius) - 0.5 * (d + 2) * torch.log1p(x.pow(2).sum(-1))
+
+
+@biject_to.register(BallConstraint)
+@transform_to.register(BallConstraint)
+def _ball_transform(constraint):
+    return BallTransform(constraint.radius)
+
+
+class IntrinsicUniform(TorchDistribution):
+    r"""Intrinsic uniform law of a metric field: ``p(z) ∝ √det G(z | c)`` on ``R^d`` or ``B(0, R)``.
+
+    Parameters
+    ----------
+    metric : a :class:`~dlmppl.geometry.MetricField` on ``R^d`` (``metric.logdet`` is used).
+    dim : ``d`` (default ``metric.dim``).
+    radius : truncate to the open ball ``‖z‖ < radius`` (``support = ball(radius)``);
+        ``None``: ``support = real_vector`` (then the volume must be finite for a proper law,
+        e.g. :class:`~dlmppl.geometry.ChadebecMetric` with ``tau > 0``).
+    condition : passed to the metric (``metric.logdet(z, condition=condition)``).
+    log_normalizer : ``log V`` subtracted from ``log_prob`` (default 0: unnormalised).
+
+    Shapes: ``event_shape = (d,)``, ``batch_shape = ()``; ``log_prob(z)`` for ``z``
+    ``(..., d)`` has shape ``(...)``; outside the ball it is ``-inf``.
+    Reference: Chadebec & Allassonnière, NeurIPS 2022, Sec. 4.5.
+    """
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, metric, dim: int | None = None, radius: float | None = None, condition=None, log_normalizer=0.0, validate_args=None):
+        from ..geometry.metrics import MetricField
+
+        if not isinstance(metric, MetricField):
+            raise ValueError(f"metric must be a dlmppl.geometry.MetricField, got {type(metric).__name__}")
+        dim = getattr(metric, "dim", None) if dim is None else dim
+        if dim is None or int(dim) < 1:
+            raise ValueError("dim: give the latent dimension (the metric has no attribute dim)")
+        if radius is not None and not radius > 0:
+            raise ValueError(f"radius must be > 0, got {radius}")
+        self.metric = metric
+        self.radius = None if radius is None else float(radius)
+        self.condition = condition
+        self.log_normalizer = log_normalizer
+        super().__init__(batch_shape=torch.Size(), event_shape=torch.Size((int(dim),)), validate_args=validate_args)
+
+    @property
+    def support(self):
+        return _tc.real_vector if self.radius is None else ball(self.radius)
+
+    def expand(self, batch_shape, _instance=None):
+        if tuple(batch_shape) == ():
+            return self
+        # independent copies: Pyro's plates expand sites; log_prob already broadcasts over z's batch
+        new = self._get_checked_instance(IntrinsicUniform, _instance)
+        new.metric, new.radius, new.condition, new.log_normalizer = self.metric, self.radius, self.condition, self.log_normalizer
+        super(IntrinsicUniform, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value):
+        if self._validate_args:
+            if value.shape[-1:] != self.event_shape:
+                raise ValueError(f"value must have event shape {tuple(self.event_shape)}, got {tuple(value.shape)}")
+        lp = 0.5 * self.metric.logdet(value, condition=self.condition) - self.log_normalizer
+        if self.radius is not None:
+            lp = torch.where(value.norm(dim=-1) < self.radius, lp, torch.full_like(lp, -math.inf))
+        return lp
+
+    def sample(self, sample_shape=torch.Size()):
+        raise NotImplementedError(
+            "IntrinsicUniform has no exact sampler: sample it with MCMC (pyro.infer.NUTS / dlmppl.inference.RiemannianNUTS "
+            "with init_to_value, or dlmppl.models.intrinsic.intrinsic_codes)"
+        )
+
+
+def log_volume_grid(metric, low, high, n: int = 200, condition=None, radius: float | None = None):
+    r"""``log ∫ √det G(z) dz`` over the box ``[low, high]^d`` (or its intersection with ``‖z‖ < radius``)
+    by the midpoint rule on an ``n^d`` grid; for ``d ≤ 3`` (cost ``n^d`` metric evaluations).
+
+    ``low``, ``high``: floats or ``(d,)`` tensors. Returns a scalar tensor.
+    """
+    dim = int(metric.dim)
+    if dim > 3:
+        raise ValueError(f"log_volume_grid is for d <= 3 (n^d points), got d={dim}")
+    low = torch.as_tensor(low, dtype=torch.get_default_dtype()).expand(dim)
+    high = torch.as_tensor(high, dtype=low.dtype).expand(dim)
+    axes = [low[i] + (torch.arange(n, dtype=low.dtype) + 0.5) * (high[i] - low[i]) / n for i in range(dim)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, dim)
+    lv = 0.5 * metric.logdet(grid, condition=condition)
+    if radius is not None:
+        lv = torch.where(grid.norm(dim=-1) < radius, lv, torch.full_like(lv, -math.inf))
+    return torch.logsumexp(lv, 0) + torch.log((high - low) / n).sum()
