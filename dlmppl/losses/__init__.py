@@ -1,0 +1,34 @@
+r"""Optimal-transport and persistent-homology regularizers with geodesic costs.
+
+* :func:`wasserstein` (exact, Sinkhorn, sliced; POT's torch backend),
+  :func:`pairwise_distance` (geodesic ground distances);
+* :func:`persistence` (Vietoris–Rips diagrams differentiable in the points),
+  :func:`cubical_persistence` (images / fields), :func:`rips_pairs`;
+* :func:`topological` (topological-autoencoder loss, Moor et al. 2020),
+  :func:`diagram_distance` (Wasserstein distance between diagrams),
+  :func:`topology_target_loss` (e.g. "one persistent loop");
+* :func:`factor` to use any of them as a ``pyro.factor`` term.
+"""
+
+from .factor import factor
+from .ot import pairwise_distance, wasserstein
+from .topology import (
+    cubical_persistence,
+    diagram_distance,
+    persistence,
+    rips_pairs,
+    topological,
+    topology_target_loss,
+)
+
+__all__ = [
+    "cubical_persistence",
+    "diagram_distance",
+    "factor",
+    "pairwise_distance",
+    "persistence",
+    "rips_pairs",
+    "topological",
+    "topology_target_loss",
+    "wasserstein",
+]

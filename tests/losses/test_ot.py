@@ -1,0 +1,173 @@
+import math
+import warnings
+
+import geoopt
+import ot
+import pytest
+import torch
+
+from dlmppl import kmath, manifolds
+from dlmppl.losses import pairwise_distance, wasserstein
+from dlmppl.losses.ot import _cost
+
+
+def _rot(theta, dtype=torch.float64):
+    c, s = math.cos(theta), math.sin(theta)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=dtype)
+
+
+def _sphere_cloud(n, d=3):
+    x = torch.randn(n, d, dtype=torch.float64)
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_emd_equals_pot_on_same_cost():
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randn(15, 3, dtype=torch.float64) + 0.5
+    a = torch.rand(20, dtype=torch.float64) + 0.1
+    b = torch.rand(15, dtype=torch.float64) + 0.1
+    a, b = a / a.sum(), b / b.sum()
+    # Euclidean, p = 2: POT's own squared-Euclidean cost
+    ref = ot.emd2(a.numpy(), b.numpy(), ot.dist(x.numpy(), y.numpy()))
+    assert torch.allclose(wasserstein(x, y, a=a, b=b), torch.tensor(ref, dtype=torch.float64))
+    # sphere, p = 1: arc-length cost from arccos of the inner products
+    xs, ys = _sphere_cloud(20), _sphere_cloud(15)
+    M = torch.arccos((xs @ ys.T).clamp(-1, 1)).numpy()
+    ref = ot.emd2(a.numpy(), b.numpy(), M)
+    val = wasserstein(xs, ys, manifolds.Sphere(), p=1, a=a, b=b)
+    assert abs(val.item() - ref) < 1e-10
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_emd_sorted_1d_closed_form(p):
+    x = torch.randn(40, 1, dtype=torch.float64)
+    y = torch.rand(40, 1, dtype=torch.float64) * 3
+    ref = (x.flatten().sort().values - y.flatten().sort().values).abs().pow(p).mean()
+    val = wasserstein(x, y, p=p)
+    assert torch.allclose(val, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("theta", [0.3, 1.2, 2.9])
+@pytest.mark.parametrize("method", ["emd", "sinkhorn"])
+def test_sphere_point_and_rotation(theta, method):
+    x = torch.tensor([[0.6, 0.8, 0.0]], dtype=torch.float64)  # rotation about e_3
+    y = x @ _rot(theta).T
+    M = manifolds.Sphere()
+    # convention: the value is W_p^p, theta for p = 1 and theta^2 for p = 2
+    assert abs(wasserstein(x, y, M, p=1, method=method).item() - theta) < 1e-9
+    assert abs(wasserstein(x, y, M, p=2, method=method).item() - theta**2) < 1e-9
+
+
+def test_sinkhorn_converges_to_emd():
+    x = torch.randn(30, 2, dtype=torch.float64)
+    y = torch.randn(30, 2, dtype=torch.float64) * 0.5 + 1.0
+    exact = wasserstein(x, y, method="emd").item()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every solve must converge
+        errs = [
+            abs(wasserstein(x, y, method="sinkhorn", reg=r, max_iter=5000, tol=1e-5).item() - exact)
+            for r in (0.5, 0.05, 1e-3, 1e-4)
+        ]
+    assert errs[0] > errs[1] > errs[2] > errs[3]
+    assert errs[3] < 1e-3 * exact
+    # log domain: a tiny reg does not underflow
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 200 iterations, on purpose
+        v = wasserstein(x, y, method="sinkhorn", reg=1e-4, max_iter=200)
+    assert torch.isfinite(v)
+
+
+def test_sinkhorn_envelope_gradient_matches_finite_differences():
+    x = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(9, 2, dtype=torch.float64)
+
+    def f(x):
+        return wasserstein(x, y, method="sinkhorn", reg=0.5, max_iter=5000, tol=1e-13)
+
+    (g,) = torch.autograd.grad(f(x), x)
+    h = 1e-6
+    fd = torch.zeros_like(x)
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                e = torch.zeros_like(x)
+                e[i, j] = h
+                fd[i, j] = (f(x + e) - f(x - e)) / (2 * h)
+    assert torch.allclose(g, fd, atol=1e-6)
+
+
+def test_emd_gradients_both_clouds_and_finite_differences():
+    x = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, y: wasserstein(x, y, manifolds.PoincareBall(1.0), p=2, method="emd"),
+        (0.3 * x.detach().requires_grad_(), 0.3 * y.detach().requires_grad_()),
+    )
+
+
+def test_sliced_is_exact_in_1d_and_on_the_circle():
+    # 1-D: every slice is ±identity, so SW equals W
+    x = torch.randn(50, 1, dtype=torch.float64)
+    y = torch.randn(50, 1, dtype=torch.float64) * 2
+    assert torch.allclose(wasserstein(x, y, method="sliced", p=2), wasserstein(x, y, p=2))
+    # circle S^1: every great-circle projection is an isometry, so SSW equals W (arc length)
+    t1, t2 = torch.rand(40, dtype=torch.float64) * 6.28, torch.rand(40, dtype=torch.float64) * 2
+    x = torch.stack([t1.cos(), t1.sin()], -1)
+    y = torch.stack([t2.cos(), t2.sin()], -1)
+    M = manifolds.Sphere()
+    for p in (1, 2):
+        sw = wasserstein(x, y, M, p=p, method="sliced", n_projections=10)
+        assert abs(sw.item() - wasserstein(x, y, M, p=p).item()) < 1e-8
+
+
+def test_sliced_sphere_gradient_and_discrimination():
+    x = _sphere_cloud(200).requires_grad_()
+    near = x.detach() @ _rot(0.05).T
+    far = x.detach() @ _rot(1.0).T
+    M = manifolds.Sphere()
+    v_near = wasserstein(x, near, M, method="sliced", n_projections=100)
+    v_far = wasserstein(x, far, M, method="sliced", n_projections=100)
+    assert 0 < v_near < 0.1 * v_far
+    v_far.backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_ground_costs_match_manifold_distances():
+    x = 0.3 * torch.randn(5, 3, dtype=torch.float64)
+    y = 0.3 * torch.randn(4, 3, dtype=torch.float64)
+    # κ = 0: the stereographic model is Euclidean space with metric 4 δ
+    D0 = pairwise_distance(x, y, manifolds.Stereographic(0.0))
+    assert torch.allclose(D0, 2 * torch.cdist(x, y))
+    for k in (-1.0, 0.7):
+        D = pairwise_distance(x, y, manifolds.Stereographic(k))
+        ref = geoopt.Stereographic(k).dist(x[:, None], y[None])
+        assert torch.allclose(D, ref, atol=1e-10)
+        assert torch.allclose(D, kmath.dist(x[:, None], y[None], torch.tensor(k, dtype=torch.float64)))
+    L = geoopt.Lorentz(2.0)
+    xl = L.expmap0(L.proju(L.origin(3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)))
+    yl = L.expmap0(L.proju(L.origin(3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)))
+    assert torch.allclose(pairwise_distance(xl, yl, L), L.dist(xl[:, None], yl[None]), atol=1e-8)
+    xs, ys = _sphere_cloud(5), _sphere_cloud(4)
+    assert torch.allclose(pairwise_distance(xs, ys, manifolds.Sphere()), torch.arccos(xs @ ys.T))
+    assert torch.allclose(_cost(x, y, None, 2), torch.cdist(x, y) ** 2)
+
+
+def test_coincident_points_have_finite_gradients():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True)
+    for M in (None, manifolds.Sphere(), manifolds.Stereographic(0.0), manifolds.PoincareBall(1.0)):
+        xx = (0.5 * x).clone().requires_grad_()
+        pairwise_distance(xx, xx, M).sum().backward()
+        assert torch.isfinite(xx.grad).all()
+
+
+def test_errors_name_the_argument():
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match="method"):
+        wasserstein(x, x, method="nope")
+    with pytest.raises(ValueError, match="x, y"):
+        wasserstein(x, torch.randn(5, 3))
+    with pytest.raises(ValueError, match="a:"):
+        wasserstein(x, x, a=torch.ones(4) / 4)
+    with pytest.raises(ValueError, match="reg"):
+        wasserstein(x, x, method="sinkhorn", reg=0.0)
