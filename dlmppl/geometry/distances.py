@@ -30,7 +30,7 @@ import torch
 from .metrics import MetricField
 from .solvers import connecting_geodesic, curve_length
 
-__all__ = ["pairwise_distances"]
+__all__ = ["paired_distances", "pairwise_distances"]
 
 
 def pairwise_distances(
@@ -80,9 +80,40 @@ def pairwise_distances(
         ii = torch.arange(n, device=x.device).repeat_interleave(m)
         jj = torch.arange(m, device=x.device).repeat(n)
         a, b = x[ii], y[jj]
+    L = paired_distances(metric, a, b, n_points, method=method, condition=condition, batch_size=batch_size,
+                         max_iter=max_iter, tol=tol)
+    if sym:
+        D = torch.zeros((n, m), dtype=L.dtype, device=L.device).index_put((ii, jj), L).index_put((jj, ii), L)
+    else:
+        D = L.reshape(n, m)
+    return D
+
+
+def paired_distances(
+    metric,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    n_points: int = 16,
+    *,
+    method: str = "geodesic",
+    condition=None,
+    batch_size: int = 1024,
+    max_iter: int = 200,
+    tol: float | None = None,
+):
+    r"""Geodesic distances ``dist_G(aₖ, bₖ)`` between matching rows of ``a`` and ``b`` ``(P, d)``, shape ``(P,)``.
+
+    The per-pair solver behind :func:`pairwise_distances` (same arguments and
+    cost, ``P`` pairs); the losses use it for the few critical edges of a
+    persistence pairing.
+    """
+    if not isinstance(metric, MetricField):
+        raise ValueError(f"metric must be a dlmppl.geometry.MetricField, got {type(metric).__name__}")
+    if method not in ("geodesic", "straight"):
+        raise ValueError(f"method must be 'geodesic' or 'straight', got {method!r}")
     P = a.shape[0]
     lengths = []
-    t = torch.linspace(0, 1, n_points, dtype=x.dtype, device=x.device)
+    t = torch.linspace(0, 1, n_points, dtype=a.dtype, device=a.device)
     for s in range(0, P, batch_size):
         za, zb = a[s : s + batch_size], b[s : s + batch_size]
         if method == "straight":
@@ -91,9 +122,4 @@ def pairwise_distances(
         else:
             res = connecting_geodesic(metric, za, zb, n_points, condition=condition, max_iter=max_iter, tol=tol)
             lengths.append(res.length)
-    L = torch.cat(lengths) if lengths else x.new_zeros((0,))
-    if sym:
-        D = torch.zeros((n, m), dtype=L.dtype, device=L.device).index_put((ii, jj), L).index_put((jj, ii), L)
-    else:
-        D = L.reshape(n, m)
-    return D
+    return torch.cat(lengths) if lengths else a.new_zeros((0,))

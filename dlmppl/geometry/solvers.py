@@ -211,36 +211,38 @@ def connecting_geodesic(
     def energies(c):
         return curve_energy(metric, build(c), condition=condition, manifold=M)
 
-    c0 = coef.detach().requires_grad_(True)
-    e0 = energies(c0)
-    (g0,) = torch.autograd.grad(e0.sum(), c0)
-    g0 = g0.flatten(-2).norm(dim=-1)
-    e0 = e0.detach().abs().clamp_min(1.0)
-    opt = torch.optim.LBFGS(
-        [coef],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=history_size,
-        # max-abs gradient of all pairs: stop when every pair is well below its own tolerance
-        tolerance_grad=float(0.1 * tol * torch.maximum(g0, e0).min()),
-        tolerance_change=float(10 * torch.finfo(dtype).eps * e0.sum()),
-        line_search_fn="strong_wolfe",
-    )
+    # the optimisation needs autograd even when the caller is under torch.no_grad()
+    with torch.enable_grad():
+        c0 = coef.detach().requires_grad_(True)
+        e0 = energies(c0)
+        (g0,) = torch.autograd.grad(e0.sum(), c0)
+        g0 = g0.flatten(-2).norm(dim=-1)
+        e0 = e0.detach().abs().clamp_min(1.0)
+        opt = torch.optim.LBFGS(
+            [coef],
+            lr=1.0,
+            max_iter=max_iter,
+            history_size=history_size,
+            # max-abs gradient of all pairs: stop when every pair is well below its own tolerance
+            tolerance_grad=float(0.1 * tol * torch.maximum(g0, e0).min()),
+            tolerance_change=float(10 * torch.finfo(dtype).eps * e0.sum()),
+            line_search_fn="strong_wolfe",
+        )
 
-    def closure():
-        e = energies(coef).sum()
-        (g,) = torch.autograd.grad(e, coef)
-        coef.grad = g
-        return e.detach()
+        def closure():
+            e = energies(coef).sum()
+            (g,) = torch.autograd.grad(e, coef)
+            coef.grad = g
+            return e.detach()
 
-    opt.step(closure)
-    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
-    coef_final = coef.detach().requires_grad_(True)
-    e = energies(coef_final)
-    (g,) = torch.autograd.grad(e.sum(), coef_final)
-    gnorm = g.flatten(-2).norm(dim=-1)
-    e = e.detach()
-    converged = gnorm <= tol * torch.maximum(g0, e.abs().clamp_min(1.0))
+        opt.step(closure)
+        n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+        coef_final = coef.detach().requires_grad_(True)
+        e = energies(coef_final)
+        (g,) = torch.autograd.grad(e.sum(), coef_final)
+        gnorm = g.flatten(-2).norm(dim=-1)
+        e = e.detach()
+        converged = gnorm <= tol * torch.maximum(g0, e.abs().clamp_min(1.0))
     # the curve, differentiable in z0/z1 through the initial curve
     if euclid:
         base_g = z0.unsqueeze(-2) + t[:, None] * (z1 - z0).unsqueeze(-2) if init is None else base

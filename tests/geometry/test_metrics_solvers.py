@@ -182,3 +182,16 @@ def test_solver_errors():
         geo.connecting_geodesic(lambda z: z, z, z)
     with pytest.raises(ValueError, match="n_points"):
         geo.connecting_geodesic(geo.EuclideanMetric(2), z, z, n_points=2)
+
+
+def test_connecting_geodesic_under_no_grad():
+    # callers computing distance matrices without gradients (the persistence pairing) work
+    from dlmppl.geometry import ConformalMetric, connecting_geodesic
+
+    z0 = torch.tensor([[0.1, 0.2]], dtype=torch.float64)
+    z1 = torch.tensor([[-0.3, 0.4]], dtype=torch.float64)
+    ref = connecting_geodesic(ConformalMetric(-1.0), z0, z1, 16).length
+    with torch.no_grad():
+        res = connecting_geodesic(ConformalMetric(-1.0), z0, z1, 16)
+    assert not res.length.requires_grad
+    torch.testing.assert_close(res.length, ref.detach())
