@@ -1,0 +1,35 @@
+"""Assemble benchmarks/RESULTS.md from the per-benchmark result files.
+
+Each benchmark script writes its own ``results_<name>.md`` (machine, versions,
+table, ratios); this script concatenates them under one heading so that
+RESULTS.md always shows the latest figures of every benchmark.
+Run: ``python benchmarks/collect.py``.
+"""
+
+from pathlib import Path
+
+ORDER = ["directional", "wrapped", "mcmc", "vae", "losses", "geodesics", "intrinsic", "diagnostics"]
+
+
+def main():
+    here = Path(__file__).parent
+    files = {p.stem.removeprefix("results_"): p for p in here.glob("results_*.md")}
+    names = [n for n in ORDER if n in files] + sorted(set(files) - set(ORDER))
+    parts = [
+        "# Benchmark results\n\n"
+        "Collected by `benchmarks/collect.py` from the `results_*.md` file each benchmark writes. "
+        "Unless a section says otherwise the figures come from the project's development machine: "
+        "a shared 2-core x86-64 CPU (no GPU), torch 2.13.0+cpu, one thread, with other jobs "
+        "running, so absolute times are noisy and the ratios measured in the same run are what to "
+        "read.\n\n"
+        "Sections: " + ", ".join(names) + ".\n"
+    ]
+    for n in names:
+        text = files[n].read_text().strip()
+        parts.append(f"\n---\n\n<!-- from benchmarks/results_{n}.md -->\n\n{text}\n")
+    (here / "RESULTS.md").write_text("".join(parts))
+    print(f"wrote {here / 'RESULTS.md'} ({len(names)} sections)")
+
+
+if __name__ == "__main__":
+    main()
