@@ -70,6 +70,21 @@ def factor(name: str, loss: torch.Tensor, weight: float = 1.0, in_guide: bool = 
             with pyro.plate("data", x.shape[0]):
                 z = pyro.sample("z", dist.Normal(*enc(x)).to_event(1))
             losses.factor("topo", losses.topological(x, z), weight=10.0, in_guide=True)
+
+    With a ready model, :class:`dlmppl.models.ManifoldVAE` (here a Poincaré
+    latent whose geodesic distances are kept faithful to the data's)::
+
+        vae = dl.models.ManifoldVAE(x.shape[-1], latent="poincare", latent_dim=2)
+        ball = vae.components[0].manifold
+
+        def guide(x):
+            vae.guide(x)                          # samples the latent site "z"
+            z = vae.encode(x)[0].loc              # posterior locations, on the ball
+            losses.factor("topo", losses.topological(x, z, z_manifold=ball),
+                          weight=1.0, in_guide=True)
+
+        svi = pyro.infer.SVI(vae.model, guide, dl.inference.RiemannianAdam({"lr": 1e-3}),
+                             pyro.infer.Trace_ELBO())
     """
     if not isinstance(loss, torch.Tensor):
         loss = torch.as_tensor(loss)

@@ -89,3 +89,32 @@ def test_svi_topological_factor_on_a_poincare_latent_decreases_the_loss():
     svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), pyro.infer.Trace_ELBO())
     ls = [svi.step(x) for _ in range(60)]
     assert sum(ls[-5:]) < 0.7 * sum(ls[:5])
+
+
+def test_topological_factor_with_a_manifold_vae():
+    """The documented ManifoldVAE pattern: the factor shapes the encoder during SVI."""
+    import pyro
+    import torch
+
+    import dlmppl as dl
+    from dlmppl import losses
+
+    torch.manual_seed(0)
+    x, _ = dl.datasets.noisy_circles(n=64, noise=0.02)
+    x = x.float()
+    vae = dl.models.ManifoldVAE(x.shape[-1], latent="poincare", latent_dim=2, hidden=(32,),
+                                likelihood="gaussian", obs_scale=0.1)
+    ball = vae.components[0].manifold
+
+    def topo(x):
+        return losses.topological(x, vae.encode(x)[0].loc, z_manifold=ball, dims=(0, 1))
+
+    def guide(x):
+        vae.guide(x)
+        losses.factor("topo", topo(x), weight=5.0, in_guide=True)
+
+    before = topo(x).item()
+    svi = pyro.infer.SVI(vae.model, guide, dl.inference.RiemannianAdam({"lr": 1e-2}), pyro.infer.Trace_ELBO())
+    for _ in range(60):
+        svi.step(x)
+    assert topo(x).item() < 0.5 * before
