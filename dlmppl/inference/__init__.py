@@ -15,11 +15,18 @@ Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
 from .hmc import RiemannianHMC
+from .integrators import HMCGeometry, geometry_of, riemannian_leapfrog
 from .nuts import RiemannianNUTS
 from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
+from .softabs import SoftAbsIntegrator, softabs
 
 __all__ = [
     "AutoManifoldNormal",
+    "HMCGeometry",
+    "SoftAbsIntegrator",
+    "geometry_of",
+    "riemannian_leapfrog",
+    "softabs",
     "ManifoldProjection",
     "RiemannianAdam",
     "RiemannianHMC",

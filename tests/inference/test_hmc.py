@@ -1,0 +1,169 @@
+"""RiemannianHMC: exactness on the sphere, mixed models, manifolds, float32 drift, reproducibility."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro.infer import MCMC
+from pyro.ops.integrator import potential_grad
+
+from dlmppl import manifolds
+from dlmppl.constraints import violation
+from dlmppl.inference.hmc import RiemannianHMC
+from dlmppl.inference.integrators import geometry_of
+from tests.helpers import energy_distance_test
+from tests.inference._targets import mixed_model, mixed_posterior_means, scipy_vmf, vmf_model, vmf_mrl
+
+
+def _run(kernel, num_samples, warmup, **kw):
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, disable_progbar=True, **kw)
+    mcmc.run()
+    return mcmc
+
+
+class _WrongIntegratorHMC(RiemannianHMC):
+    """A deliberately wrong integrator (full first momentum step, as geoopt's RHMC).
+
+    Symplectic Euler: volume preserving but not reversible, so the Metropolis
+    step does not correct it.  The sphere test must fail with it.
+    """
+
+    def _leapfrog(self, z, r, aux, step_size, num_steps=1):
+        z, r = dict(z), dict(r)
+        grads = aux
+        for _ in range(num_steps):
+            for name, g in self._geometries.items():
+                r[name] = r[name] - step_size * g.rgrad(z[name], grads[name])
+                z[name], r[name] = g.flow(z[name], r[name], step_size)
+            grads, pe = potential_grad(self.potential_fn, z)
+        return z, r, grads, pe
+
+
+def _sphere_check(kernel_cls, d, kappa, num_samples=1500, thin=3, **kw):
+    """(energy-distance p-value, |MRL - exact|) of draws vs scipy's vMF sampler."""
+    loc = torch.zeros(d, dtype=torch.float64)
+    loc[0] = 1.0
+    kernel = kernel_cls(vmf_model(loc, torch.tensor(kappa, dtype=torch.float64)), **kw)
+    mcmc = _run(kernel, num_samples, 300)
+    x = mcmc.get_samples()["x"]
+    assert violation(manifolds.Sphere(), x).max() < 1e-10
+    y = scipy_vmf(loc, kappa, num_samples // thin)
+    p = energy_distance_test(x[::thin], y, num_permutations=200)
+    mrl_err = abs(float((x @ loc).mean()) - vmf_mrl(d, kappa))
+    return p, mrl_err
+
+
+# the same fixed step for the right and the wrong integrator: only the integrator differs
+_SPHERE_SETTINGS = dict(trajectory_length=1.2, adapt_step_size=False, step_size=0.6)
+
+
+def test_vmf_s2_hmc():
+    p, mrl_err = _sphere_check(RiemannianHMC, 3, 4.0, **_SPHERE_SETTINGS)
+    assert p > 0.01
+    assert mrl_err < 0.02
+
+
+def test_vmf_s2_hmc_adapted():
+    p, mrl_err = _sphere_check(RiemannianHMC, 3, 4.0, num_samples=900, trajectory_length=1.2)
+    assert p > 0.01
+    assert mrl_err < 0.03
+
+
+def test_wrong_integrator_fails_sphere_test():
+    """Test of the test: symplectic Euler + Metropolis is biased and is caught."""
+    p, mrl_err = _sphere_check(_WrongIntegratorHMC, 3, 4.0, **_SPHERE_SETTINGS)
+    assert p < 0.01 or mrl_err > 0.05
+
+
+@pytest.mark.slow
+def test_mixed_model_posterior_means():
+    """μ ∈ S^2 (uniform prior) and κ > 0 (Gamma prior): posterior means vs quadrature."""
+    pyro.set_rng_seed(1)
+    true = torch.tensor([0.0, 0.6, 0.8], dtype=torch.float64)
+    obs = scipy_vmf(true, 3.0, 20, seed=3)
+    kernel = RiemannianHMC(mixed_model(obs), trajectory_length=0.5)
+    mcmc = _run(kernel, 1000, 300)
+    s = mcmc.get_samples()
+    e_kappa, e_mu = mixed_posterior_means(obs)
+    sd_kappa = float(s["kappa"].std())
+    assert abs(float(s["kappa"].mean()) - e_kappa) < 0.2 * sd_kappa + 0.05 * e_kappa
+    assert (s["mu"].mean(0) - e_mu).norm() < 0.03
+    diag = mcmc._diagnostics[0]
+    assert diag["manifold_sites"] == {"mu": "Sphere"}
+
+
+def test_reproducible_with_seed():
+    loc = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    out = []
+    for _ in range(2):
+        pyro.set_rng_seed(123)
+        mcmc = _run(RiemannianHMC(vmf_model(loc, torch.tensor(2.0, dtype=torch.float64)), trajectory_length=1.0), 30, 20)
+        out.append(mcmc.get_samples()["x"])
+    assert torch.equal(out[0], out[1])
+    pyro.set_rng_seed(124)
+    other = _run(RiemannianHMC(vmf_model(loc, torch.tensor(2.0, dtype=torch.float64)), trajectory_length=1.0), 30, 20)
+    assert not torch.equal(out[0], other.get_samples()["x"])
+
+
+def _product_potential(z):
+    # vMF on S^2, a matrix-vMF tilt on Stiefel(4, 2), and exp(-2 x_0) (hyperbolic "von Mises") on H^2
+    s = -(3.0 * z["s"][..., 0]).sum()
+    st = -(2.0 * z["st"][..., 0, 0]).sum()
+    return s + st + 2.0 * z["h"][..., 0].sum()
+
+
+@pytest.mark.slow
+def test_float32_stays_on_manifold_10k_transitions():
+    """10^4 transitions in float32: sphere, Stiefel and Lorentz violations stay < 1e-5."""
+    Ms = {"s": manifolds.Sphere(), "st": manifolds.Stiefel(), "h": manifolds.Lorentz()}
+    init = {
+        "s": torch.tensor([1.0, 0.0, 0.0]),
+        "st": torch.eye(4, 2),
+        "h": torch.tensor([1.0, 0.0, 0.0]),
+    }
+    kernel = RiemannianHMC(potential_fn=_product_potential, manifolds=Ms, step_size=0.3, num_steps=1, adapt_step_size=False)
+    mcmc = MCMC(kernel, num_samples=10_000, warmup_steps=0, initial_params=init, disable_progbar=True)
+    mcmc.run()
+    s = mcmc.get_samples()
+    for name, M in Ms.items():
+        assert s[name].dtype == torch.float32
+        assert violation(M, s[name]).max() < 1e-5, name
+    assert mcmc._diagnostics[0]["acceptance rate"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "M,x",
+    [
+        (manifolds.Sphere(), torch.nn.functional.normalize(torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64), dim=-1)),
+        (manifolds.Stiefel(), torch.linalg.qr(torch.arange(10, dtype=torch.float64).reshape(5, 2).cos())[0]),
+        (manifolds.Lorentz(k=2.0), manifolds.Lorentz(k=2.0).expmap0(torch.tensor([0.0, 0.7, -0.4], dtype=torch.float64))),
+        (manifolds.PoincareBall(c=1.5), torch.tensor([0.3, -0.2], dtype=torch.float64)),
+        (manifolds.Stereographic(k=0.7), torch.tensor([0.9, -0.5], dtype=torch.float64)),
+        (manifolds.SymmetricPositiveDefinite(), torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64)),
+        (
+            manifolds.ProductManifold((manifolds.Sphere(), 3), (manifolds.PoincareBall(c=1.0), 2)),
+            torch.tensor([0.6, 0.8, 0.0, 0.1, -0.2], dtype=torch.float64),
+        ),
+    ],
+    ids=["sphere", "stiefel", "lorentz", "poincare", "stereographic+", "spd", "product"],
+)
+def test_geodesic_flow_reversible_and_energy_conserving(M, x):
+    """Flow for t then -t returns; flow keeps g(v, v); momentum draws are tangent with E[2K] = dim."""
+    g = geometry_of(M)
+    v = g.momentum(x)
+    y, w = g.flow(x, v, 0.7)
+    x2, v2 = g.flow(y, -w, 0.7)
+    assert torch.allclose(x2, x, atol=1e-9) and torch.allclose(-v2, v, atol=1e-9)
+    assert torch.allclose(g.kinetic(y, w), g.kinetic(x, v), rtol=1e-9)
+    assert violation(M, y) < 1e-9
+    draws = torch.stack([g.momentum(x) for _ in range(4000)])
+    dim = manifolds.manifold_dim(M, x.shape)
+    two_k = torch.stack([2 * g.kinetic(x, d) for d in draws])
+    assert abs(float(two_k.mean()) - dim) < 4 * (2 * dim / 4000) ** 0.5
+
+
+def test_potential_fn_requires_known_sites():
+    kernel = RiemannianHMC(potential_fn=lambda z: (z["a"] ** 2).sum(), manifolds={"b": manifolds.Sphere()})
+    with pytest.raises(ValueError, match="manifolds"):
+        MCMC(kernel, num_samples=2, warmup_steps=1, initial_params={"a": torch.zeros(2)}, disable_progbar=True).run()
