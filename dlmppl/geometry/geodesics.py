@@ -478,6 +478,6 @@ def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0):
     for _ in range(iters):
         g = (w * logmap(manifold, mean.unsqueeze(0), points)).sum(0)
         mean = expmap(manifold, mean, step * g)
-        if float(norm(manifold, mean, g).max()) < tol:
+        if float(norm(manifold, mean, g).detach().max()) < tol:
             break
     return mean
