@@ -394,10 +394,13 @@ class ManifoldVAE(PyroModule):
 
     # -- conveniences -----------------------------------------------------
     @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> list:
+        """Posterior locations of ``x``, one tensor per latent factor, each ``(N, ambient_dim)``, on its manifold."""
+        return [q.mean if isinstance(q, dist.Independent) else q.loc for q in self.encode(x)]
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decode the posterior locations: probabilities (Bernoulli) or means (Gaussian), ``(N, D)``."""
-        zs = [q.mean if isinstance(q, dist.Independent) else q.loc for q in self.encode(x)]
-        out = self.decode(zs)
+        out = self.decode(self.codes(x))
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     @torch.no_grad()

@@ -137,3 +137,14 @@ def test_bad_arguments_raise_helpful_errors():
         ManifoldVAE(4, "sphere", prior="riemannian")
     with pytest.raises(ValueError, match="n_conditions"):
         DynamicCurvatureVAE(4, condition="label")
+
+
+def test_codes_are_posterior_locations_on_the_manifold():
+    import dlmppl.constraints as C
+
+    x = torch.rand(10, 6)
+    for latent in ("euclidean", "poincare", "sphere", "lorentz"):
+        vae = ManifoldVAE(6, latent, latent_dim=2, hidden=(8,))
+        (z,) = vae.codes(x)
+        assert z.shape == (10, vae.components[0].ambient)
+        assert C.manifold(vae.components[0].manifold).check(z.detach()).all(), latent
