@@ -123,73 +123,30 @@ def frechet_mean(
     tol: float | None = None,
     init: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fréchet (Karcher) mean of ``points`` on ``manifold``.
+    """Fréchet (Karcher) mean of posterior draws ``points`` ``(N, *event)`` on ``manifold``.
 
-    Parameters
-    ----------
-    points : Tensor, shape ``(N, *event)``
-        Points on the manifold (ambient coordinates).
-    manifold : geoopt manifold
-    weights : Tensor, shape ``(N,)``, optional
-        Non-negative weights (normalised here); uniform by default.
-    max_iter, tol
-        Iteration limit and tolerance on the Riemannian norm of the gradient
-        (default ``sqrt(eps)`` of the dtype, times the spread).
-    init : Tensor, shape ``event``, optional
-        Starting point; default: of 16 evenly spaced sample points, the one
-        with the smallest weighted sum of squared distances (to up to 512
-        evenly spaced points).
+    The same computation as :func:`dlmppl.geometry.frechet_mean` (Riemannian
+    gradient descent with a monotone step, started at the best of 16 sample
+    points; Pennec 2006, alg. 1), with the defaults used by :func:`summary`:
+    ``max_iter`` steps and a tolerance relative to the spread of the draws.
 
-    Returns
-    -------
-    Tensor of shape ``event``: a local minimiser of ``Σ w_i d(μ, x_i)²``
-    (the global one when the points lie in a geodesically convex ball, e.g.
-    an open hemisphere of the sphere).  Reference: Pennec (2006), Alg. 1.
+    Returns a tensor of shape ``event``: a local minimiser of ``Σ w_i d(μ, x_i)²``
+    (the global one when the points lie in a geodesically convex ball, e.g. an
+    open hemisphere of the sphere).
     """
     if points.dim() < manifold.ndim + 1:
         raise ValueError(f"frechet_mean: points must have shape (N, *event), got {tuple(points.shape)}")
-    n = points.shape[0]
-    if weights is None:
-        w = torch.full((n,), 1.0 / n, dtype=points.dtype, device=points.device)
-    else:
+    if weights is not None:
         w = torch.as_tensor(weights, dtype=points.dtype, device=points.device)
-        if w.shape != (n,) or (w < 0).any() or not (w.sum() > 0):
+        if w.shape != (points.shape[0],) or (w < 0).any() or not (w.sum() > 0):
             raise ValueError("frechet_mean: weights must be (N,) non-negative with a positive sum")
-        w = w / w.sum()
-    wshape = (n,) + (1,) * manifold.ndim
-
-    def objective(mu):
-        return (w * _dist(manifold, mu.unsqueeze(0), points) ** 2).sum()
-
-    if init is None:
-        # best of 16 sample points, scored on an evenly spaced subsample of 512
-        idx = torch.linspace(0, n - 1, min(n, 16), device=points.device).round().long()
-        sub = torch.linspace(0, n - 1, min(n, 512), device=points.device).round().long()
-        cands = points[idx]
-        costs = torch.stack([(w[sub] * _dist(manifold, c.unsqueeze(0), points[sub]) ** 2).sum() for c in cands])
-        mu = cands[costs.argmin()]
-    else:
-        mu = init.to(points)
-    f = objective(mu)
+    if _geo is None:  # pragma: no cover - geometry is part of the package
+        raise ValueError("frechet_mean: dlmppl.geometry is unavailable")
     if tol is None:
-        tol = math.sqrt(torch.finfo(points.dtype).eps) * float(f.clamp_min(1e-30).sqrt())
-    step = 1.0
-    for _ in range(max_iter):
-        g = (w.reshape(wshape) * _logmap(manifold, mu.unsqueeze(0), points)).sum(0)
-        gnorm = float(_sqnorm(manifold, mu, g).clamp_min(0).sqrt())
-        if gnorm <= tol:
-            break
-        while True:
-            cand = _expmap(manifold, mu, step * g)
-            fc = objective(cand)
-            if fc <= f or step < 1e-6:
-                break
-            step /= 2
-        if fc > f:
-            break
-        mu, f = cand, fc
-        step = min(1.0, 2 * step)
-    return mu
+        # relative to the spread: sqrt(eps) times the RMS distance of the draws to one of them
+        spread = _geo.distance(manifold, points[:1], points).pow(2).mean().sqrt()
+        tol = math.sqrt(torch.finfo(points.dtype).eps) * float(spread.detach().clamp_min(1e-30))
+    return _geo.frechet_mean(points, manifold, weights=weights, iters=max_iter, tol=tol, init=init)
 
 
 def tangent_basis(manifold, mu: torch.Tensor) -> torch.Tensor:

@@ -434,12 +434,16 @@ def tangent_project(manifold, x, u):
     return u
 
 
-def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0):
-    r"""Weighted Fréchet (Karcher) mean by Riemannian gradient descent.
+def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0, init=None):
+    r"""Weighted Fréchet (Karcher) mean by Riemannian gradient descent with a monotone step.
 
-    Minimises ``Σᵢ wᵢ d(m, xᵢ)²`` with ``m ← exp_m(step · Σᵢ wᵢ log_m(xᵢ))``
-    (Karcher 1977; Pennec 2006), started at the point of largest weight's
-    projection of the Euclidean mean (``manifold.projx``).
+    Minimises ``f(m) = Σᵢ wᵢ d(m, xᵢ)²`` with ``m ← exp_m(s · Σᵢ wᵢ log_m(xᵢ))``
+    (Karcher 1977; Pennec 2006, alg. 1), where the step ``s`` (at most
+    ``step``) is halved whenever ``f`` would increase and doubled back after a
+    success, independently for every batch element, so the iteration never
+    oscillates on spread-out or curved data.  The start is, of up to 16 evenly
+    spaced sample points, the one with the smallest ``f`` (scored on up to 512
+    evenly spaced points); in flat space the weighted average is returned.
 
     Parameters
     ----------
@@ -447,9 +451,12 @@ def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0):
     weights : Tensor ``(N,)`` or ``(N, *batch)``, non-negative; normalised to sum 1.
     iters, tol : at most ``iters`` steps; stops when the Riemannian gradient norm
         ``‖Σ wᵢ log_m xᵢ‖`` falls below ``tol`` (default ``1e-10`` float64, ``1e-6`` float32).
-    step : step size (1 is Newton-like for spaces of curvature ≤ 0).
+    step : largest step size (1 is Newton-like for spaces of curvature ≤ 0).
+    init : Tensor ``(*batch, *event)``, optional starting point.
 
-    Returns ``(*batch, *event)``.  One host sync per iteration (the stopping test).
+    Returns ``(*batch, *event)``: a local minimiser of ``f`` (the global one when the
+    points lie in a geodesically convex ball, e.g. an open hemisphere).  One host
+    sync per iteration (the stopping test).
     """
     if points.dim() < 1 or points.shape[0] < 1:
         raise ValueError("frechet_mean: points must have shape (N, *event) with N >= 1")
@@ -457,27 +464,48 @@ def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0):
     if weights is None:
         weights = torch.full((n,), 1.0 / n, dtype=points.dtype, device=points.device)
     weights = torch.as_tensor(weights, dtype=points.dtype, device=points.device)
-    if (weights < 0).any():
-        raise ValueError("frechet_mean: weights must be >= 0")
+    if weights.shape[:1] != (n,) or (weights < 0).any() or not (weights.sum(0) > 0).all():
+        raise ValueError("frechet_mean: weights must be (N,) or (N, *batch), non-negative, with a positive sum")
     weights = weights / weights.sum(0, keepdim=True)
     w = weights.reshape(weights.shape + (1,) * (points.dim() - weights.dim()))
     if tol is None:
         tol = 1e-10 if points.dtype == torch.float64 else 1e-6
     kind = _kind(manifold)
-    if kind == "euclidean":
+    if kind == "euclidean" and init is None:
         return (w * points).sum(0)
-    mean = (w * points).sum(0)
-    if kind == "spd":
-        mean = _sym(mean)
-    elif kind == "stereographic":
-        mean = kmath.project(mean, _stereo_k(manifold, mean))
+
+    def objective(m, pts=points, ww=weights):
+        d2 = distance(manifold, m.unsqueeze(0), pts).pow(2)
+        return (ww.reshape(ww.shape + (1,) * (d2.dim() - ww.dim())) * d2).sum(0)
+
+    if init is not None:
+        mean = init.to(points)
     else:
-        mean = _m._base(manifold).projx(mean) if kind != "product" else manifold.projx(mean)
-    if kind == "lorentz" or not torch.isfinite(mean).all():
-        mean = points[int(torch.argmax(weights.reshape(n, -1)[:, 0]))]
+        idx = torch.linspace(0, n - 1, min(n, 16), device=points.device).round().long()
+        sub = torch.linspace(0, n - 1, min(n, 512), device=points.device).round().long()
+        costs = torch.stack([objective(points[i], points[sub], weights[sub]) for i in idx])  # (C, *batch)
+        best = costs.argmin(0)  # (*batch)
+        cands = points[idx]  # (C, *batch, *event)
+        sel = best.reshape((1,) + best.shape + (1,) * (cands.dim() - 1 - best.dim()))
+        mean = torch.take_along_dim(cands, sel.expand((1,) + cands.shape[1:]), 0).squeeze(0)
+    f = objective(mean)
+    bshape = f.shape
+    s = torch.full(bshape, float(step), dtype=points.dtype, device=points.device)
+    ev = mean.dim() - len(bshape)
+
+    def bcast(t):
+        return t.reshape(t.shape + (1,) * ev)
+
     for _ in range(iters):
         g = (w * logmap(manifold, mean.unsqueeze(0), points)).sum(0)
-        mean = expmap(manifold, mean, step * g)
         if float(norm(manifold, mean, g).detach().max()) < tol:
+            break
+        cand = expmap(manifold, mean, bcast(s) * g)
+        fc = objective(cand)
+        ok = fc <= f
+        mean = torch.where(bcast(ok), cand, mean)
+        f = torch.where(ok, fc, f)
+        s = torch.where(ok, (2 * s).clamp(max=float(step)), s / 2)
+        if float(s.max()) < 1e-12:
             break
     return mean
