@@ -14,7 +14,7 @@ Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
-from .hmc import RiemannianHMC
+from .hmc import RiemannianHMC, manifold_variance
 from .integrators import HMCGeometry, geometry_of, riemannian_leapfrog
 from .nuts import RiemannianNUTS
 from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
@@ -34,4 +34,5 @@ __all__ = [
     "RiemannianSGD",
     "init_to_manifold_sample",
     "manifold_of_param",
+    "manifold_variance",
 ]

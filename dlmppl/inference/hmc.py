@@ -11,6 +11,13 @@ averaging (Hoffman & Gelman 2014) and diagonal or dense mass-matrix adaptation
 (Girolami & Calderhead 2011) with Betancourt's (2013) SoftAbs metric instead
 (:mod:`dlmppl.inference.softabs`).
 
+Each manifold site ``s`` has a scalar (isotropic) mass ``m_s``: momentum
+``p ~ N(0, m_s g)`` in its tangent space, kinetic energy ``½ g(p, p) / m_s``
+and velocity ``p / m_s``.  With ``adapt_mass_matrix=True`` (default) ``1/m_s``
+is adapted in the same warm-up windows as Pyro's Euclidean mass matrix (Stan's
+windowed schedule) to a regularised estimate of the per-dimension variance of
+the draws on the manifold, and is fixed during sampling; otherwise ``m_s = 1``.
+
 Per-draw statistics (arviz names) are returned by :meth:`diagnostics` under
 ``"sample_stats"``; the manifold of each manifold site under
 ``"manifold_sites"``.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import geoopt
 import pyro
 import torch
 from pyro import poutine
@@ -33,8 +41,9 @@ from pyro.util import optional
 from torch.distributions import biject_to
 from torch.distributions.transforms import identity_transform
 
+from .. import manifolds as _m
 from ..constraints import ManifoldConstraint, violation
-from .integrators import geometry_of, riemannian_leapfrog
+from .integrators import SphereGeometry, geometry_of, riemannian_leapfrog
 
 __all__ = ["RiemannianHMC"]
 
@@ -63,6 +72,47 @@ class _ManifoldSafeInit:
         return self.init_strategy(site)
 
 
+def _intrinsic_dim(manifold, shape) -> int:
+    """Total intrinsic dimension of a site of ``shape`` (batch + ambient event shape) on ``manifold``."""
+    base = _m._base(manifold)
+    if isinstance(base, (geoopt.Stiefel, geoopt.SymmetricPositiveDefinite)):
+        event_ndim = 2
+    elif isinstance(base, geoopt.Euclidean):
+        event_ndim = int(getattr(base, "ndim", 0))
+    else:
+        event_ndim = 1
+    shape = tuple(shape)
+    event = shape[len(shape) - event_ndim :]
+    batch = shape[: len(shape) - event_ndim]
+    return max(_m.manifold_dim(manifold, event) * math.prod(batch), 1)
+
+
+def manifold_variance(geometry, draws, intrinsic_dim):
+    r"""Per-dimension variance of draws on a manifold (scalar mass adaptation).
+
+    ``draws``: tensor of shape ``(n,) + site shape`` (ambient coordinates).
+    Returns ``E g_x̄(x - x̄, x - x̄) / intrinsic_dim``, a 0-dim tensor, with
+    ``x̄`` the ambient mean of the draws (a Fréchet-mean proxy) and ``g_x̄`` the
+    metric there (``geometry.covector``).  For a concentrated distribution
+    ``x - x̄`` is nearly tangent and this is the mean squared geodesic
+    distance to the mean over the dimension.  Sphere/Stiefel: the sum of the
+    ambient coordinate variances (sphere: the squared geodesic distance to the
+    normalised mean instead, exact for diffuse draws too); Lorentz: ``-k - ⟨x̄, x̄⟩_L ≥ 0``;
+    κ-stereographic: ``λ_x̄²`` times the ambient variance; SPD:
+    ``E tr(x̄⁻¹ Δ x̄⁻¹ Δ)``.  (Stan's windowed variance estimate, Carpenter et
+    al. 2017, applied isotropically on the manifold.)
+    """
+    mean = draws.mean(0)
+    if isinstance(geometry, SphereGeometry):
+        # geodesic distance to the normalised mean (the chord underestimates it for diffuse draws)
+        mu = mean / mean.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(mean.dtype).tiny)
+        theta = torch.arccos((draws * mu).sum(-1).clamp(-1.0, 1.0))
+        return theta.pow(2).sum() / draws.shape[0] / intrinsic_dim
+    d = draws - mean
+    sq = (geometry.covector(mean.expand_as(d), d) * d).sum() / draws.shape[0]
+    return sq.clamp_min(0) / intrinsic_dim
+
+
 def _nan_to_inf(x):
     return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
 
@@ -86,8 +136,12 @@ class RiemannianHMC(HMC):
     The integrator is exact on the manifold (geodesic flow) and reversible and
     volume preserving (see :mod:`dlmppl.inference.integrators` for why, per
     manifold), so the Metropolis step makes the chain exact.  Momenta of a
-    manifold site are standard normal in an orthonormal basis of its tangent
-    space; the potential of a manifold site is ``-log p`` with ``p`` the
+    manifold site are ``√m_s`` times a standard normal in an orthonormal basis
+    of its tangent space (scalar mass ``m_s``, adapted during warm-up with
+    ``adapt_mass_matrix``, see the module docstring and
+    :attr:`manifold_inverse_mass`); the geodesic flow moves with velocity
+    ``p / m_s``, which is the exact flow of ``½ g(p, p) / m_s``, so exactness
+    holds for any fixed ``m_s``; the potential of a manifold site is ``-log p`` with ``p`` the
     density with respect to the Riemannian volume.
 
     References: Neal (2011) "MCMC using Hamiltonian dynamics"; Byrne &
@@ -155,6 +209,8 @@ class RiemannianHMC(HMC):
         self.fixed_point_iters = int(fixed_point_iters)
         self._geometries = {}
         self._softabs = None
+        self._inverse_masses = {}
+        self._mass_window = {}
 
     # ------------------------------------------------------------------ setup
     def _reset(self):
@@ -235,6 +291,8 @@ class RiemannianHMC(HMC):
         if not self.initial_params:
             raise ValueError("RiemannianHMC: no initial parameters (pass initial_params to MCMC with potential_fn)")
         self._geometries = {name: geometry_of(M) for name, M in self._manifolds.items()}
+        self._inverse_masses = {name: 1.0 for name in self._geometries}
+        self._mass_window = {name: [] for name in self._geometries}
         unknown = set(self._geometries) - set(self.initial_params)
         if unknown:
             raise ValueError(f"manifolds: sites {sorted(unknown)} are not in the initial parameters {sorted(self.initial_params)}")
@@ -275,7 +333,39 @@ class RiemannianHMC(HMC):
             "acceptance rate": self._accept_cnt / n,
             "sample_stats": stats,
             "manifold_sites": {name: type(M).__name__ for name, M in self._manifolds.items()},
+            "manifold_inverse_mass": dict(self._inverse_masses),
         }
+
+    @property
+    def manifold_inverse_mass(self):
+        """``{manifold site: 1/m_s}`` (floats): the current scalar inverse masses."""
+        return dict(self._inverse_masses)
+
+    def _adapt_manifold_mass(self, t, z):
+        """Accumulate draws of manifold sites in Pyro's slow adaptation windows; at a
+        window's end set ``1/m_s`` to Stan's regularised variance estimate
+        ``n/(n+5) var + 1e-3 · 5/(n+5)``.  Called before ``WarmupAdapter.step``
+        so that the step size found at the window end uses the new masses."""
+        ad = self._adapter
+        if not self._geometries or not ad.adapt_mass_matrix or t >= self._warmup_steps or ad._adaptation_disabled:
+            return
+        schedule = ad.adaptation_schedule
+        i = ad._current_window
+        if not schedule or not (0 < i < len(schedule) - 1):
+            return
+        for name in self._geometries:
+            self._mass_window[name].append(z[name].detach().clone())
+        if t == schedule[i].end:
+            for name, g in self._geometries.items():
+                draws = torch.stack(self._mass_window[name])
+                n = draws.shape[0]
+                if n >= 2:
+                    var = manifold_variance(g, draws, _intrinsic_dim(self._manifolds[name], draws.shape[1:]))
+                    var = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
+                    value = float(var)
+                    if math.isfinite(value) and value > 0:
+                        self._inverse_masses[name] = value
+                self._mass_window[name] = []
 
     # --------------------------------------------------------- Hamiltonian
     def _sample_momentum(self, z):
@@ -288,7 +378,7 @@ class RiemannianHMC(HMC):
             r_unscaled = {names: torch.randn(size, dtype=pe.dtype, device=pe.device) for names, size in sizes.items()}
             r = self.mass_matrix_adapter.scale(r_unscaled, r_prototype=self.initial_params)
         for name, g in self._geometries.items():
-            r[name] = g.momentum(z[name])
+            r[name] = g.momentum(z[name]) / math.sqrt(self._inverse_masses[name])
         return r
 
     def _velocity(self, z, r, aux):
@@ -302,18 +392,26 @@ class RiemannianHMC(HMC):
             cov[name] = r[name]
             ke = ke + (r[name] * v).sum()
         for name, g in self._geometries.items():
-            v = r[name]
-            c = g.covector(z[name], v)
+            v = r[name] * self._inverse_masses[name]  # velocity p / m
+            c = g.covector(z[name], r[name])  # momentum covector G(x) p
             vel[name] = v
             cov[name] = c
-            ke = ke + (c * v).sum()
+            ke = ke + (c * v).sum()  # g(p, p) / m
         return 0.5 * ke, vel, cov
 
     def _leapfrog(self, z, r, aux, step_size, num_steps=1):
         if self._softabs is not None:
             return self._softabs.leapfrog(z, r, aux, step_size, num_steps)
         return riemannian_leapfrog(
-            z, r, self.potential_fn, self.mass_matrix_adapter.kinetic_grad, self._geometries, step_size, num_steps, z_grads=aux
+            z,
+            r,
+            self.potential_fn,
+            self.mass_matrix_adapter.kinetic_grad,
+            self._geometries,
+            step_size,
+            num_steps,
+            z_grads=aux,
+            inverse_masses=self._inverse_masses,
         )
 
     def _initial_momentum(self, z, aux):
@@ -337,7 +435,7 @@ class RiemannianHMC(HMC):
                 if any(h(e) for h in _EXCEPTION_HANDLERS.values()) or isinstance(e, (RuntimeError, ValueError)):
                     return math.inf
                 raise
-            d = float(e1 - e0)
+            d = float((e1 - e0).detach())
             return math.inf if math.isnan(d) else d
 
         direction = 1 if self._direction_threshold < -delta(step_size) else -1
@@ -353,7 +451,7 @@ class RiemannianHMC(HMC):
             return
         s = self._stats
         s["diverging"].append(bool(diverging))
-        s["energy"].append(float(energy))
+        s["energy"].append(float(energy.detach() if torch.is_tensor(energy) else energy))
         s["step_size"].append(float(self.step_size))
         s["acceptance_rate"].append(float(accept_prob))
         s["n_steps"].append(int(n_steps))
@@ -368,6 +466,7 @@ class RiemannianHMC(HMC):
                 self._accept_cnt += 1
         else:
             n = self._t
+            self._adapt_manifold_mass(self._t, z)
             self._adapter.step(self._t, z, accept_prob, aux if isinstance(aux, dict) else None)
         self._mean_accept_prob += (float(accept_prob) - self._mean_accept_prob) / n
 

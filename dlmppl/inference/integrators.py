@@ -378,19 +378,27 @@ def geometry_of(manifold) -> HMCGeometry:
     )
 
 
-def riemannian_leapfrog(z, r, potential_fn, kinetic_grad, geometries, step_size, num_steps=1, z_grads=None):
+def riemannian_leapfrog(
+    z, r, potential_fn, kinetic_grad, geometries, step_size, num_steps=1, z_grads=None, inverse_masses=None
+):
     """``num_steps`` steps of the geodesic leapfrog (Byrne & Girolami 2013, alg. 1).
 
     Args:
         z: dict site → value (unconstrained for Euclidean sites, a point for
             manifold sites).
-        r: dict site → momentum (Euclidean sites, as in Pyro) or velocity in
-            ``T_x M`` (manifold sites).
+        r: dict site → momentum (Euclidean sites, as in Pyro) or momentum
+            vector ``p`` in ``T_x M`` (manifold sites; velocity ``p / m``).
         potential_fn: dict → scalar potential energy.
         kinetic_grad: Pyro's mass-matrix ``kinetic_grad`` for the Euclidean sites.
         geometries: dict site → :class:`HMCGeometry` for manifold sites.
         step_size: ε (negative to integrate backwards).
         z_grads: Euclidean gradients of the potential at ``z`` (recomputed if None).
+        inverse_masses: dict site → float ``1/m`` for manifold sites (default 1).
+            With the scalar mass ``m`` the kinetic energy is ``½ g(p, p) / m``;
+            its exact flow is the geodesic flow with velocity ``p / m``, i.e.
+            ``flow(x, p, ε/m)`` (the transported ``p`` keeps its norm), so the
+            step is still an exact Hamiltonian flow: reversible and volume
+            preserving for every fixed ``m``.
 
     Returns ``(z, r, z_grads, potential_energy)`` like
     :func:`pyro.ops.integrator.velocity_verlet`.
@@ -399,6 +407,7 @@ def riemannian_leapfrog(z, r, potential_fn, kinetic_grad, geometries, step_size,
     r = r.copy()
     potential_energy = None
     half = 0.5 * step_size
+    inverse_masses = inverse_masses or {}
     for _ in range(num_steps):
         if z_grads is None:
             z_grads, potential_energy = potential_grad(potential_fn, z)
@@ -412,7 +421,7 @@ def riemannian_leapfrog(z, r, potential_fn, kinetic_grad, geometries, step_size,
             if g is None:
                 z[name] = z[name] + step_size * vel[name]
             else:
-                z[name], r[name] = g.flow(z[name], r[name], step_size)
+                z[name], r[name] = g.flow(z[name], r[name], step_size * inverse_masses.get(name, 1.0))
         z_grads, potential_energy = potential_grad(potential_fn, z)
         for name in r:
             g = geometries.get(name)

@@ -13,7 +13,10 @@ to Riemannian manifolds") written in *ambient* coordinates: every state carries
 its momentum as an ambient covector ``p = G(x) v`` (sphere and Stiefel: ``v``
 itself; Lorentz: ``v`` with its time component negated; Poincaré ball /
 κ-stereographic: ``λ_x² v``; SPD: ``X⁻¹VX⁻¹``; Euclidean sites: Pyro's
-momentum) and its velocity ``v``.  With ``ρ`` the sum of the covectors over a
+momentum) and its velocity ``v``.  With the scalar mass ``m`` of a manifold
+site the state stores the momentum vector ``p_vec = m v`` in ``T_x M``; the
+covector is ``G(x) p_vec`` and the velocity paired with it is ``p_vec / m``
+(as Euclidean NUTS pairs ``p`` with ``M⁻¹ p``).  With ``ρ`` the sum of the covectors over a
 (sub)trajectory, it is turning when
 
     ⟨ρ − (p₋ + p₊)/2, v₋⟩ ≤ 0   or   ⟨ρ − (p₋ + p₊)/2, v₊⟩ ≤ 0,
