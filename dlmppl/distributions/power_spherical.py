@@ -22,17 +22,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import constraints as _tc
 
-from .. import constraints as _constraints
-from .. import manifolds as _manifolds
-from .base import ManifoldDistribution
+from .base import SphericalLocConcentration
 from .von_mises_fisher import _dot, _householder_to, _tangent_directions
 
 __all__ = ["PowerSpherical"]
 
 
-class PowerSpherical(ManifoldDistribution):
+class PowerSpherical(SphericalLocConcentration):
     r"""Power spherical distribution on :math:`S^{d-1} \subset \mathbb{R}^d`, any ``d ≥ 2``.
 
     Args:
@@ -44,45 +41,10 @@ class PowerSpherical(ManifoldDistribution):
     rejection-free and reparameterised (De Cao & Aziz 2020, Algorithm 1).
     """
 
-    arg_constraints = {
-        "loc": _constraints.manifold(_manifolds.Sphere()),
-        "concentration": _tc.nonnegative,
-    }
-    has_rsample = True
-
-    def __init__(self, loc, concentration, validate_args=None):
-        self.manifold = _manifolds.SphereExact()
-        loc = torch.as_tensor(loc)
-        if not torch.is_floating_point(loc):
-            loc = loc.to(torch.get_default_dtype())
-        if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"PowerSpherical: loc must have shape batch_shape + (d,) with d >= 2, got {tuple(loc.shape)}")
-        concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
-        event_shape = loc.shape[-1:]
-        self.loc = loc.expand(batch_shape + event_shape)
-        self.concentration = concentration.expand(batch_shape)
-        super().__init__(batch_shape, event_shape, validate_args=validate_args)
-
-    @property
-    def dim(self) -> int:
-        """Ambient dimension ``d``."""
-        return self.event_shape[0]
-
     @property
     def _alpha_beta(self):
         beta = (self.dim - 1) / 2
         return beta + self.concentration, beta
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(PowerSpherical, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.manifold = self.manifold
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.concentration = self.concentration.expand(batch_shape)
-        super(PowerSpherical, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def log_normalizer(self) -> torch.Tensor:
         """``log C_d(κ)``, shape ``batch_shape``."""

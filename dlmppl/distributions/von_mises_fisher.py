@@ -67,11 +67,8 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-from torch.distributions import constraints as _tc
 
-from .. import constraints as _constraints
-from .. import manifolds as _manifolds
-from .base import ManifoldDistribution
+from .base import SphericalLocConcentration
 
 __all__ = ["VonMisesFisher", "log_bessel_iv", "bessel_iv_ratio", "vmf_log_normalizer", "vmf_mean_resultant_length"]
 
@@ -453,7 +450,7 @@ def _sample_from_cosine(loc: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-class VonMisesFisher(ManifoldDistribution):
+class VonMisesFisher(SphericalLocConcentration):
     r"""von Mises–Fisher distribution on :math:`S^{d-1} \subset \mathbb{R}^d`, any ``d ≥ 2``.
 
     Args:
@@ -470,41 +467,6 @@ class VonMisesFisher(ManifoldDistribution):
     References: Mardia & Jupp, *Directional Statistics* (2000), §9.3; Wood (1994);
     Figurnov et al. (2018), "Implicit Reparameterization Gradients".
     """
-
-    arg_constraints = {
-        "loc": _constraints.manifold(_manifolds.Sphere()),
-        "concentration": _tc.nonnegative,
-    }
-    has_rsample = True
-
-    def __init__(self, loc, concentration, validate_args=None):
-        self.manifold = _manifolds.SphereExact()
-        loc = torch.as_tensor(loc)
-        if not torch.is_floating_point(loc):
-            loc = loc.to(torch.get_default_dtype())
-        if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"VonMisesFisher: loc must have shape batch_shape + (d,) with d >= 2, got {tuple(loc.shape)}")
-        concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
-        event_shape = loc.shape[-1:]
-        self.loc = loc.expand(batch_shape + event_shape)
-        self.concentration = concentration.expand(batch_shape)
-        super().__init__(batch_shape, event_shape, validate_args=validate_args)
-
-    @property
-    def dim(self) -> int:
-        """Ambient dimension ``d`` (the sphere is ``S^{d-1}``)."""
-        return self.event_shape[0]
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(VonMisesFisher, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.manifold = self.manifold
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.concentration = self.concentration.expand(batch_shape)
-        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def log_normalizer(self) -> torch.Tensor:
         """``log C_d(κ)``, shape ``batch_shape``."""
