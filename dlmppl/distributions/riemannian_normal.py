@@ -74,7 +74,15 @@ from torch.distributions import constraints as _tc
 from .. import constraints as _constraints
 from .. import kmath
 from .base import ManifoldDistribution
-from .wrapped_normal import _intrinsic_dim, _manifold_kind, _param, _safe_norm, exp_frame, log_frame
+from .wrapped_normal import (
+    _check_curvature,
+    _intrinsic_dim,
+    _manifold_kind,
+    _param,
+    _safe_norm,
+    exp_frame,
+    log_frame,
+)
 
 __all__ = ["RiemannianNormal", "riemannian_normal_log_normalizer"]
 
@@ -372,12 +380,9 @@ class RiemannianNormal(ManifoldDistribution):
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
 
     def _check_curvature(self, p):
-        if not torch.isfinite(p).all():
-            raise ValueError(f"curvature: the manifold's curvature must be finite, got {p}")
+        _check_curvature(self._kind, p)
         if self._kind == "stereo" and (p > 0).any():
             raise ValueError(f"curvature: RiemannianNormal needs κ ≤ 0 (hyperbolic space), got {p}")
-        if self._kind == "lorentz" and not (p > 0).all():
-            raise ValueError(f"curvature: Lorentz k must be > 0, got {p}")
 
     @property
     def arg_constraints(self):

@@ -82,6 +82,14 @@ _LOG_2PI = math.log(2 * math.pi)
 # geometry helpers: Riemannian coordinates in the transported frame, for each manifold kind
 
 
+def _check_curvature(kind: str, p: torch.Tensor) -> None:
+    """``ValueError`` naming ``curvature`` for a NaN/inf curvature or a Lorentz ``k ≤ 0``."""
+    if not torch.isfinite(p).all():
+        raise ValueError(f"curvature: the manifold's curvature must be finite, got {p}")
+    if kind == "lorentz" and not (p > 0).all():
+        raise ValueError(f"curvature: Lorentz k must be > 0, got {p}")
+
+
 def _manifold_kind(manifold) -> str:
     base = _manifolds._base(manifold)
     if base is not manifold:
@@ -272,10 +280,7 @@ class WrappedNormal(ManifoldDistribution):
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
 
     def _check_curvature(self, p):
-        if not torch.isfinite(p).all():
-            raise ValueError(f"curvature: the manifold's curvature must be finite, got {p}")
-        if self._kind == "lorentz" and not (p > 0).all():
-            raise ValueError(f"curvature: Lorentz k must be > 0, got {p}")
+        _check_curvature(self._kind, p)
 
     @property
     def arg_constraints(self):
