@@ -54,9 +54,13 @@ class PowerSpherical(SphericalLocConcentration):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        cos = _dot(self.loc, value)
+        loc, kappa, value = self._promoted(value)  # float64 or integer points: torch's type promotion
+        cos = _dot(loc, value)
         # xlogy: κ = 0 at the antipode gives 0, not 0·(-inf)
-        return self.log_normalizer() + torch.xlogy(self.concentration, 1 + cos)
+        beta = (self.dim - 1) / 2
+        alpha = beta + kappa
+        log_c = -((alpha + beta) * math.log(2) + beta * math.log(math.pi) + torch.lgamma(alpha) - torch.lgamma(alpha + beta))
+        return log_c + torch.xlogy(kappa, 1 + cos)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)[:-1]

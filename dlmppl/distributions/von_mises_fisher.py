@@ -475,7 +475,8 @@ class VonMisesFisher(SphericalLocConcentration):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        return self.log_normalizer() + self.concentration * _dot(self.loc, value)
+        loc, kappa, value = self._promoted(value)  # float64 or integer points: torch's type promotion
+        return vmf_log_normalizer(self.dim, kappa) + kappa * _dot(loc, value)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)[:-1]
