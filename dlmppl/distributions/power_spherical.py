@@ -63,11 +63,15 @@ class PowerSpherical(SphericalLocConcentration):
         return log_c + torch.xlogy(kappa, 1 + cos)
 
     def rsample(self, sample_shape=torch.Size()):
+        sample_shape = torch.Size(sample_shape)
         shape = self._extended_shape(sample_shape)[:-1]
         alpha, beta = self._alpha_beta
         v = _tangent_directions(shape, self.dim, self.loc.dtype, self.loc.device)
-        # (1 - t)/2 ~ Beta(β, α): drawn directly, so that 1 - t keeps its precision for large κ
-        s = torch.distributions.Beta(torch.full_like(alpha, beta), alpha).rsample(sample_shape).expand(shape)
+        if shape.numel() == 0:  # torch's Beta cannot sample an empty shape; keep the graph to the parameters
+            s = (0 * alpha).expand(shape)
+        else:
+            # (1 - t)/2 ~ Beta(β, α): drawn directly, so that 1 - t keeps its precision for large κ
+            s = torch.distributions.Beta(torch.full_like(alpha, beta), alpha).rsample(sample_shape).expand(shape)
         t = 1 - 2 * s
         r = 2 * torch.sqrt((s * (1 - s)).clamp_min(0))
         y = torch.cat([t[..., None], r[..., None] * v], -1)

@@ -191,6 +191,8 @@ def _debye_region(v: float, kappa: torch.Tensor):
 
 def _scaled_log_iv_and_ratio(v: float, kappa: torch.Tensor, need_ratio: bool):
     """(log I_v(κ) - v log κ, R_v(κ)); finite at κ = 0 (where they are -v log 2 - lgamma(v+1) and 0)."""
+    if kappa.numel() == 0:  # the region selection below needs at least one element
+        return kappa * 0, (kappa * 0 if need_ratio else None)
     small = kappa <= _SERIES_MAX_KAPPA
     # one device sync to skip a region no element needs (hundreds of elementwise kernels each)
     any_small, all_small = bool(small.any()), bool(small.all())
@@ -301,6 +303,8 @@ def _wood_one_minus_w(kappa: torch.Tensor, d: int, shape) -> torch.Tensor:
     ``1 - w`` so that large κ keeps its precision in float32.
     """
     kappa = kappa.detach().expand(shape)
+    if kappa.numel() == 0:  # nothing to draw (torch's Beta cannot sample an empty shape)
+        return torch.empty(shape, dtype=kappa.dtype, device=kappa.device)
     dm1 = d - 1.0
     # b = (-2κ + sqrt(4κ² + (d-1)²)) / (d-1), written without cancellation
     b = dm1 / (2 * kappa + torch.sqrt(4 * kappa * kappa + dm1 * dm1))
