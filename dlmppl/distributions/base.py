@@ -169,13 +169,14 @@ class ManifoldDistribution(TorchDistribution):
             if value.numel() == 0:
                 continue
             finite = torch.isfinite(value)
+            constraint = self.arg_constraints[name]
+            ok = constraint.check(value)
+            if bool(finite.all() & ok.all()):  # one device sync per parameter, as torch's own check
+                continue
             if not bool(finite.all()):
                 bad = value[~finite].flatten()[:3].tolist()
                 raise ValueError(f"{name}: {owner} needs finite values (no NaN or ±inf), got {bad}")
-            constraint = self.arg_constraints[name]
-            ok = constraint.check(value)
-            if not bool(ok.all()):
-                raise ValueError(f"{name}: {owner} needs {_describe(constraint, value, ok)}")
+            raise ValueError(f"{name}: {owner} needs {_describe(constraint, value, ok)}")
 
     @property
     def _dtype(self):
@@ -199,12 +200,13 @@ class ManifoldDistribution(TorchDistribution):
         if check.numel() == 0:
             return
         finite = torch.isfinite(check)
-        if not bool(finite.all()):
-            raise ValueError(f"value: {owner}.log_prob needs finite points, got {int((~finite).sum())} NaN/inf coordinates")
         support = self.support
         ok = support.check(check)
-        if not bool(ok.all()):
-            raise ValueError(f"value: {owner}.log_prob needs points in its support, {_describe(support, check, ok)}")
+        if bool(finite.all() & ok.all()):  # one device sync, as torch's own check
+            return
+        if not bool(finite.all()):
+            raise ValueError(f"value: {owner}.log_prob needs finite points, got {int((~finite).sum())} NaN/inf coordinates")
+        raise ValueError(f"value: {owner}.log_prob needs points in its support, {_describe(support, check, ok)}")
 
     # ------------------------------------------------------------------------------ shapes
 

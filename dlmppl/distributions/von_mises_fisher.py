@@ -27,6 +27,13 @@ equation :math:`R_v' = 1 - R_v^2 - (2v+1)R_v/\kappa`, so that higher derivatives
 exist too.  Accuracy is measured against mpmath / ``scipy.special.ive`` in
 ``tests/distributions/test_von_mises_fisher.py``.
 
+Entropy and KL.  ``H = -log C_d(κ) - κ A_d(κ)`` and ``KL(vMF ‖ U) = log|S^{d-1}| - H``
+are differences of two terms of size κ (float32 gave KL = -38.2 for 9.63 at κ = 1e8);
+:func:`_vmf_divergences` forms them, in float64, from pieces that are each accurate:
+``log I_v(κ) - κ - v log κ`` from Debye without adding κ back, ``1 - A_d(κ)`` carried
+through the backward recurrence, and for ``κ ≤ 15`` the series ``log Σ`` as a ``log1p``,
+so that KLs of size ``κ²/(2d)`` keep their relative accuracy as κ → 0.
+
 Sampling.  Wood (1994), "Simulation of the von Mises Fisher distribution",
 Comm. Stat. Simul. Comput. 23(1): the cosine ``w = μᵀx`` is drawn by rejection
 from a Beta proposal (for ``d = 3`` exactly, by inverting its CDF), the tangent
