@@ -36,6 +36,8 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions import constraints as _tc
 from torch.distributions.transforms import Transform
 
+from .base import check_expand, check_value_shape
+
 __all__ = ["IntrinsicUniform", "ball", "BallConstraint", "BallTransform", "log_volume_grid"]
 
 
@@ -118,8 +120,10 @@ class IntrinsicUniform(TorchDistribution):
     condition : passed to the metric (``metric.logdet(z, condition=condition)``).
     log_normalizer : ``log V`` subtracted from ``log_prob`` (default 0: unnormalised).
 
-    Shapes: ``event_shape = (d,)``, ``batch_shape = ()``; ``log_prob(z)`` for ``z``
-    ``(..., d)`` has shape ``(...)``; outside the ball it is ``-inf``.
+    Shapes: ``event_shape = (d,)``, ``batch_shape = ()`` (or that of ``expand``); ``log_prob(z)``
+    for ``z`` ``(..., d)`` has shape ``(...)`` broadcast with ``batch_shape``; outside the ball
+    it is ``-inf`` (not a validation error: the density is 0 there).  Integer points are
+    read in torch's default float dtype.
     Reference: Chadebec & Allassonnière, NeurIPS 2022, Sec. 4.5.
     """
 
@@ -146,8 +150,17 @@ class IntrinsicUniform(TorchDistribution):
     def support(self):
         return _tc.real_vector if self.radius is None else ball(self.radius)
 
+    @classmethod
+    def infer_shapes(cls, metric=None, dim=None, **kwargs):
+        """``((), (d,))`` with ``d = dim`` or ``metric.dim`` (Pyro's API; the arguments are given as themselves)."""
+        d = dim if isinstance(dim, int) and not isinstance(dim, bool) else getattr(metric, "dim", None)
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"dim: IntrinsicUniform.infer_shapes needs the latent dimension (dim= or metric.dim), got {dim!r}")
+        return torch.Size(), torch.Size((d,))
+
     def expand(self, batch_shape, _instance=None):
-        if tuple(batch_shape) == ():
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
+        if batch_shape == self.batch_shape:
             return self
         # independent copies: Pyro's plates expand sites; log_prob already broadcasts over z's batch
         new = self._get_checked_instance(IntrinsicUniform, _instance)
@@ -156,14 +169,29 @@ class IntrinsicUniform(TorchDistribution):
         new._validate_args = self._validate_args
         return new
 
+    def _validate_sample(self, value):
+        """``ValueError`` naming ``value`` for a non-tensor, complex, misshapen or non-finite value.
+
+        Points outside the ball are not an error: their density is 0 (``log_prob = -inf``).
+        """
+        owner = type(self).__name__
+        check_value_shape(owner, value, self.batch_shape, self.event_shape)
+        if value.is_floating_point() and value.numel():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                raise ValueError(f"value: {owner}.log_prob needs finite points, got {int((~finite).sum())} NaN/inf coordinates")
+
     def log_prob(self, value):
         if self._validate_args:
-            if value.shape[-1:] != self.event_shape:
-                raise ValueError(f"value must have event shape {tuple(self.event_shape)}, got {tuple(value.shape)}")
+            self._validate_sample(value)
+        value = torch.as_tensor(value)
+        if not value.is_floating_point():  # integer points: torch's default float dtype, as in torch's promotion
+            value = value.to(torch.get_default_dtype())
         lp = 0.5 * self.metric.logdet(value, condition=self.condition) - self.log_normalizer
         if self.radius is not None:
             lp = torch.where(value.norm(dim=-1) < self.radius, lp, torch.full_like(lp, -math.inf))
-        return lp
+        # torch's shape rule: the value's batch shape broadcast with batch_shape (expanded copies)
+        return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()):
         raise NotImplementedError(

@@ -12,20 +12,30 @@ Importing this module registers (``torch.distributions.kl.register_kl``, which
   ``KL(ManifoldUniform(sphere) ‖ PowerSpherical) = -log|S^{d-1}| - log C_d(κ) - κ(log 2 + ψ(β) - ψ(2β))``,
   ``β = (d-1)/2``.
 
-All results have the broadcast batch shape of the two arguments.
+All results have the broadcast batch shape of the two arguments and the dtype of
+the parameters; they are computed in float64 without cancellation (large κ: the
+terms of size κ are differenced analytically; small κ: series that keep the
+relative accuracy of a KL that vanishes like κ²), see ``_vmf_divergences`` and
+``_ps_divergences``.  For two vMFs,
+
+.. math::
+
+    \mathrm{KL}(p \| q) = \mathrm{KL}(p \| U) - \mathrm{KL}(q \| U)
+        + \kappa_q\big[(1 - \cos) + \cos\,(1 - A_d(\kappa_p)) - (1 - A_d(\kappa_q))\big],
+    \qquad 1 - \cos = \tfrac12 \|\mu_p - \mu_q\|^2,
+
+(the directions normalised in float64), which is the formula above rearranged.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch.distributions.kl import register_kl
 
 from .. import manifolds as _manifolds
-from .power_spherical import PowerSpherical
+from .power_spherical import PowerSpherical, _ps_divergences
 from .uniform import ManifoldUniform
-from .von_mises_fisher import VonMisesFisher, _dot
+from .von_mises_fisher import VonMisesFisher, _vmf_divergences
 
 __all__ = []
 
@@ -37,42 +47,51 @@ def _check_sphere(q: ManifoldUniform, p, name: str):
         raise ValueError(f"{name}: event shapes differ: {tuple(p.event_shape)} and {tuple(q.event_shape)}")
 
 
-def _batch(t: torch.Tensor, other_batch) -> torch.Tensor:
-    return t.expand(torch.broadcast_shapes(t.shape, other_batch))
+def _batch(t: torch.Tensor, other_batch, dtype) -> torch.Tensor:
+    return t.to(dtype).expand(torch.broadcast_shapes(t.shape, other_batch))
 
 
 @register_kl(VonMisesFisher, ManifoldUniform)
 def _kl_vmf_uniform(p, q):
     _check_sphere(q, p, "KL(VonMisesFisher || ManifoldUniform)")
-    kl = p.log_normalizer() + p.concentration * p.mean_resultant_length + q.log_volume
-    return _batch(kl, q.batch_shape)
+    kl, _, _ = _vmf_divergences(p.dim, p.concentration)
+    return _batch(kl, q.batch_shape, p.concentration.dtype)
 
 
 @register_kl(PowerSpherical, ManifoldUniform)
 def _kl_ps_uniform(p, q):
     _check_sphere(q, p, "KL(PowerSpherical || ManifoldUniform)")
-    return _batch(q.log_volume - p.entropy(), q.batch_shape)
+    kl, _ = _ps_divergences(p.dim, p.concentration)
+    return _batch(kl, q.batch_shape, p.concentration.dtype)
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)
 def _kl_vmf_vmf(p, q):
     if p.event_shape != q.event_shape:
         raise ValueError(f"KL(VonMisesFisher || VonMisesFisher): event shapes differ: {tuple(p.event_shape)} and {tuple(q.event_shape)}")
-    cos = _dot(p.loc, q.loc)
-    return p.log_normalizer() - q.log_normalizer() + p.mean_resultant_length * (p.concentration - q.concentration * cos)
+    d = p.dim
+    kl_p, _, one_m_ap = _vmf_divergences(d, p.concentration)
+    kl_q, _, one_m_aq = _vmf_divergences(d, q.concentration)
+    wd = kl_p.dtype
+    mp, mq = p.loc.to(wd), q.loc.to(wd)
+    mp = mp / mp.norm(dim=-1, keepdim=True)
+    mq = mq / mq.norm(dim=-1, keepdim=True)
+    one_m_cos = 0.5 * (mp - mq).pow(2).sum(-1)  # 1 - μ_pᵀμ_q without cancellation
+    kq = q.concentration.to(wd)
+    kl = kl_p - kl_q + kq * (one_m_cos + (1 - one_m_cos) * one_m_ap - one_m_aq)
+    dtype = torch.promote_types(p.concentration.dtype, q.concentration.dtype)
+    return kl.to(dtype)
 
 
 @register_kl(ManifoldUniform, VonMisesFisher)
 def _kl_uniform_vmf(p, q):
     _check_sphere(p, q, "KL(ManifoldUniform || VonMisesFisher)")
-    return _batch(-p.log_volume - q.log_normalizer(), p.batch_shape)
+    _, kl, _ = _vmf_divergences(q.dim, q.concentration)
+    return _batch(kl, p.batch_shape, q.concentration.dtype)
 
 
 @register_kl(ManifoldUniform, PowerSpherical)
 def _kl_uniform_ps(p, q):
     _check_sphere(p, q, "KL(ManifoldUniform || PowerSpherical)")
-    beta = (q.dim - 1) / 2
-    e_log = math.log(2.0) + torch.special.digamma(torch.tensor(beta, dtype=torch.float64)) - torch.special.digamma(
-        torch.tensor(2 * beta, dtype=torch.float64)
-    )
-    return _batch(-p.log_volume - q.log_normalizer() - q.concentration * e_log.item(), p.batch_shape)
+    _, kl = _ps_divergences(q.dim, q.concentration)
+    return _batch(kl, p.batch_shape, q.concentration.dtype)

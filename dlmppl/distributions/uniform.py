@@ -32,7 +32,7 @@ import geoopt
 import torch
 
 from .. import manifolds as _manifolds
-from .base import ManifoldDistribution
+from .base import ManifoldDistribution, check_expand
 
 __all__ = ["ManifoldUniform", "log_volume"]
 
@@ -84,6 +84,16 @@ def log_volume(manifold, event_shape) -> float:
     raise ValueError(f"ManifoldUniform: manifold {name} is not supported (Sphere and Stiefel manifolds are)")
 
 
+def _size(name: str, shape) -> torch.Size:
+    try:
+        out = torch.Size(shape)
+    except TypeError:
+        raise ValueError(f"{name}: ManifoldUniform needs a tuple of ints, got {shape!r}") from None
+    if any(s < 0 for s in out):
+        raise ValueError(f"{name}: ManifoldUniform needs sizes >= 0, got {tuple(out)}")
+    return out
+
+
 class ManifoldUniform(ManifoldDistribution):
     r"""Uniform distribution (normalised Riemannian volume) on a compact manifold.
 
@@ -94,7 +104,8 @@ class ManifoldUniform(ManifoldDistribution):
         batch_shape: batch shape of the (identical) distributions.
         dtype, device: of samples and log densities (default dtype: torch's default).
 
-    ``log_prob(x) = -log vol(M)`` for every ``x`` on ``M`` (shape ``x.shape[:-event_dim]``);
+    ``log_prob(x) = -log vol(M)`` for every ``x`` on ``M``, shape ``x``'s batch shape
+    broadcast with ``batch_shape``, dtype ``torch.promote_types(dtype, x.dtype)``;
     samples are exact (normalised Gaussians; QR with sign correction, Mezzadri 2007).
     There are no parameters: ``rsample`` is ``sample`` (reparameterised trivially).
     """
@@ -104,14 +115,30 @@ class ManifoldUniform(ManifoldDistribution):
 
     def __init__(self, manifold, event_shape, batch_shape=(), dtype=None, device=None, validate_args=None):
         self.manifold = manifold
-        event_shape = torch.Size(event_shape)
+        event_shape = _size("event_shape", event_shape)
         self._log_volume = log_volume(manifold, event_shape)
         self._is_sphere = _manifolds.is_sphere(manifold)
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
+            raise ValueError(f"dtype: ManifoldUniform needs a floating dtype, got {dtype!r}")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        super().__init__(torch.Size(batch_shape), event_shape, validate_args=validate_args)
+        super().__init__(_size("batch_shape", batch_shape), event_shape, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(cls, manifold=None, event_shape=(), batch_shape=(), **kwargs):
+        """``(batch_shape, event_shape)``: ManifoldUniform takes its shapes as arguments (given as themselves).
+
+        The manifold, when given, is checked against ``event_shape`` as in ``__init__``.
+        """
+        event_shape = _size("event_shape", event_shape)
+        if not event_shape:  # (Pyro's generic test passes () for non-tensor arguments: it cannot name the shapes)
+            raise ValueError("event_shape: ManifoldUniform.infer_shapes needs the event shape itself, (d,) or (n, p), got ()")
+        if isinstance(manifold, geoopt.Manifold):
+            log_volume(manifold, event_shape)
+        return _size("batch_shape", batch_shape), event_shape
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         new = self._get_checked_instance(ManifoldUniform, _instance)
         new.manifold = self.manifold
         new._log_volume = self._log_volume
@@ -140,7 +167,7 @@ class ManifoldUniform(ManifoldDistribution):
         if self._validate_args:
             self._validate_sample(value)
         value = torch.as_tensor(value)
-        dtype = value.dtype if torch.is_floating_point(value) else self.dtype
+        dtype = torch.promote_types(self.dtype, value.dtype)  # torch's promotion: float64 points give float64
         shape = torch.broadcast_shapes(value.shape[: value.dim() - len(self.event_shape)], self.batch_shape)
         return torch.full(shape, -self._log_volume, dtype=dtype, device=value.device)
 
