@@ -57,8 +57,10 @@ Validation.  When validation is on (``torch.distributions.Distribution._validate
 which ``pyro.enable_validation`` sets), every public function checks its arguments
 once per call (nested calls between these functions are not re-checked): points
 (``x``, ``y``, ``points``, ``init``) must lie on the manifold to
-:func:`dlmppl.constraints.tolerance` (:func:`dlmppl.constraints.violation`; NaN and
-inf are off the manifold), tangent/ambient vectors and ``t`` must be finite;
+:func:`dlmppl.constraints.tolerance` of their dtype, but not below float32's
+(``3.5e-5``, so that float32 points upcast to float64 pass;
+:func:`dlmppl.constraints.violation`; NaN and inf are off the manifold),
+tangent/ambient vectors and ``t`` must be finite;
 otherwise ``ValueError`` naming the argument.  Each check is one host
 synchronisation; switch validation off in hot loops.
 """
@@ -108,7 +110,8 @@ def _check_point(manifold, name, x):
     if x.numel() == 0:
         return
     v = _constraints.violation(manifold, x)
-    tol = _constraints.tolerance(x.dtype)
+    # not below float32's tolerance: float32 points upcast to float64 (as the diagnostics do) pass
+    tol = max(_constraints.tolerance(x.dtype), _constraints.tolerance(torch.float32))
     ok = v <= tol  # False for NaN
     if not bool(ok.all()):
         inf = torch.full_like(v, float("inf"))

@@ -310,3 +310,12 @@ def test_geometry_rejects_non_finite_tangent_vectors_and_times():
         G.frechet_mean(torch.stack([x, -x]), ball, init=torch.tensor([2.0, 0.0], dtype=D))
     # empty batches pass through
     assert G.distance(ball, torch.zeros(0, 2, dtype=D), torch.zeros(0, 2, dtype=D)).shape == (0,)
+
+
+def test_geometry_validation_accepts_float32_points_upcast_to_float64():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(50, 3, generator=g)
+    x = (x / x.norm(dim=-1, keepdim=True)).double()  # on the sphere to float32 rounding only
+    assert G.distance(M.Sphere(), x[:1], x).shape == (50,)
+    with pytest.raises(ValueError, match="^y: "):
+        G.distance(M.Sphere(), x[:1], x * (1 + 1e-3))
