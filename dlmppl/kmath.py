@@ -11,11 +11,24 @@ The trigonometric functions of the model are written as ``x * F(k x²)`` with
     tan_k(x)   = x T(k x²),   T(u) = tan(√u)/√u,     tanh(√-u)/√-u,   1 + u/3 + 2u²/15 + ...
     artan_k(y) = y A(k y²),   A(u) = arctan(√u)/√u,  artanh(√-u)/√-u, 1 - u/3 + u²/5 - ...
     sin_k(r)   = r S(k r²),   S(u) = sin(√u)/√u,     sinh(√-u)/√-u,   1 - u/6 + u²/120 - ...
+    cos_k(r)   = C(k r²),     C(u) = cos(√u),        cosh(√-u),       1 - u/2 + u²/24 - ...
+    arsin_k(t) = t H(k t²),   H(u) = arcsin(√u)/√u,  arsinh(√-u)/√-u, 1 + u/6 + 3u²/40 + ...
 
 Near ``u = 0`` a Taylor polynomial is used and the branches are selected with
 the "double where" so that neither values nor gradients (with respect to the
 points or to κ) see a 0/0.  This is what lets a learnable curvature change
 sign during training.
+
+Near the boundary of the Poincaré ball (κ < 0) the textbook formulas cancel
+catastrophically (``1 - 2κ⟨x,y⟩ + κ²|x|²|y|²`` for nearby points, ``cosh - sinh`` for
+long steps back towards the origin, the point ``tan_κ(r/2) v/r`` rounding onto the
+boundary).  :func:`dist`, :func:`logmap` / :func:`logmap_coords`, :func:`expmap` /
+:func:`expmap_coords`, :func:`mobius_add` and :func:`geodesic` are written in
+rearranged forms whose terms are all non-negative for κ < 0, so that their error stays
+at what the float inputs allow (a point with ``1 - √c|x| = δ`` is only known to a
+hyperbolic distance ``~eps/δ``), also within ``1e-9`` of the boundary in float64.  The
+dtype itself resolves the ball only out to hyperbolic radius :func:`max_radius` ``/√c``;
+:func:`project` moves only points beyond it.
 
 References: Bachmann, Bécigneul & Ganea, "Constant Curvature Graph
 Convolutional Networks", ICML 2020; Skopek, Ganea & Bécigneul,

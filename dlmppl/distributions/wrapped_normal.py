@@ -32,10 +32,11 @@ Origins and frames (``e_i`` the standard basis of the ambient space):
   ``e_1`` (the image of the frame at ``e_0`` under the rotation by π in the
   ``(e_0, e_1)`` plane).  It is evaluated without dividing by ``1 + loc_0``, so it
   stays orthonormal (and draws and densities finite and exact) arbitrarily close to
-  ``-e_0``; a diagonal-scale law still jumps there as ``loc`` crosses ``-e_0``.  An *isotropic* scale does not
-  need a frame: ``rsample`` then projects ``σ ε``, ``ε ~ N(0, I_{d+1})``, onto
-  ``T_loc`` (an isotropic normal of ``T_loc``) and ``log_prob`` uses only
-  ``d(loc, z)``, so isotropic wrapped normals are smooth for every ``loc``.
+  ``-e_0``; a diagonal-scale law still jumps there as ``loc`` crosses ``-e_0``.
+  An *isotropic* scale does not need a frame: ``rsample`` then projects ``σ ε``,
+  ``ε ~ N(0, I_{d+1})``, onto ``T_loc`` (an isotropic normal of ``T_loc``) and
+  ``log_prob`` uses only ``d(loc, z)``, so isotropic wrapped normals are smooth for
+  every ``loc``.
 * Euclidean space (``Euclidean(ndim=1)``): the normal distribution itself.
 
 Numerics near the boundary of the Poincaré ball (κ < 0).  ``exp_loc`` and
@@ -287,8 +288,9 @@ def _chi_isf(d: int, p: float) -> float:
 
 
 def _check_finite_scale(scale: torch.Tensor) -> None:
-    if not bool(torch.isfinite(scale).all()):
-        raise ValueError(f"scale: must be finite (0 < scale < inf), got {scale}")
+    bad = ~torch.isfinite(scale)
+    if bool(bad.any()):
+        raise ValueError(f"scale: must be finite (0 < scale < inf), got {int(bad.sum())} NaN/inf value(s)")
 
 
 def _check_representable(cls: str, kind: str, p: torch.Tensor, loc: torch.Tensor, reach: torch.Tensor) -> None:
@@ -301,6 +303,7 @@ def _check_representable(cls: str, kind: str, p: torch.Tensor, loc: torch.Tensor
     """
     if kind != "stereo" or loc.numel() == 0:
         return
+    p, loc, reach = p.detach(), loc.detach(), reach.detach()
     neg = p < 0
     if not bool(neg.any()):
         return
