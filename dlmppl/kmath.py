@@ -264,32 +264,34 @@ def expmap_coords(x, v, k):
     xv = (x * v).sum(-1, keepdim=True)
     u = k * r * r
     stable = u < -1.0
-    # general branch (|κ| r² ≤ 1 or κ ≥ 0): values of the masked rows replaced by safe ones
+    # z = A x + B v with per-row scalars A, B: one (..., d) combination at the end.
+    # General branch (|κ| r² ≤ 1 or κ ≥ 0), masked rows replaced by safe values.  Half-angle
+    # functions only: sin_κ(r/2) = (r/2) S(u/4), cos_κ(r/2) = C(u/4); |vec|² from scalars
+    # (for |κ| r² ≤ 1 its terms do not cancel by more than a small factor).
     ug = torch.where(stable, torch.full_like(u, -1.0), u)
-    sr = _S(ug)  # sin_κ(r)/r
+    sh = _S(ug / 4)
+    ch = _C(ug / 4)
+    sr = sh * ch  # sin_κ(r)/r = 2 sin_κ(r/2) cos_κ(r/2) / r
+    cr = 1 - 0.5 * ug * sh * sh  # cos_κ(r) = 1 - 2κ sin_κ(r/2)²
     px = 1 + k * x2
-    c1 = _C(ug) - k * sr * xv
-    num_g = c1 * x + 0.5 * px * sr * v
-    vec = _C(ug / 4) * x + 0.5 * _S(ug / 4) * v
-    den_g = px - k * _sqnorm(vec)
-    den_g = torch.where(stable, torch.ones_like(den_g), den_g).clamp_min(tiny)
-    # stable branch (κ r² < -1): s r > 1, so r > 0 and κ < 0 there
+    c1 = cr - k * sr * xv
+    vec2 = ch * ch * x2 + ch * sh * xv + 0.25 * sh * sh * r * r  # |cos_κ(r/2) x + sin_κ(r/2) v/r|²
+    den_g = torch.where(stable, torch.ones_like(u), px - k * vec2).clamp_min(tiny)
+    # stable branch (κ r² < -1, so κ < 0 and r > 0): vector forms, they cancel when z is near 0
     ks = torch.where(stable, k, -torch.ones_like(u))
     s = (-ks).sqrt()
     rs = torch.where(stable, r, torch.full_like(r, 2.0))
-    vh = v / rs
     e = torch.exp(-s * rs)
-    xn = _norm(x)
+    xn = x2.clamp_min(tiny).sqrt()
     sa = s * xn
     eps_s = 1 - sa
     alpha = eps_s * (1 + sa)
-    xh = x / xn
-    c1s = 2 * e * e + (1 - e * e) * (eps_s + 0.5 * sa * _sqnorm(xh + vh))
-    num_s = c1s * x + 0.5 * alpha * (1 - e * e) / s * vh
-    vec_s = (1 + e) * x + (1 - e) / s * vh
-    den_s = 2 * alpha * e + 0.5 * s * s * _sqnorm(vec_s)
-    den_s = torch.where(stable, den_s, torch.ones_like(den_s)).clamp_min(tiny)
-    return torch.where(stable, num_s / den_s, num_g / den_g)
+    c1s = 2 * e * e + (1 - e * e) * (eps_s + 0.5 * sa * _sqnorm(x / xn + v / rs))
+    vec_s = (1 + e) * x + ((1 - e) / (s * rs)) * v
+    den_s = torch.where(stable, 2 * alpha * e + 0.5 * s * s * _sqnorm(vec_s), torch.ones_like(u)).clamp_min(tiny)
+    a = torch.where(stable, c1s / den_s, c1 / den_g)
+    b = torch.where(stable, 0.5 * alpha * (1 - e * e) / (s * rs) / den_s, 0.5 * px * sr / den_g)
+    return a * x + b * v
 
 
 def expmap(x, u, k):
