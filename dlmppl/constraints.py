@@ -23,8 +23,11 @@ __all__ = ["ManifoldConstraint", "manifold", "tolerance", "violation"]
 def tolerance(dtype: torch.dtype) -> float:
     """Relative tolerance of the on-manifold check: ``0.1 * sqrt(eps)`` of ``dtype``.
 
-    float32: 3.5e-5, float64: 1.5e-9, float16/bfloat16: about 3e-3 / 9e-3.
+    float32: 3.5e-5, float64: 1.5e-9, float16/bfloat16: about 3e-3 / 9e-3.  Integer and
+    boolean dtypes (exact points) get the tolerance of the default floating dtype.
     """
+    if not (dtype.is_floating_point or dtype.is_complex):
+        dtype = torch.get_default_dtype()
     return 0.1 * torch.finfo(dtype).eps ** 0.5
 
 
@@ -39,6 +42,8 @@ def violation(M, x: torch.Tensor) -> torch.Tensor:
     point, ``batch_shape``.  Non-finite points give ``inf``.
     """
     base = _m._base(M)
+    if not torch.is_floating_point(x):
+        x = x.to(torch.get_default_dtype())
     finite = _all_finite(x, M.ndim)
     if isinstance(base, geoopt.Sphere):
         v = (x.norm(dim=-1) - 1).abs()

@@ -11,11 +11,24 @@ The trigonometric functions of the model are written as ``x * F(k x²)`` with
     tan_k(x)   = x T(k x²),   T(u) = tan(√u)/√u,     tanh(√-u)/√-u,   1 + u/3 + 2u²/15 + ...
     artan_k(y) = y A(k y²),   A(u) = arctan(√u)/√u,  artanh(√-u)/√-u, 1 - u/3 + u²/5 - ...
     sin_k(r)   = r S(k r²),   S(u) = sin(√u)/√u,     sinh(√-u)/√-u,   1 - u/6 + u²/120 - ...
+    cos_k(r)   = C(k r²),     C(u) = cos(√u),        cosh(√-u),       1 - u/2 + u²/24 - ...
+    arsin_k(t) = t H(k t²),   H(u) = arcsin(√u)/√u,  arsinh(√-u)/√-u, 1 + u/6 + 3u²/40 + ...
 
 Near ``u = 0`` a Taylor polynomial is used and the branches are selected with
 the "double where" so that neither values nor gradients (with respect to the
 points or to κ) see a 0/0.  This is what lets a learnable curvature change
 sign during training.
+
+Near the boundary of the Poincaré ball (κ < 0) the textbook formulas cancel
+catastrophically (``1 - 2κ⟨x,y⟩ + κ²|x|²|y|²`` for nearby points, ``cosh - sinh`` for
+long steps back towards the origin, the point ``tan_κ(r/2) v/r`` rounding onto the
+boundary).  :func:`dist`, :func:`logmap` / :func:`logmap_coords`, :func:`expmap` /
+:func:`expmap_coords`, :func:`mobius_add` and :func:`geodesic` are written in
+rearranged forms whose terms are all non-negative for κ < 0, so that their error stays
+at what the float inputs allow (a point with ``1 - √c|x| = δ`` is only known to a
+hyperbolic distance ``~eps/δ``), also within ``1e-9`` of the boundary in float64.  The
+dtype itself resolves the ball only out to hyperbolic radius :func:`max_radius` ``/√c``;
+:func:`project` moves only points beyond it.
 
 References: Bachmann, Bécigneul & Ganea, "Constant Curvature Graph
 Convolutional Networks", ICML 2020; Skopek, Ganea & Bécigneul,
@@ -24,6 +37,8 @@ follows ``geoopt/manifolds/stereographic/math.py``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -37,7 +52,9 @@ __all__ = [
     "gyration",
     "expmap",
     "expmap0",
+    "expmap_coords",
     "logmap",
+    "logmap_coords",
     "logmap0",
     "dist",
     "dist0",
@@ -48,6 +65,8 @@ __all__ = [
     "norm",
     "egrad2rgrad",
     "project",
+    "boundary_margin",
+    "max_radius",
     "geodesic",
 ]
 
@@ -65,21 +84,26 @@ def _series(u, coeffs):
     return out
 
 
-def _even_fn(u, pos_fn, neg_fn, coeffs):
+def _even_fn(u, pos_fn, neg_fn, coeffs, divide=True):
+    # F(u) = pos_fn(√u)/√u (u > 0), neg_fn(√-u)/√-u (u < 0), Taylor near 0; ``divide=False``
+    # for functions that are already even in √u (cos, cosh).
     eps = _switch_eps(u.dtype)
     pos = u > eps
     neg = u < -eps
     one = torch.ones_like(u)
     up = torch.where(pos, u, one).sqrt()
     un = torch.where(neg, -u, one).sqrt()
-    return torch.where(
-        pos, pos_fn(up) / up, torch.where(neg, neg_fn(un) / un, _series(u, coeffs))
-    )
+    fp, fn = pos_fn(up), neg_fn(un)
+    if divide:
+        fp, fn = fp / up, fn / un
+    return torch.where(pos, fp, torch.where(neg, fn, _series(u, coeffs)))
 
 
 _T_COEFFS = (1.0, 1.0 / 3, 2.0 / 15, 17.0 / 315, 62.0 / 2835)
 _A_COEFFS = (1.0, -1.0 / 3, 1.0 / 5, -1.0 / 7, 1.0 / 9)
 _S_COEFFS = (1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880)
+_C_COEFFS = (1.0, -1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320)
+_H_COEFFS = (1.0, 1.0 / 6, 3.0 / 40, 5.0 / 112, 35.0 / 1152)
 
 
 def _T(u):
@@ -94,9 +118,19 @@ def _S(u):
     return _even_fn(u, torch.sin, torch.sinh, _S_COEFFS)
 
 
+def _C(u):
+    # cos_κ(r) = C(κ r²): cos(√u), cosh(√-u)
+    return _even_fn(u, torch.cos, torch.cosh, _C_COEFFS, divide=False)
+
+
+def _H(u):
+    # arsin_κ(t) = t H(κ t²): asin(√u)/√u, asinh(√-u)/√-u (only used for u ≤ eps when u > 0)
+    return _even_fn(u, lambda s: torch.asin(s.clamp(max=1.0)), torch.asinh, _H_COEFFS)
+
+
 def _artanh(x):
-    # clamp keeps the boundary of the ball finite in float32
-    x = x.clamp(max=1 - torch.finfo(x.dtype).eps)
+    # the largest float below 1 keeps the (rounded) boundary of the ball finite
+    x = x.clamp(max=1 - torch.finfo(x.dtype).eps / 2)
     return torch.atanh(x)
 
 
@@ -157,13 +191,19 @@ def lambda_x(x, k, keepdim=True):
 
 
 def mobius_add(x, y, k):
-    """Möbius addition ``x ⊕_κ y`` (gyrovector addition; Euclidean ``x + y`` at κ=0)."""
+    """Möbius addition ``x ⊕_κ y`` (gyrovector addition; Euclidean ``x + y`` at κ=0).
+
+    Written as ``((1+κ|x|²) - κ|x+y|²) x + (1+κ|x|²) y`` over
+    ``(1+κ|x|²)(1+κ|y|²) - κ|x+y|²`` (the textbook coefficients
+    ``1 - 2κ⟨x,y⟩ - κ|y|²`` and ``1 - 2κ⟨x,y⟩ + κ²|x|²|y|²`` rearranged): for κ < 0 every
+    term is non-negative, so nothing cancels when ``x`` and ``y`` are near the boundary.
+    """
     k = _k(k, x)
-    x2 = _sqnorm(x)
-    y2 = _sqnorm(y)
-    xy = (x * y).sum(-1, keepdim=True)
-    num = (1 - 2 * k * xy - k * y2) * x + (1 + k * x2) * y
-    den = 1 - 2 * k * xy + k * k * x2 * y2
+    px = 1 + k * _sqnorm(x)
+    py = 1 + k * _sqnorm(y)
+    s2 = _sqnorm(x + y)
+    num = (px - k * s2) * x + px * y
+    den = px * py - k * s2
     return num / den.clamp_min(torch.finfo(x.dtype).tiny)
 
 
@@ -178,7 +218,8 @@ def gyration(u, v, w, k):
     k2 = k * k
     a = -k2 * uw * v2 - k * vw + 2 * k2 * uv * vw
     b = -k2 * vw * u2 + k * uw
-    d = 1 - 2 * k * uv + k2 * u2 * v2
+    # 1 - 2κ⟨u,v⟩ + κ²|u|²|v|², written without cancellation for κ < 0
+    d = (1 + k * u2) * (1 + k * v2) - k * _sqnorm(u + v)
     return w + 2 * (a * u + b * v) / d.clamp_min(torch.finfo(u.dtype).tiny)
 
 
@@ -194,19 +235,118 @@ def logmap0(y, k):
     return y * _A(k * _sqnorm(y))
 
 
-def expmap(x, u, k):
-    """Exponential map ``exp_x(u) = x ⊕ tan_κ(λ_x‖u‖/2) u/‖u‖``."""
+def expmap_coords(x, v, k):
+    r"""``exp_x`` of the tangent vector with coordinates ``v`` in the orthonormal frame ``e_i / λ_x``.
+
+    ``v = λ_x u`` for an ambient tangent vector ``u``; ``‖v‖ = r`` is the geodesic
+    length.  This is ``x ⊕_κ tan_κ(r/2) v/r`` (Bachmann et al. 2020) with numerator and
+    denominator multiplied by ``cos_κ(r/2)²``, so that the intermediate point
+    ``tan_κ(r/2) v/r`` (which rounds onto the boundary for large ``r``) never appears:
+
+        z = [C₁ x + ½(1+κ|x|²) sin_κ(r) v/r] / [(1+κ|x|²) - κ|cos_κ(r/2) x + sin_κ(r/2) v/r|²],
+        C₁ = cos_κ(r) - κ sin_κ(r) ⟨x, v⟩/r.
+
+    For κ r² < -1 (hyperbolic, long steps) ``C₁`` would cancel (``cosh - sinh``) when the step
+    points back towards the origin; there, with ``s = √-κ`` and ``E = e^{-s r}``, numerator and
+    denominator are divided by ``e^{s r}/2`` and
+    ``C₁ ∝ 2E² + (1-E²)((1 - s|x|) + s|x| |x̂ + v̂|²/2)``, a sum of non-negative terms that
+    shares the factor ``1 - s|x|`` with ``1 + κ|x|² = (1 - s|x|)(1 + s|x|)``: the result is
+    then as accurate as ``x`` itself allows, also within ``1e-9`` of the boundary, and nothing
+    overflows for any ``r``.  Smooth through κ = 0 (the other branch uses the even functions
+    of this module).  Shapes: ``x`` ``(..., d)``, ``v`` ``(..., d)``, ``k`` broadcasting.
+    The result is not projected: a step that leaves what the dtype can represent lands on
+    (or just past) the boundary; see :func:`project`.
+    """
     k = _k(k, x)
-    lam = lambda_x(x, k)
-    second = expmap0(lam * u / 2, k)
-    return mobius_add(x, second, k)
+    tiny = torch.finfo(x.dtype).tiny
+    r = _norm(v)
+    x2 = _sqnorm(x)
+    xv = (x * v).sum(-1, keepdim=True)
+    u = k * r * r
+    stable = u < -1.0
+    # z = A x + B v with per-row scalars A, B: one (..., d) combination at the end.
+    # General branch (|κ| r² ≤ 1 or κ ≥ 0), masked rows replaced by safe values.  Half-angle
+    # functions only: sin_κ(r/2) = (r/2) S(u/4), cos_κ(r/2) = C(u/4); |vec|² from scalars
+    # (for |κ| r² ≤ 1 its terms do not cancel by more than a small factor).
+    ug = torch.where(stable, torch.full_like(u, -1.0), u)
+    sh = _S(ug / 4)
+    ch = _C(ug / 4)
+    sr = sh * ch  # sin_κ(r)/r = 2 sin_κ(r/2) cos_κ(r/2) / r
+    cr = 1 - 0.5 * ug * sh * sh  # cos_κ(r) = 1 - 2κ sin_κ(r/2)²
+    px = 1 + k * x2
+    c1 = cr - k * sr * xv
+    vec2 = ch * ch * x2 + ch * sh * xv + 0.25 * sh * sh * r * r  # |cos_κ(r/2) x + sin_κ(r/2) v/r|²
+    den_g = torch.where(stable, torch.ones_like(u), px - k * vec2).clamp_min(tiny)
+    # stable branch (κ r² < -1, so κ < 0 and r > 0): vector forms, they cancel when z is near 0
+    ks = torch.where(stable, k, -torch.ones_like(u))
+    s = (-ks).sqrt()
+    rs = torch.where(stable, r, torch.full_like(r, 2.0))
+    e = torch.exp(-s * rs)
+    xn = x2.clamp_min(tiny).sqrt()
+    sa = s * xn
+    eps_s = 1 - sa
+    alpha = eps_s * (1 + sa)
+    c1s = 2 * e * e + (1 - e * e) * (eps_s + 0.5 * sa * _sqnorm(x / xn + v / rs))
+    vec_s = (1 + e) * x + ((1 - e) / (s * rs)) * v
+    den_s = torch.where(stable, 2 * alpha * e + 0.5 * s * s * _sqnorm(vec_s), torch.ones_like(u)).clamp_min(tiny)
+    a = torch.where(stable, c1s / den_s, c1 / den_g)
+    b = torch.where(stable, 0.5 * alpha * (1 - e * e) / (s * rs) / den_s, 0.5 * px * sr / den_g)
+    return a * x + b * v
+
+
+def expmap(x, u, k):
+    """Exponential map ``exp_x(u) = x ⊕ tan_κ(λ_x‖u‖/2) u/‖u‖`` (evaluated by :func:`expmap_coords`)."""
+    k = _k(k, x)
+    return expmap_coords(x, lambda_x(x, k) * u, k)
+
+
+def _dist_parts(x, y, k):
+    r"""Pieces of the distance and logarithm in a form that does not cancel near the boundary.
+
+    With ``P = (1+κ|x|²)(1+κ|y|²)`` and ``D = P - κ|x-y|²`` (the denominator of
+    ``w = (-x) ⊕ y``, ``|w|² = |x-y|²/D``):
+
+    * κ ≤ 0 (and small κ t²): ``sin_κ(d/2) = |x-y|/√P =: t``, so
+      ``d = 2 t H(κ t²)``, ``H(u) = asinh(√-u)/√-u`` (the classical
+      ``cosh d = 1 + 2c|x-y|²/((1-c|x|²)(1-c|y|²))`` in its cancellation-free asinh form);
+    * κ > 0 beyond the Taylor range: ``tan_κ(d/2) = |w|``, ``d = 2|w| A(κ|w|²)`` (atan,
+      well conditioned up to the antipode).
+
+    Returns ``(diff, 1+κ|x|², D, ratio)`` with ``d = 2 |x-y| ratio``; all ``(..., 1)`` but ``diff``.
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    diff = y - x
+    diff2 = _sqnorm(diff)
+    px = 1 + k * _sqnorm(x)
+    py = 1 + k * _sqnorm(y)
+    p = (px * py).clamp_min(tiny)
+    dd = (p - k * diff2).clamp_min(tiny)
+    ut = k * diff2 / p
+    use_t = ut <= _switch_eps(x.dtype)
+    ratio_t = _H(torch.where(use_t, ut, torch.zeros_like(ut))) / p.sqrt()
+    uw = torch.where(use_t, torch.ones_like(ut), k * diff2 / dd)
+    ratio_w = _A(uw) / dd.sqrt()
+    return diff, px, dd, torch.where(use_t, ratio_t, ratio_w)
+
+
+def logmap_coords(x, y, k):
+    r"""Coordinates of ``log_x(y)`` in the orthonormal frame ``e_i / λ_x`` (``λ_x log_x y``).
+
+    ``= 2 ratio · num / √D`` with ``num = (1+κ|x|²)(y - x) + κ|x-y|² x`` (the numerator of
+    ``(-x) ⊕ y``, free of cancellation), ``|num| = |x-y| √D``, and ``d = 2|x-y| ratio``
+    from :func:`_dist_parts`; its norm is the geodesic distance.  Inverse of
+    :func:`expmap_coords`; smooth at ``y = x`` and through κ = 0.
+    """
+    k = _k(k, x)
+    diff, px, dd, ratio = _dist_parts(x, y, k)
+    num = px * diff + k * _sqnorm(diff) * x
+    return 2 * ratio * num / dd.sqrt()
 
 
 def logmap(x, y, k):
-    """Logarithmic map ``log_x(y) = (2/λ_x) artan_κ(‖w‖) w/‖w‖``, ``w = (-x) ⊕ y``."""
+    """Logarithmic map ``log_x(y) = (2/λ_x) artan_κ(‖w‖) w/‖w‖``, ``w = (-x) ⊕ y`` (via :func:`logmap_coords`)."""
     k = _k(k, x)
-    w = mobius_add(-x, y, k)
-    return 2.0 / lambda_x(x, k) * logmap0(w, k)
+    return logmap_coords(x, y, k) / lambda_x(x, k)
 
 
 def dist0(y, k, keepdim=False):
@@ -218,9 +358,16 @@ def dist0(y, k, keepdim=False):
 
 
 def dist(x, y, k, keepdim=False):
-    """Geodesic distance ``d_κ(x, y) = 2 artan_κ(‖(-x) ⊕ y‖)``."""
+    """Geodesic distance ``d_κ(x, y) = 2 artan_κ(‖(-x) ⊕ y‖)``.
+
+    Evaluated as ``2 asinh(√-κ |x-y| / √((1+κ|x|²)(1+κ|y|²)))/√-κ`` for κ < 0 (smoothly
+    through κ = 0 and, for κ > 0, by the atan form; :func:`_dist_parts`), which keeps
+    full accuracy for points within ``1e-9`` (float64) of the boundary.
+    """
     k = _k(k, x)
-    return dist0(mobius_add(-x, y, k), k, keepdim=keepdim)
+    diff, _, _, ratio = _dist_parts(x, y, k)
+    out = 2 * _norm(diff) * ratio
+    return out if keepdim else out.squeeze(-1)
 
 
 def parallel_transport(x, y, v, k):
@@ -258,11 +405,32 @@ def egrad2rgrad(x, grad, k):
     return grad / lambda_x(x, k) ** 2
 
 
+def boundary_margin(dtype: torch.dtype) -> float:
+    """Default relative margin of :func:`project`: ``4 eps`` of ``dtype`` (a few units in the last place).
+
+    A point at ``√c|x| = 1 - 4 eps`` has hyperbolic radius ``log(1/(2 eps))/√c``, about
+    15.2/√c in float32 and 35.3/√c in float64 (:func:`max_radius`); closer to the
+    boundary the dtype cannot tell points apart from it.
+    """
+    return 4 * torch.finfo(dtype).eps
+
+
+def max_radius(dtype: torch.dtype) -> float:
+    """Hyperbolic radius (for curvature -1) of the points :func:`project` leaves alone: ``log((2 - m)/m)``, ``m`` the margin."""
+    m = boundary_margin(dtype)
+    return math.log((2 - m) / m)
+
+
 def project(x, k, eps=None):
-    """Pull points back inside the ball ``‖x‖ < 1/√(-κ)`` for κ < 0 (no-op for κ ≥ 0)."""
+    """Pull points back inside the ball ``‖x‖ < (1 - eps)/√(-κ)`` for κ < 0 (no-op for κ ≥ 0).
+
+    ``eps`` defaults to :func:`boundary_margin` (``4 eps`` of the dtype): only points
+    that the dtype can no longer tell from the boundary are moved (beyond hyperbolic
+    radius :func:`max_radius` ``/√c``), so projecting never changes a representable point.
+    """
     k = _k(k, x)
     if eps is None:
-        eps = 4e-3 if x.dtype == torch.float32 else 1e-5
+        eps = boundary_margin(x.dtype)
     neg = k < 0
     tiny = torch.finfo(x.dtype).tiny
     radius2 = (1 - eps) ** 2 / torch.where(neg, -k, torch.ones_like(k)).clamp_min(tiny)
@@ -277,4 +445,5 @@ def geodesic(t, x, y, k):
 
     ``t`` broadcasts with the points (give it a trailing dimension of size 1).
     """
-    return expmap(x, t * logmap(x, y, k), k)
+    k = _k(k, x)
+    return expmap_coords(x, t * logmap_coords(x, y, k), k)

@@ -24,6 +24,8 @@ hyperboloid ``⟨x, x⟩_L = -k`` with curvature ``-1/k``.  Use
 
 from __future__ import annotations
 
+import math
+
 import geoopt
 import torch
 from geoopt import ManifoldParameter, ManifoldTensor
@@ -141,19 +143,51 @@ class _KappaMath:
         return kmath.geodesic(t, x, y, self.k)
 
 
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^x)`` to full relative accuracy for every ``x`` (torch's returns ``x`` above 20)."""
+    return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
+
+
+def _inv_softplus(c: torch.Tensor) -> torch.Tensor:
+    """``log(e^c - 1) = c + log(-expm1(-c))`` for ``c > 0``: no overflow for large ``c``.
+
+    (``log(expm1(c))`` is ``inf`` from ``c ≈ 88`` in float32 and ``709`` in float64.)
+    """
+    return c + torch.log(-torch.expm1(-c))
+
+
+def _validating() -> bool:
+    # the switch of Pyro/torch validation (pyro.enable_validation sets it)
+    return bool(torch.distributions.Distribution._validate_args)
+
+
+def _check_finite(owner: str, name: str, k: torch.Tensor) -> None:
+    if not bool(torch.isfinite(k.detach()).all()):
+        raise ValueError(f"{name}: {owner} needs a finite curvature, got {k.detach()}")
+
+
 def _store_curvature(module: torch.nn.Module, name: str, k, learnable: bool):
-    """Store ``k`` as a parameter, or as a plain tensor when it carries a graph."""
+    """Store ``k`` as a parameter, or as a plain tensor when it carries a graph.
+
+    A NaN or infinite ``k`` raises ``ValueError`` (for a tensor that carries a graph,
+    e.g. a network output, only when validation is on: the check is a host sync).
+    """
+    owner = type(module).__name__
     if isinstance(k, torch.nn.Parameter):
+        _check_finite(owner, name, k)
         module.register_parameter(name, k)
         return
     if isinstance(k, torch.Tensor) and k.requires_grad:
         # a network output or a user's tensor: keep the graph
+        if _validating():
+            _check_finite(owner, name, k)
         object.__setattr__(module, name, k)
         return
     k = torch.as_tensor(k)
     if not torch.is_floating_point(k):
         k = k.to(torch.get_default_dtype())
     k = k.detach().clone()
+    _check_finite(owner, name, k)
     if learnable:
         module.register_parameter(name, torch.nn.Parameter(k))
     else:
@@ -194,31 +228,47 @@ class StereographicExact(Stereographic, geoopt.StereographicExact):
 
 
 class _SignedCurvature(Stereographic):
-    """Stereographic model whose curvature keeps a sign (softplus parametrisation)."""
+    """Stereographic model whose curvature keeps a sign: ``κ = sign · c``, ``c > 0``.
+
+    A number or plain tensor ``c`` is stored as ``ρ = softplus⁻¹(c)`` (a parameter when
+    ``learnable``) and read back as ``c = softplus(ρ)``, both evaluated in forms that
+    neither overflow nor lose relative accuracy, so any finite ``c > 0`` the dtype holds
+    (``1e-30`` … ``1e30`` in float32) round-trips to within ``|log c|`` ulps (``log(expm1(c))``
+    overflowed from ``c ≈ 88`` in float32, ``709`` in float64).  A tensor that
+    carries a graph (a network output) is used as it is.  ``c`` must be finite and
+    ``> 0``: otherwise ``ValueError`` naming ``c`` (for a graph tensor only when
+    validation is on).
+    """
 
     _sign = -1.0
 
     def __init__(self, c=1.0, learnable=False):
         torch.nn.Module.__init__(self)
         if isinstance(c, torch.Tensor) and c.requires_grad:
+            if _validating():
+                self._check_c(c)
             object.__setattr__(self, "_c_tensor", c)
             return
         c = torch.as_tensor(c)
         if not torch.is_floating_point(c):
             c = c.to(torch.get_default_dtype())
-        if (c <= 0).any():
-            raise ValueError(f"{type(self).__name__}: c must be > 0, got {c}")
+        self._check_c(c)
         with torch.no_grad():
-            isp = torch.expm1(c.detach().clone()).log()
+            isp = _inv_softplus(c.detach().clone())
         if learnable:
             self.isp_c = torch.nn.Parameter(isp)
         else:
             self.register_buffer("isp_c", isp)
 
+    def _check_c(self, c):
+        c = c.detach()
+        if not bool(((c > 0) & torch.isfinite(c)).all()):
+            raise ValueError(f"c: {type(self).__name__}: c must be > 0 and finite (curvature {self._sign:+g}·c), got {c}")
+
     @property
     def c(self):
         c = self.__dict__.get("_c_tensor")
-        return c if c is not None else torch.nn.functional.softplus(self.isp_c)
+        return c if c is not None else _softplus(self.isp_c)
 
     @property
     def k(self):
@@ -271,17 +321,19 @@ class CurvatureParameter(torch.nn.Module):
     def __init__(self, init: float = 0.0, sign: float | None = None):
         super().__init__()
         self.sign = sign
+        if not math.isfinite(float(init)):
+            raise ValueError(f"init: CurvatureParameter needs a finite initial curvature, got {init}")
         if sign is None:
             self.raw = torch.nn.Parameter(torch.tensor(float(init)))
         else:
             if init * sign <= 0:
-                raise ValueError(f"CurvatureParameter: init={init} has the wrong sign for sign={sign}")
-            self.raw = torch.nn.Parameter(torch.tensor(abs(float(init))).expm1().log())
+                raise ValueError(f"init: CurvatureParameter init={init} has the wrong sign for sign={sign}")
+            self.raw = torch.nn.Parameter(_inv_softplus(torch.tensor(abs(float(init)))))
 
     def forward(self) -> torch.Tensor:
         if self.sign is None:
             return self.raw
-        return self.sign * torch.nn.functional.softplus(self.raw)
+        return self.sign * _softplus(self.raw)
 
 
 def _base(manifold):

@@ -75,7 +75,10 @@ from .. import constraints as _constraints
 from .. import kmath
 from .base import ManifoldDistribution
 from .wrapped_normal import (
+    _UNREPRESENTABLE_MASS,
     _check_curvature,
+    _check_finite_scale,
+    _check_representable,
     _intrinsic_dim,
     _manifold_kind,
     _param,
@@ -340,7 +343,13 @@ class RiemannianNormal(ManifoldDistribution):
             ``Stereographic``; batched κ of shape ``batch_shape + (1,)``; κ = 0 is
             the Euclidean limit) or ``Lorentz``.
         loc: points, shape ``batch_shape + (n,)``.
-        scale: positive, shape ``batch_shape`` or ``batch_shape + (1,)``.
+        scale: positive and finite, shape ``batch_shape`` or ``batch_shape + (1,)``.
+
+    Empty batches give empty draws and densities.  On the Poincaré ball the draws
+    are made with :func:`dlmppl.kmath.expmap_coords` and nothing is clamped; with
+    validation on, a law with more than ``1e-6`` of its mass beyond the radius the dtype
+    represents raises ``ValueError`` naming ``scale`` (see :mod:`.wrapped_normal`,
+    "Numerics near the boundary", for the bound and for the rule applied otherwise).
 
     ``log_prob`` (shape ``sample_shape + batch_shape``) is a density with
     respect to the Riemannian volume and differentiable with respect to
@@ -378,6 +387,25 @@ class RiemannianNormal(ManifoldDistribution):
         if validate_args if validate_args is not None else torch.distributions.Distribution._validate_args:
             self._check_curvature(p)  # before the support check of loc, which needs a valid curvature
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
+        if self._validate_args:
+            _check_finite_scale(self.scale)
+            if kind == "stereo":
+                _check_representable("RiemannianNormal", kind, p, self.loc, self._reach(p))
+
+    def _reach(self, p):
+        """Bound on ``d(loc, z)`` except for probability :data:`_UNREPRESENTABLE_MASS` (shape ``batch_shape + (1,)``).
+
+        ``r = σ t`` with ``t`` of density ``g``: ``log g`` is 1-strongly concave, so
+        ``g(t) ≤ g(m) e^{-(t-m)²/2}`` and, with the acceptance rate ``∫g / (g(m)√(2π)) ≥ 1/2``
+        of the radial sampler (module docstring), ``P(t > m + u) ≤ 2 Φ(-u)``; the mode
+        satisfies ``m² = n · xm coth(xm) ≤ n (1 + x m)``, so ``m ≤ (n x + √(n²x² + 4n))/2``.
+        """
+        n = self._dim - 1
+        c = torch.as_tensor(self._c(p), dtype=self.scale.dtype, device=self.scale.device)
+        x = c.clamp_min(0).sqrt() * self.scale
+        m = 0.5 * (n * x + (n * n * x * x + 4 * n).sqrt())
+        u = -float(torch.special.ndtri(torch.tensor(_UNREPRESENTABLE_MASS / 2, dtype=torch.float64)))
+        return self.scale * (m + u)
 
     def _check_curvature(self, p):
         _check_curvature(self._kind, p)

@@ -26,11 +26,32 @@ Origins and frames (``e_i`` the standard basis of the ambient space):
 * Sphere ``S^d ⊂ R^{d+1}`` (geoopt ``Sphere`` / ``SphereExact``): base point
   ``o = e_0 = (1, 0, …, 0)``, frame ``e_1 … e_d``, transported along the
   minimising geodesic; this frame is smooth everywhere except at ``loc = -e_0``
-  (no smooth global frame exists on ``S^d``).  An *isotropic* scale does not
-  need a frame: ``rsample`` then projects ``σ ε``, ``ε ~ N(0, I_{d+1})``, onto
-  ``T_loc`` (an isotropic normal of ``T_loc``) and ``log_prob`` uses only
-  ``d(loc, z)``, so isotropic wrapped normals are smooth for every ``loc``.
+  (no smooth global frame exists on ``S^d``), where every great circle from ``e_0``
+  is minimising and the transported frames have no limit: there the frame is
+  defined as ``(-e_1, e_2, …, e_d)``, the limit along the great circle through
+  ``e_1`` (the image of the frame at ``e_0`` under the rotation by π in the
+  ``(e_0, e_1)`` plane).  It is evaluated without dividing by ``1 + loc_0``, so it
+  stays orthonormal (and draws and densities finite and exact) arbitrarily close to
+  ``-e_0``; a diagonal-scale law still jumps there as ``loc`` crosses ``-e_0``.
+  An *isotropic* scale does not need a frame: ``rsample`` then projects ``σ ε``,
+  ``ε ~ N(0, I_{d+1})``, onto ``T_loc`` (an isotropic normal of ``T_loc``) and
+  ``log_prob`` uses only ``d(loc, z)``, so isotropic wrapped normals are smooth for
+  every ``loc``.
 * Euclidean space (``Euclidean(ndim=1)``): the normal distribution itself.
+
+Numerics near the boundary of the Poincaré ball (κ < 0).  ``exp_loc`` and
+``log_loc`` are :func:`dlmppl.kmath.expmap_coords` / :func:`dlmppl.kmath.logmap_coords`:
+closed forms without cancellation (no intermediate point ``tan_κ(r/2) v/r``, no
+``1 - 2κ⟨x,y⟩ + …`` denominators), accurate to what the float inputs allow also for
+``loc`` within ``1e-9`` (float64) of the boundary; nothing is clamped.  A point at
+hyperbolic radius ``ρ`` from the origin has ``1 - √c‖x‖ ≈ 2 e^{-√c ρ}``, so a dtype can
+only represent points out to ``ρ_max = kmath.max_radius(dtype)/√c`` (about 15.2/√c in
+float32, 35.3/√c in float64; closer to the boundary the computed ``1 + κ‖x‖²`` may round to
+0).  With validation on, a law that puts more than ``1e-6`` of its mass beyond
+``ρ_max`` raises ``ValueError`` naming ``scale`` and ``loc`` (the bound used is
+``d(o, loc) + σ_max · q``, ``q`` the ``1 - 1e-6`` quantile of ``χ_d``).  The rule for the
+rest (and for any draw when validation is off): a draw beyond ``ρ_max`` is moved
+radially onto the sphere of radius ``ρ_max`` (:func:`dlmppl.kmath.project`).
 
 Density (with respect to the Riemannian volume).  In geodesic polar
 coordinates at ``loc`` the volume element is ``sin_κ(r)^{d-1} dr dξ``, so the
@@ -62,6 +83,7 @@ itself.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import geoopt
@@ -155,6 +177,44 @@ def _lorentz_origin_transport(loc, v, k):
     return v + coef * mus  # spatial part; the time part is coef * (√k + μ_0)
 
 
+def _sphere_axis(loc: torch.Tensor) -> torch.Tensor:
+    r"""``n`` (``(..., d)``) with ``n nᵀ = μ_s μ_sᵀ / (1 + μ_0)``, the rank-one part of the transport ``e_0 → loc``.
+
+    ``n = μ_s / √(1 + μ_0)`` for ``μ_0 ≥ 0`` and ``n = √(1 - μ_0) μ_s/|μ_s|`` for ``μ_0 < 0``
+    (equal on the sphere, as ``|μ_s|² = (1 - μ_0)(1 + μ_0)``): no division by the vanishing
+    ``1 + μ_0`` near ``-e_0``.  At ``loc = -e_0`` exactly, where the transported frame has
+    no limit, ``μ_s/|μ_s|`` is replaced by ``e_1``: the frame there is ``(-e_1, e_2, …, e_d)``,
+    the limit along the great circle from ``e_0`` through ``e_1``.
+    """
+    loc = loc / _safe_norm(loc)
+    mu0, mus = loc[..., :1], loc[..., 1:]
+    north = mu0 >= 0
+    one = torch.ones_like(mu0)
+    n_north = mus / torch.where(north, 1 + mu0, one).sqrt()
+    m2 = mus.pow(2).sum(-1, keepdim=True)
+    has_dir = m2 > 0
+    e1 = torch.zeros_like(mus)
+    e1[..., 0] = 1
+    nhat = torch.where(has_dir, mus / torch.where(has_dir, m2, one).sqrt(), e1)
+    n_south = nhat * torch.where(north, one, 1 - mu0).sqrt()
+    return torch.where(north, n_north, n_south)
+
+
+def _sphere_frame(loc: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Ambient tangent vector at ``loc`` with frame coordinates ``v``: ``[-⟨μ_s, v⟩, v - ⟨n, v⟩ n]``."""
+    n = _sphere_axis(loc)
+    mus = loc[..., 1:] / _safe_norm(loc)
+    return torch.cat([-(mus * v).sum(-1, keepdim=True), v - (n * v).sum(-1, keepdim=True) * n], -1)
+
+
+def _sphere_frame_t(loc: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Frame coordinates of a tangent vector ``u`` at ``loc`` (the transpose of :func:`_sphere_frame`)."""
+    n = _sphere_axis(loc)
+    mus = loc[..., 1:] / _safe_norm(loc)
+    us = u[..., 1:]
+    return us - u[..., :1] * mus - (n * us).sum(-1, keepdim=True) * n
+
+
 def exp_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``exp_loc`` of the tangent vector with coordinates ``v`` in the transported frame.
 
@@ -164,8 +224,9 @@ def exp_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, v: torch.Tensor) ->
     if kind == "euclid":
         return loc + v
     if kind == "stereo":
-        y = kmath.expmap0(v / 2, p)
-        return kmath.project(kmath.mobius_add(loc, y, p), p)
+        # cancellation-free closed form (no intermediate point near the boundary); the
+        # projection moves only draws the dtype cannot tell from the boundary (module docstring)
+        return kmath.project(kmath.expmap_coords(loc, v, p), p)
     r = _safe_norm(v)
     if kind == "lorentz":
         us = _lorentz_origin_transport(loc, v, p)
@@ -176,9 +237,7 @@ def exp_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, v: torch.Tensor) ->
         z0 = (p + zs.pow(2).sum(-1, keepdim=True)).sqrt()
         return torch.cat([z0, zs], -1)
     if kind == "sphere":
-        mu0, mus = loc[..., :1], loc[..., 1:]
-        coef = (mus * v).sum(-1, keepdim=True) / (1 + mu0)
-        u = torch.cat([-coef * (1 + mu0), v - coef * mus], -1)
+        u = _sphere_frame(loc, v)
         z = torch.cos(r) * loc + torch.sinc(r / math.pi) * u
         return z / _safe_norm(z)
     raise AssertionError(kind)
@@ -189,8 +248,7 @@ def log_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, z: torch.Tensor) ->
     if kind == "euclid":
         return z - loc
     if kind == "stereo":
-        w = kmath.mobius_add(-loc, z, p)
-        return 2 * kmath.logmap0(w, p)
+        return kmath.logmap_coords(loc, z, p)
     if kind == "lorentz":
         sk = p.sqrt()
         mu0, mus = loc[..., :1], loc[..., 1:]
@@ -205,8 +263,7 @@ def log_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, z: torch.Tensor) ->
         nw = _safe_norm(w)
         r = torch.atan2(nw, c)
         u = w * (r / nw)
-        mu0, mus = loc[..., :1], loc[..., 1:]
-        return u[..., 1:] - u[..., :1] * mus / (1 + mu0)
+        return _sphere_frame_t(loc, u)
     raise AssertionError(kind)
 
 
@@ -217,6 +274,57 @@ def sphere_dist(loc: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+_UNREPRESENTABLE_MASS = 1e-6
+"""Largest probability a law may put beyond the radius its dtype represents (validation)."""
+
+
+@functools.cache
+def _chi_isf(d: int, p: float) -> float:
+    from scipy.stats import chi
+
+    return float(chi.isf(p, d))
+
+
+def _check_finite_scale(scale: torch.Tensor) -> None:
+    bad = ~torch.isfinite(scale)
+    if bool(bad.any()):
+        raise ValueError(f"scale: must be finite (0 < scale < inf), got {int(bad.sum())} NaN/inf value(s)")
+
+
+def _check_representable(cls: str, kind: str, p: torch.Tensor, loc: torch.Tensor, reach: torch.Tensor) -> None:
+    """``ValueError`` naming ``scale``/``loc`` when draws may leave what ``loc.dtype`` represents.
+
+    ``reach`` (``batch_shape + (1,)``, Riemannian units) bounds the distance of a draw
+    from ``loc`` except for probability :data:`_UNREPRESENTABLE_MASS`; a draw can then be
+    at most ``d(o, loc) + reach`` from the origin, which must stay within
+    ``kmath.max_radius(dtype)/√c`` (module docstring).  Only κ < 0 has a boundary.
+    """
+    if kind != "stereo" or loc.numel() == 0:
+        return
+    p, loc, reach = p.detach(), loc.detach(), reach.detach()
+    neg = p < 0
+    if not bool(neg.any()):
+        return
+    s = torch.where(neg, -p, torch.zeros_like(p)).sqrt()
+    rho = kmath.dist0(loc, p, keepdim=True)
+    far = s * (rho + reach)
+    limit = kmath.max_radius(loc.dtype)
+    far = torch.where(neg, far, torch.zeros_like(far)).expand(torch.broadcast_shapes(far.shape, rho.shape))
+    if bool((far > limit).any()):
+        i = int(far.reshape(-1).argmax())
+        rho_i = float(rho.expand(far.shape).reshape(-1)[i])
+        reach_i = float(reach.expand(far.shape).reshape(-1)[i])
+        c_i = float((s * s).expand(far.shape).reshape(-1)[i])
+        raise ValueError(
+            f"scale: {cls} with loc at hyperbolic radius {rho_i:.4g} and scale reaching {reach_i:.4g} "
+            f"(except for probability {_UNREPRESENTABLE_MASS:g}) puts mass beyond radius "
+            f"{limit / math.sqrt(c_i):.4g} from the origin (curvature -{c_i:.4g}), the largest {loc.dtype} can "
+            "represent in the Poincaré ball; use "
+            + ("float64, " if torch.finfo(loc.dtype).eps > 1e-15 else "")
+            + "a smaller scale, or a loc nearer the origin"
+        )
 
 
 def _wrap_count(sqrt_k_sigma_max: float, d: int) -> int:
@@ -235,7 +343,7 @@ class WrappedNormal(ManifoldDistribution):
         loc: points on ``manifold``, shape ``batch_shape + (n,)`` (``n = d`` for
             the stereographic model and Euclidean space, ``d + 1`` for Lorentz and
             the sphere).
-        scale: positive standard deviations in Riemannian units, in the
+        scale: positive, finite standard deviations in Riemannian units, in the
             orthonormal frame at ``loc``: isotropic, shape ``batch_shape`` or
             ``batch_shape + (1,)``, or diagonal, shape ``batch_shape + (d,)``.  A
             ``scale`` whose last dimension is ``d > 1`` is read as diagonal; give
@@ -244,7 +352,10 @@ class WrappedNormal(ManifoldDistribution):
     ``log_prob`` is a density with respect to the Riemannian volume measure,
     with the exact log-determinant of the exponential map (and the sum over all
     preimages for κ > 0).  ``rsample`` is differentiable with respect to
-    ``loc``, ``scale`` and the curvature.
+    ``loc``, ``scale`` and the curvature.  Empty batches (e.g. ``loc`` of shape
+    ``(0, n)``) give empty draws and densities.  With validation on, a NaN or
+    infinite curvature or ``scale``, and (Poincaré ball) a law with mass beyond the
+    radius the dtype represents, raise ``ValueError`` (module docstring).
     """
 
     has_rsample = True
@@ -278,6 +389,10 @@ class WrappedNormal(ManifoldDistribution):
         if validate_args if validate_args is not None else torch.distributions.Distribution._validate_args:
             self._check_curvature(p)  # before the support check of loc, which needs a valid curvature
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
+        if self._validate_args:
+            _check_finite_scale(self.scale)
+            reach = self.scale.amax(-1, keepdim=True) * _chi_isf(d, _UNREPRESENTABLE_MASS)
+            _check_representable("WrappedNormal", kind, p, self.loc, reach)
 
     def _check_curvature(self, p):
         _check_curvature(self._kind, p)
@@ -362,7 +477,7 @@ class WrappedNormal(ManifoldDistribution):
         kappa = kappa.expand(r.shape) if kappa.dim() else kappa
         pos = kappa > 0
         with torch.no_grad():
-            if not bool(pos.any()):
+            if r.numel() == 0 or not bool(pos.any()):
                 return torch.zeros_like(r)
             sig = self.scale.amax(-1, keepdim=True)
             sk = torch.where(pos, kappa, torch.zeros_like(kappa)).sqrt()

@@ -46,13 +46,35 @@ for the canonical-metric alternative.
 ``shoot`` on ``Scaled(M, s)`` is the geodesic of the metric ``s² g`` with
 initial velocity ``v``, i.e. the base manifold's ``exp_x(t v)`` (geoopt's
 ``Scaled.expmap`` instead rescales ``v`` by ``1/s``).
+
+On the sphere, antipodal points are joined by every great circle: for
+``y = -x`` (to rounding, ``‖y - ⟨x,y⟩x‖ ≤ 4 eps``) :func:`logmap` returns
+``π t̂``, ``t̂`` the unit tangent at ``x`` obtained by projecting the basis vector
+``e_j``, ``j = argmin_i |x_i|`` (the first on ties); :func:`geodesic` and
+:func:`interpolate` follow that great circle.
+
+Validation.  When validation is on (``torch.distributions.Distribution._validate_args``,
+which ``pyro.enable_validation`` sets), every public function checks its arguments
+once per call (nested calls between these functions are not re-checked): points
+(``x``, ``y``, ``points``, ``init``) must lie on the manifold to
+:func:`dlmppl.constraints.tolerance` of their dtype, but not below float32's
+(``3.5e-5``, so that float32 points upcast to float64 pass;
+:func:`dlmppl.constraints.violation`; NaN and inf are off the manifold),
+tangent/ambient vectors and ``t`` must be finite;
+otherwise ``ValueError`` naming the argument.  Each check is one host
+synchronisation; switch validation off in hot loops.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
+
 import geoopt
 import torch
 
+from .. import constraints as _constraints
 from .. import kmath
 from .. import manifolds as _m
 
@@ -70,6 +92,75 @@ __all__ = [
 ]
 
 STIEFEL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+# --------------------------------------------------------------------------- validation
+
+_state = threading.local()
+
+
+def _validating() -> bool:
+    return bool(torch.distributions.Distribution._validate_args)
+
+
+def _check_point(manifold, name, x):
+    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+        raise ValueError(f"{name}: expected a floating-point tensor of points, got {type(x).__name__}"
+                         + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+    if x.numel() == 0:
+        return
+    v = _constraints.violation(manifold, x)
+    # not below float32's tolerance: float32 points upcast to float64 (as the diagnostics do) pass
+    tol = max(_constraints.tolerance(x.dtype), _constraints.tolerance(torch.float32))
+    ok = v <= tol  # False for NaN
+    if not bool(ok.all()):
+        inf = torch.full_like(v, float("inf"))
+        worst = float(torch.where(ok, torch.zeros_like(v), torch.where(torch.isnan(v), inf, v)).max())
+        mname = type(_m._base(manifold)).__name__
+        bound = _constraints._BOUNDS.get(mname, "on the manifold")
+        raise ValueError(
+            f"{name}: {int((~ok).sum())} point(s) not on {mname} ({bound}): largest violation {worst:g} > "
+            f"tolerance {tol:g} (NaN/inf points count as off the manifold)"
+        )
+
+
+def _check_finite(name, u):
+    if not isinstance(u, torch.Tensor):
+        u = torch.as_tensor(u)
+    if u.is_floating_point() and u.numel() and not bool(torch.isfinite(u).all()):
+        raise ValueError(f"{name}: must be finite, got {int((~torch.isfinite(u)).sum())} NaN/inf entries")
+
+
+def _validated(points=(), vectors=()):
+    """Check the named arguments of a public function when validation is on (module docstring)."""
+
+    def deco(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if getattr(_state, "active", False) or not _validating():
+                return fn(*args, **kwargs)
+            bound = sig.bind(*args, **kwargs)
+            manifold = bound.arguments["manifold"]
+            _kind(manifold)  # an unsupported manifold is reported first
+            for name in points:
+                value = bound.arguments.get(name)
+                if value is not None:
+                    _check_point(manifold, name, value)
+            for name in vectors:
+                value = bound.arguments.get(name)
+                if value is not None:
+                    _check_finite(name, value)
+            _state.active = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _state.active = False
+
+        return wrapper
+
+    return deco
 
 
 # --------------------------------------------------------------------------- helpers
@@ -257,6 +348,7 @@ def _stiefel_inner(x, u, v, canonical):
 # --------------------------------------------------------------------------- public API
 
 
+@_validated(points=('x',), vectors=('v',))
 def expmap(manifold, x, v):
     """Riemannian exponential ``exp_x(v)`` (closed form for every supported manifold).
 
@@ -286,6 +378,7 @@ def expmap(manifold, x, v):
     return _product_pack(manifold, outs)
 
 
+@_validated(points=('x', 'y'), vectors=())
 def logmap(manifold, x, y, *, stiefel_tol=None, stiefel_max_iter=50):
     """Riemannian logarithm ``log_x(y)`` (the inverse of :func:`expmap` within the injectivity radius).
 
@@ -298,9 +391,16 @@ def logmap(manifold, x, y, *, stiefel_tol=None, stiefel_max_iter=50):
     if kind == "sphere":
         c = (x * y).sum(-1, keepdim=True)
         u = y - c * x
+        u = u - (u * x).sum(-1, keepdim=True) * x  # tangent also when |x| is 1 only to rounding
         un = _safe_norm(u)
         theta = torch.atan2(un, c)
-        return u * (theta / un)
+        # antipodes: every great circle is minimising; take the documented one (module docstring)
+        anti = (un <= 4 * torch.finfo(x.dtype).eps) & (c < 0)
+        j = x.abs().argmin(-1, keepdim=True)
+        e = torch.zeros_like(x).scatter(-1, j, 1.0)
+        t_hat = e - x.gather(-1, j) * x
+        t_hat = t_hat / _safe_norm(t_hat)
+        return torch.where(anti, torch.pi * t_hat, u * (theta / un))
     if kind == "stereographic":
         return kmath.logmap(x, y, _stereo_k(manifold, x))
     if kind == "lorentz":
@@ -321,6 +421,7 @@ def logmap(manifold, x, y, *, stiefel_tol=None, stiefel_max_iter=50):
     return _product_pack(manifold, outs)
 
 
+@_validated(points=('x',), vectors=('u', 'v'))
 def inner(manifold, x, u, v=None):
     """Riemannian inner product ``g_x(u, v)``; shape ``batch_shape``."""
     if v is None:
@@ -345,11 +446,13 @@ def inner(manifold, x, u, v=None):
     return out * s * s if not isinstance(s, float) or s != 1.0 else out
 
 
+@_validated(points=('x',), vectors=('u',))
 def norm(manifold, x, u):
     """Riemannian norm ``‖u‖_x``; shape ``batch_shape``."""
     return inner(manifold, x, u).clamp_min(0).sqrt()
 
 
+@_validated(points=('x', 'y'), vectors=())
 def distance(manifold, x, y, *, stiefel_tol=None):
     """Geodesic distance ``d(x, y)``; shape ``broadcast(batch_shape)``.
 
@@ -382,6 +485,7 @@ def distance(manifold, x, y, *, stiefel_tol=None):
     return d * s
 
 
+@_validated(points=('x',), vectors=('v', 't'))
 def shoot(manifold, x, v, t=1.0):
     """Geodesic from ``x`` with initial velocity ``v``: ``exp_x(t v)``.
 
@@ -392,6 +496,7 @@ def shoot(manifold, x, v, t=1.0):
     return expmap(manifold, x, tt * v)
 
 
+@_validated(points=('x', 'y'), vectors=('t',))
 def geodesic(manifold, x, y, t, **log_kwargs):
     """Point at fraction ``t`` of the minimising geodesic from ``x`` (t=0) to ``y`` (t=1).
 
@@ -403,6 +508,7 @@ def geodesic(manifold, x, y, t, **log_kwargs):
     return expmap(manifold, x, tt * v)
 
 
+@_validated(points=('x', 'y'), vectors=())
 def interpolate(manifold, x, y, n, **log_kwargs):
     """``n`` points equally spaced along the geodesic from ``x`` to ``y`` (both included).
 
@@ -417,6 +523,7 @@ def interpolate(manifold, x, y, n, **log_kwargs):
     return torch.cat((out[:-1], y_b.unsqueeze(0)), 0)
 
 
+@_validated(points=('x',), vectors=('u',))
 def tangent_project(manifold, x, u):
     """Project an ambient vector ``u`` onto the tangent space at ``x``."""
     kind = _kind(manifold)
@@ -434,6 +541,7 @@ def tangent_project(manifold, x, u):
     return u
 
 
+@_validated(points=('points', 'init'), vectors=('weights',))
 def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0, init=None):
     r"""Weighted Fréchet (Karcher) mean by Riemannian gradient descent with a monotone step.
 
