@@ -3,7 +3,10 @@
 * MCMC: :class:`RiemannianHMC` and :class:`RiemannianNUTS`, kernels for
   ``pyro.infer.MCMC`` that integrate manifold sites on their manifold (exact
   geodesic flow) and everything else as Pyro does; ``metric="softabs"`` gives
-  Riemannian-manifold HMC with Betancourt's SoftAbs metric.
+  Riemannian-manifold HMC with Betancourt's SoftAbs metric.  Problems of a run
+  (divergences dominating warm-up, a collapsed step size) are reported with
+  warnings of category :class:`SamplerWarning` (``warnings.filterwarnings``
+  with it silences or escalates them) and in the kernels' ``diagnostics()``.
 * VI: :func:`RiemannianAdam` / :func:`RiemannianSGD` (Pyro optimisers that
   step manifold parameters along their manifold) and the autoguide
   :class:`AutoManifoldNormal`.
@@ -14,7 +17,7 @@ Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
-from .hmc import RiemannianHMC, manifold_variance
+from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning, manifold_variance
 from .integrators import HMCGeometry, geometry_of, riemannian_leapfrog
 from .nuts import RiemannianNUTS
 from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
@@ -22,6 +25,9 @@ from .softabs import SoftAbsIntegrator, softabs
 
 __all__ = [
     "AutoManifoldNormal",
+    "DivergenceWarning",
+    "SamplerWarning",
+    "StepSizeWarning",
     "HMCGeometry",
     "SoftAbsIntegrator",
     "geometry_of",

@@ -21,31 +21,101 @@ the draws on the manifold, and is fixed during sampling; otherwise ``m_s = 1``.
 Per-draw statistics (arviz names) are returned by :meth:`diagnostics` under
 ``"sample_stats"``; the manifold of each manifold site under
 ``"manifold_sites"``.
+
+**Robustness.**  A potential (or gradient) that is NaN or ±inf anywhere along a
+trajectory is a divergence: the proposal is rejected, the HMC trajectory stops
+at the next check (every few leapfrog steps) instead of running on through NaN,
+and for step-size adaptation such a trajectory scores the mean Metropolis
+acceptance of its checkpoints, the non-finite one counting 0 (what NUTS does
+with its leaves), so that a region where the log density is NaN, which no step
+size avoids, does not drive the step size to zero.  The number of leapfrog steps
+of an HMC iteration is capped (``max_num_steps``); the adapted step size is
+kept in ``[min_stepsize, max_stepsize]`` and, on manifolds whose geodesics close
+up (sphere, Stiefel, κ > 0), below :meth:`HMCGeometry.max_step
+<dlmppl.inference.integrators.HMCGeometry.max_step>`.  Problems are reported
+as Stan reports them, with warnings of category :class:`SamplerWarning`
+(:class:`DivergenceWarning` when divergences dominate warm-up or occur after
+it, :class:`StepSizeWarning` when the step size collapses or the trajectory is
+truncated) as soon as they are seen, and in ``diagnostics()["warmup"]``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections import OrderedDict
 
 import geoopt
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import init_to_uniform
+from pyro.infer.autoguide import init_to_uniform, init_to_value
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.mcmc.hmc import HMC
 from pyro.infer.mcmc.util import initialize_model
-from pyro.ops.integrator import _EXCEPTION_HANDLERS, potential_grad
+from pyro.ops.integrator import _EXCEPTION_HANDLERS
 from pyro.util import optional
 from torch.distributions import biject_to
 from torch.distributions.transforms import identity_transform
 
 from .. import manifolds as _m
 from ..constraints import ManifoldConstraint, violation
-from .integrators import SphereGeometry, geometry_of, riemannian_leapfrog
+from .integrators import SphereGeometry, geometry_of, potential_grad, riemannian_leapfrog
 
-__all__ = ["RiemannianHMC"]
+__all__ = ["DivergenceWarning", "RiemannianHMC", "SamplerWarning", "StepSizeWarning"]
+
+
+class SamplerWarning(RuntimeWarning):
+    """A problem of an MCMC run seen by the dlmppl kernels (filter with this category)."""
+
+
+class DivergenceWarning(SamplerWarning):
+    """Divergent transitions dominate warm-up, or occur after it (Stan's warning)."""
+
+
+class StepSizeWarning(SamplerWarning):
+    """The adapted step size collapsed, or HMC trajectories were truncated at ``max_num_steps``."""
+
+
+# leapfrog steps between two checks of an HMC trajectory for a non-finite potential
+# (one host synchronisation per check)
+_CHECK_EVERY = 4
+# warn when the adapted step size falls below this fraction of the first one...
+_COLLAPSE_RATIO = 1e-3
+# ...after at least this many warm-up iterations; divergences "dominate" warm-up
+# when more than half of at least _DOMINATE_AFTER warm-up transitions diverged
+_COLLAPSE_AFTER = 10
+_DOMINATE_AFTER = 50
+
+
+def _on_manifold_tol(dtype) -> float:
+    # tolerance of user-given initial points (drift from typing or float32 round-off)
+    return 1e3 * torch.finfo(dtype).eps ** 0.5
+
+
+def _check_initial_point(name, manifold, value, source):
+    """Raise a ``ValueError`` naming the site unless ``value`` is a finite point on ``manifold``."""
+    if not torch.is_tensor(value) or not torch.is_floating_point(value):
+        raise ValueError(f"{source}: the initial value of site {name!r} must be a floating-point tensor, got {value!r}")
+    bad = violation(manifold, value)
+    tol = _on_manifold_tol(value.dtype)
+    if not bool((bad <= tol).all()):
+        worst = float(bad.max())
+        what = "is not finite" if not bool(torch.isfinite(value).all()) else f"is off the manifold by {worst:.3g} > {tol:.3g}"
+        raise ValueError(
+            f"{source}: the initial value of site {name!r} {what}; it must lie on its manifold "
+            f"{type(manifold).__name__} (got {value.tolist() if value.numel() <= 12 else tuple(value.shape)})"
+        )
+
+
+def _user_init_value(strategy, name):
+    """``(True, value)`` when ``strategy`` is Pyro's ``init_to_value`` with a value for ``name``."""
+    if isinstance(strategy, functools.partial) and strategy.func is init_to_value:
+        values = strategy.keywords.get("values") or {}
+        if name in values:
+            return True, values[name]
+    return False, None
 
 
 class _ManifoldSafeInit:
@@ -53,7 +123,10 @@ class _ManifoldSafeInit:
 
     Pyro's strategies (``init_to_uniform``, ``init_to_median``...) work in an
     unconstrained space that manifold supports lack, or give points off the
-    manifold (a mean); a user value (``init_to_value``) on the manifold is kept.
+    manifold (a mean): those fall back to a prior draw.  A value the user gave
+    with ``init_to_value`` is kept, and must be a finite point of the right
+    shape on the manifold: otherwise a ``ValueError`` names the site (as
+    ``MCMC(initial_params=...)`` does).
     """
 
     def __init__(self, init_strategy):
@@ -62,6 +135,18 @@ class _ManifoldSafeInit:
     def __call__(self, site):
         support = site["fn"].support
         if isinstance(support, ManifoldConstraint):
+            given, value = _user_init_value(self.init_strategy, site["name"])
+            if given:
+                fn = site["fn"]
+                shape = fn.batch_shape + fn.event_shape
+                value = torch.as_tensor(value)
+                if value.shape != shape:
+                    raise ValueError(
+                        f"init_to_value: the initial value of site {site['name']!r} has shape {tuple(value.shape)}, "
+                        f"expected {tuple(shape)}"
+                    )
+                _check_initial_point(site["name"], support.manifold, value, "init_to_value")
+                return value
             try:
                 value = self.init_strategy(site)
             except Exception:  # noqa: BLE001 - any failure: use the prior
@@ -132,6 +217,13 @@ class RiemannianHMC(HMC):
         metric is ``Q diag(λ coth(αλ)) Qᵀ`` for the Hessian ``Q diag(λ) Qᵀ``.
     :param int fixed_point_iters: fixed-point iterations of the implicit
         generalised leapfrog (SoftAbs only).
+    :param float min_stepsize, max_stepsize: bounds of the adapted step size
+        (as in Pyro); on manifolds whose geodesics close up the upper bound is
+        also :meth:`~dlmppl.inference.integrators.HMCGeometry.max_step`.
+    :param int max_num_steps: most leapfrog steps of one iteration (default
+        1024, the gradient budget of a NUTS iteration at tree depth 10, or the
+        ``num_steps`` given if larger): ``trajectory_length / step_size`` above
+        it is truncated, with a :class:`StepSizeWarning`.
 
     The integrator is exact on the manifold (geodesic flow) and reversible and
     volume preserving (see :mod:`dlmppl.inference.integrators` for why, per
@@ -178,6 +270,7 @@ class RiemannianHMC(HMC):
         fixed_point_iters=6,
         min_stepsize: float = 1e-10,
         max_stepsize: float = 1e10,
+        max_num_steps: int | None = None,
     ):
         if metric not in ("euclidean", "softabs"):
             raise ValueError(f"metric must be 'euclidean' or 'softabs', got {metric!r}")
@@ -211,29 +304,61 @@ class RiemannianHMC(HMC):
         self._softabs = None
         self._inverse_masses = {}
         self._mass_window = {}
+        if max_num_steps is None:
+            max_num_steps = max(1024, int(num_steps or 0))
+        if int(max_num_steps) < 1:
+            raise ValueError(f"max_num_steps must be >= 1, got {max_num_steps}")
+        self._max_num_steps = int(max_num_steps)
+        self._step_cap = float(max_stepsize)
+        self._last_diagnostics = None
 
     # ------------------------------------------------------------------ setup
     def _reset(self):
         super()._reset()
         self._stats = {k: [] for k in ("diverging", "energy", "step_size", "acceptance_rate", "n_steps", "tree_depth")}
+        self._nonfinite = []
+        self._warmup_info = {
+            "iterations": 0,
+            "divergences": 0,
+            "nonfinite": 0,
+            "truncated": 0,
+            "initial_step_size": None,
+            "min_step_size": None,
+        }
+        self._warned = {}
+        self._warning_messages = []
+
+    @property
+    def num_steps(self):
+        """Leapfrog steps per iteration: ``trajectory_length / step_size``, at most ``max_num_steps``."""
+        return min(max(1, int(self.trajectory_length / self.step_size)), self._max_num_steps)
 
     def _initialize_model_properties(self, model_args, model_kwargs):
         safe_init = _ManifoldSafeInit(self._init_strategy)
-        with poutine.block():
-            trace = poutine.trace(InitMessenger(safe_init)(self.model)).get_trace(*model_args, **model_kwargs)
+
+        def init_trace():
+            with poutine.block():
+                return poutine.trace(InitMessenger(safe_init)(self.model)).get_trace(*model_args, **model_kwargs)
+
+        trace = init_trace()
         transforms = dict(self._user_transforms or {})
         manifolds = {}
+        names = []
         for name, node in trace.iter_stochastic_nodes():
             fn = node["fn"]
             if type(fn).__name__ == "_Subsample" or fn.has_enumerate_support:
                 continue
+            names.append(name)
             if isinstance(fn.support, ManifoldConstraint):
                 manifolds[name] = fn.support.manifold
                 transforms[name] = identity_transform
             elif name not in transforms:
                 transforms[name] = biject_to(fn.support).inv
         self._manifolds = manifolds
-        init_params, potential_fn, transforms, trace = initialize_model(
+        user_params = self._initial_params
+        # initial_params={} makes Pyro skip its search for a valid initial point, whose
+        # gradient raises for a site the potential does not depend on: ours follows
+        _, potential_fn, transforms, proto_trace = initialize_model(
             self.model,
             model_args,
             model_kwargs,
@@ -243,12 +368,37 @@ class RiemannianHMC(HMC):
             jit_options=self._jit_options,
             skip_jit_warnings=self._ignore_jit_warnings,
             init_strategy=safe_init,
-            initial_params=self._initial_params,
+            initial_params=user_params if user_params is not None else {},
         )
+        if user_params is None:
+            user_params = self._find_valid_initial_params(names, transforms, potential_fn, trace, init_trace)
         self.potential_fn = potential_fn
         self.transforms = transforms
-        self._initial_params = init_params
-        self._prototype_trace = trace
+        self._initial_params = user_params
+        self._prototype_trace = proto_trace
+
+    @staticmethod
+    def _find_valid_initial_params(names, transforms, potential_fn, trace, init_trace, max_tries=100):
+        """A point where the potential and its gradient are finite (Pyro's search, with
+        :func:`~dlmppl.inference.integrators.potential_grad`)."""
+        bad = []
+        for _ in range(max_tries):
+            if trace is None:
+                trace = init_trace()
+            params = {k: transforms[k](trace.nodes[k]["value"].detach()) for k in names}
+            if not params:
+                return params
+            grads, pe = potential_grad(potential_fn, params)
+            bad = [k for k, g in grads.items() if not bool(torch.isfinite(g).all())]
+            if bool(torch.isfinite(pe)) and not bad:
+                return params
+            trace = None
+        raise ValueError(
+            f"Model specification seems incorrect - cannot find valid initial params in {max_tries} tries: "
+            f"the potential energy was {float(pe)}"
+            + (f" and its gradient not finite at sites {bad}" if bad else "")
+            + " at every initial point tried"
+        )
 
     @property
     def euclidean_sites(self):
@@ -298,12 +448,10 @@ class RiemannianHMC(HMC):
             raise ValueError(f"manifolds: sites {sorted(unknown)} are not in the initial parameters {sorted(self.initial_params)}")
         z = {k: v.detach() for k, v in self.initial_params.items()}
         for name, g in self._geometries.items():
-            M = self._manifolds[name]
-            tol = 1e3 * torch.finfo(z[name].dtype).eps ** 0.5
-            if not bool((violation(M, z[name]) <= tol).all()):
-                raise ValueError(f"initial value of site {name!r} is not on its manifold {type(M).__name__}")
+            _check_initial_point(name, self._manifolds[name], z[name], "initial_params")
             z[name], _ = g.project(z[name], torch.zeros_like(z[name]))
         self._initial_params = z
+        self._update_step_cap(z)
         if self.metric == "softabs":
             from .softabs import SoftAbsIntegrator
 
@@ -319,8 +467,25 @@ class RiemannianHMC(HMC):
             z_grads, potential_energy = potential_grad(self.potential_fn, z)
             self._cache(z, potential_energy, z_grads)
         self._initialize_adapter()
+        self._warmup_info["initial_step_size"] = float(self.step_size)
+        self._warmup_info["min_step_size"] = float(self.step_size)
 
     def diagnostics(self):
+        """Per-chain diagnostics (what ``MCMC`` collects at the end of a chain).
+
+        ``"divergences"`` / ``"nonfinite"``: post-warm-up iterations (0-based)
+        whose trajectory diverged / met a NaN or infinite potential;
+        ``"acceptance rate"``; ``"sample_stats"`` (arviz names, one value per
+        draw); ``"manifold_sites"``, ``"manifold_inverse_mass"``;
+        ``"warmup"``: counts over warm-up (``iterations``, ``divergences``,
+        ``nonfinite``, ``truncated`` trajectories), ``initial_step_size`` (the
+        first adapted step), ``min_step_size``, ``step_size`` (the adapted
+        one) and ``step_size_cap``; ``"warnings"``: the messages of the
+        :class:`SamplerWarning` issued.  After ``MCMC.run`` the kernel returns
+        the diagnostics of the last chain it ran.
+        """
+        if self._warmup_steps is None:  # after cleanup: the last chain's
+            return self._last_diagnostics
         n = max(self._t - self._warmup_steps, 1)
         stats = {}
         for key, vals in self._stats.items():
@@ -328,13 +493,86 @@ class RiemannianHMC(HMC):
                 continue
             dtype = torch.bool if key == "diverging" else (torch.long if key in ("n_steps", "tree_depth") else torch.float64)
             stats[key] = torch.tensor(vals, dtype=dtype)
+        warmup = dict(self._warmup_info)
+        warmup["step_size"] = float(self.step_size)
+        warmup["step_size_cap"] = self._step_cap
         return {
             "divergences": list(self._divergences),
+            "nonfinite": list(self._nonfinite),
             "acceptance rate": self._accept_cnt / n,
             "sample_stats": stats,
             "manifold_sites": {name: type(M).__name__ for name, M in self._manifolds.items()},
             "manifold_inverse_mass": dict(self._inverse_masses),
+            "warmup": warmup,
+            "warnings": list(self._warning_messages),
         }
+
+    def cleanup(self):
+        if self._warmup_steps is not None:
+            n = self._t - self._warmup_steps
+            if n > 0 and self._divergences:
+                nf = len(self._nonfinite)
+                self._warn(
+                    "divergences",
+                    DivergenceWarning,
+                    f"{len(self._divergences)} of {n} transitions after warm-up diverged"
+                    + (f" ({nf} reached a NaN or infinite potential)" if nf else "")
+                    + "; divergences bias the draws: raise target_accept_prob, or reparametrise the model"
+                    + (" and look for NaN/inf in its log density" if nf else ""),
+                )
+            self._last_diagnostics = self.diagnostics()
+        super().cleanup()
+
+    # ----------------------------------------------------- robustness checks
+    def _warn(self, key, category, message):
+        """Issue ``message`` once per run (``key``)."""
+        if self._warned.get(key):
+            return
+        self._warned[key] = True
+        message = f"{type(self).__name__}: {message}"
+        self._warning_messages.append(message)
+        warnings.warn(message, category, stacklevel=3)
+
+    def _update_step_cap(self, z):
+        """The largest step the adaptation may choose: ``max_stepsize``, and
+        :meth:`HMCGeometry.max_step` of every manifold site at its current mass."""
+        cap = float(self._max_stepsize)
+        for name, g in self._geometries.items():
+            cap = min(cap, g.max_step(z[name], self._inverse_masses[name]))
+        self._step_cap = cap
+
+    def _clamp_step_size(self):
+        ad = self._adapter
+        if ad.adapt_step_size:
+            ad.step_size = min(max(float(ad.step_size), self._min_stepsize), self._step_cap)
+
+    def _check_warmup(self):
+        """After each warm-up iteration: warn as soon as the step size collapses or
+        divergences dominate (Stan warns after warm-up; a NaN region can make the
+        adaptation shrink the step 10⁴-fold within a few iterations)."""
+        w = self._warmup_info
+        eps = float(self.step_size)
+        w["min_step_size"] = eps if w["min_step_size"] is None else min(w["min_step_size"], eps)
+        n, ref = w["iterations"], w["initial_step_size"]
+        causes = (
+            f"{w['divergences']} of the {n} warm-up transitions so far diverged, "
+            f"{w['nonfinite']} of them at a NaN or infinite potential or gradient"
+        )
+        hint = (
+            "the log density is probably NaN/inf on part of the space the trajectories reach "
+            "(a log of a negative number, a density evaluated outside its support...)"
+            if w["nonfinite"] > 0.5 * max(w["divergences"], 1)
+            else "the posterior probably has regions of very high curvature (reparametrise, e.g. non-centred)"
+        )
+        if ref and n >= _COLLAPSE_AFTER and eps < _COLLAPSE_RATIO * ref:
+            self._warn(
+                "collapse",
+                StepSizeWarning,
+                f"the step size collapsed during warm-up from {ref:.3g} to {eps:.3g} after {n} iterations; "
+                f"{causes}: {hint}",
+            )
+        if w["divergences"] > 0.5 * n and (n >= _DOMINATE_AFTER or self._t >= self._warmup_steps):
+            self._warn("dominate", DivergenceWarning, f"divergences dominate warm-up: {causes}; {hint}")
 
     @property
     def manifold_inverse_mass(self):
@@ -366,6 +604,7 @@ class RiemannianHMC(HMC):
                     if math.isfinite(value) and value > 0:
                         self._inverse_masses[name] = value
                 self._mass_window[name] = []
+            self._update_step_cap(z)
 
     # --------------------------------------------------------- Hamiltonian
     def _sample_momentum(self, z):
@@ -393,15 +632,18 @@ class RiemannianHMC(HMC):
             ke = ke + (r[name] * v).sum()
         for name, g in self._geometries.items():
             v = r[name] * self._inverse_masses[name]  # velocity p / m
-            c = g.covector(z[name], r[name])  # momentum covector G(x) p
+            c = g.covector(z[name], r[name])  # momentum covector G(x) p (NUTS's U-turn criterion)
             vel[name] = v
             cov[name] = c
-            ke = ke + (c * v).sum()  # g(p, p) / m
+            # g(p, p) / m from the geometry's own kinetic energy: sum(G(x)p · p) cancels far from
+            # the origin (Lorentz) or loses every digit when G(x) is ill-conditioned (SPD)
+            ke = ke + 2 * g.kinetic(z[name], r[name]) * self._inverse_masses[name]
         return 0.5 * ke, vel, cov
 
     def _leapfrog(self, z, r, aux, step_size, num_steps=1):
         if self._softabs is not None:
-            return self._softabs.leapfrog(z, r, aux, step_size, num_steps)
+            z, r, aux, pe = self._softabs.leapfrog(z, r, aux, step_size, num_steps)
+            return z, r, aux, torch.where(torch.isfinite(pe), pe, torch.full_like(pe, float("inf")))
         return riemannian_leapfrog(
             z,
             r,
@@ -420,7 +662,9 @@ class RiemannianHMC(HMC):
         return self._sample_momentum(z)
 
     def _find_reasonable_step_size(self, z):
-        step_size = self.step_size
+        # Pyro's heuristic (Hoffman & Gelman 2014, alg. 4) within [min_stepsize, step cap]
+        cap = self._step_cap
+        step_size = min(self.step_size, cap)
         z, potential_energy, aux = self._fetch_from_cache()
         if z is None:
             return step_size
@@ -441,14 +685,20 @@ class RiemannianHMC(HMC):
         direction = 1 if self._direction_threshold < -delta(step_size) else -1
         scale = 2.0**direction
         new_direction = direction
-        while new_direction == direction and self._min_stepsize < step_size < self._max_stepsize:
+        while new_direction == direction and self._min_stepsize < step_size < cap:
             step_size = scale * step_size
             new_direction = 1 if self._direction_threshold < -delta(step_size) else -1
-        return min(max(step_size, self._min_stepsize), self._max_stepsize)
+        return min(max(step_size, self._min_stepsize), cap)
 
-    def _record(self, diverging, energy, accept_prob, n_steps, tree_depth=None):
+    def _record(self, diverging, energy, accept_prob, n_steps, tree_depth=None, nonfinite=False):
         if self._t < self._warmup_steps:
+            w = self._warmup_info
+            w["iterations"] += 1
+            w["divergences"] += int(bool(diverging))
+            w["nonfinite"] += int(bool(nonfinite))
             return
+        if nonfinite:
+            self._nonfinite.append(self._t - self._warmup_steps)
         s = self._stats
         s["diverging"].append(bool(diverging))
         s["energy"].append(float(energy.detach() if torch.is_tensor(energy) else energy))
@@ -458,7 +708,9 @@ class RiemannianHMC(HMC):
         if tree_depth is not None:
             s["tree_depth"].append(int(tree_depth))
 
-    def _finish(self, z, accept_prob, accepted, aux):
+    def _finish(self, z, accept_prob, accepted, aux, adapt_prob=None):
+        """Count the transition and adapt; ``adapt_prob`` (default ``accept_prob``)
+        is the statistic the step-size adaptation sees."""
         self._t += 1
         if self._t > self._warmup_steps:
             n = self._t - self._warmup_steps
@@ -467,7 +719,10 @@ class RiemannianHMC(HMC):
         else:
             n = self._t
             self._adapt_manifold_mass(self._t, z)
-            self._adapter.step(self._t, z, accept_prob, aux if isinstance(aux, dict) else None)
+            stat = accept_prob if adapt_prob is None else adapt_prob
+            self._adapter.step(self._t, z, stat, aux if isinstance(aux, dict) else None)
+            self._clamp_step_size()
+            self._check_warmup()
         self._mean_accept_prob += (float(accept_prob) - self._mean_accept_prob) / n
 
     def _ensure_cache(self, params):
@@ -482,6 +737,25 @@ class RiemannianHMC(HMC):
         return z, potential_energy, aux
 
     # -------------------------------------------------------------- sample
+    def _trajectory(self, z, r, aux, energy_current, num_steps, checkpoints):
+        """``num_steps`` leapfrog steps in chunks of ``_CHECK_EVERY``, stopping at the
+        first chunk that met a non-finite potential (the proposal is rejected
+        whatever follows).  With ``checkpoints`` (a list), the Metropolis
+        acceptance at each chunk end is appended to it (warm-up only)."""
+        eps = self.step_size
+        if self._softabs is not None or num_steps <= _CHECK_EVERY:
+            return self._leapfrog(z, r, aux, eps, num_steps)
+        done = 0
+        while True:
+            n = min(_CHECK_EVERY, num_steps - done)
+            z, r, aux, pe = self._leapfrog(z, r, aux, eps, n)
+            done += n
+            if done >= num_steps or not bool(torch.isfinite(pe)):
+                return z, r, aux, pe
+            if checkpoints is not None:
+                e = pe + self._velocity(z, r, aux)[0]
+                checkpoints.append(torch.nan_to_num((energy_current - e).exp().clamp(max=1.0), nan=0.0))
+
     def sample(self, params):
         z, potential_energy, aux = self._ensure_cache(params)
         if len(z) == 0:
@@ -493,9 +767,22 @@ class RiemannianHMC(HMC):
         r = self._initial_momentum(z, aux)
         energy_current = potential_energy + self._velocity(z, r, aux)[0]
         num_steps = self.num_steps
-        with optional(pyro.validation_enabled(False), self._t < self._warmup_steps):
+        warmup = self._t < self._warmup_steps
+        if num_steps >= self._max_num_steps and self.trajectory_length / self.step_size > self._max_num_steps:
+            if warmup:
+                self._warmup_info["truncated"] += 1
+            self._warn(
+                "truncated",
+                StepSizeWarning,
+                f"trajectories truncated at max_num_steps={self._max_num_steps} leapfrog steps "
+                f"(trajectory_length {self.trajectory_length:.3g} / step size {self.step_size:.3g}); "
+                "a step size this small usually means that the log density is NaN/inf or very curved "
+                "somewhere the trajectories reach",
+            )
+        checkpoints = [] if warmup else None
+        with optional(pyro.validation_enabled(False), warmup):
             try:
-                z_new, r_new, aux_new, pe_new = self._leapfrog(z, r, aux, self.step_size, num_steps)
+                z_new, r_new, aux_new, pe_new = self._trajectory(z, r, aux, energy_current, num_steps, checkpoints)
                 energy_new = pe_new + self._velocity(z_new, r_new, aux_new)[0]
             except Exception as e:
                 if any(h(e) for h in _EXCEPTION_HANDLERS.values()) or isinstance(e, RuntimeError):
@@ -505,14 +792,21 @@ class RiemannianHMC(HMC):
                     raise
         delta_energy = _nan_to_inf(energy_new - energy_current)
         diverging = bool(delta_energy > self._max_sliced_energy)
+        # synchronises only on a divergence
+        nonfinite = diverging and not bool(torch.isfinite(energy_new))
         if diverging and self._t >= self._warmup_steps:
             self._divergences.append(self._t - self._warmup_steps)
         accept_prob = (-delta_energy).exp().clamp(max=1.0)
+        adapt_prob = None
+        if nonfinite and checkpoints:
+            # NUTS-like statistic: the acceptance along the trajectory, the non-finite end counting 0,
+            # so that a NaN region no step size avoids does not drive the step size to zero
+            adapt_prob = torch.stack(checkpoints).sum() / (len(checkpoints) + 1)
         accepted = bool(torch.rand((), dtype=accept_prob.dtype) < accept_prob)
         energy = energy_current
         if accepted and z_new is not None:
             z, aux, energy = z_new, aux_new, energy_new
             self._cache(z, pe_new, aux)
-        self._record(diverging, energy, accept_prob, num_steps)
-        self._finish(z, accept_prob, accepted, aux)
+        self._record(diverging, energy, accept_prob, num_steps, nonfinite=nonfinite)
+        self._finish(z, accept_prob, accepted, aux, adapt_prob)
         return z.copy()

@@ -38,7 +38,13 @@ Closed forms (``t`` the step, ``s`` the speed):
   proportional to it, so densities agree up to a constant): Edelman, Arias &
   Smith 1998 / Byrne & Girolami 2013 eq. (11),
   ``[x', v'] = [x, v] expm(t [[A, -S], [I, A]]) blockdiag(expm(-tA), expm(-tA))``,
-  ``A = xᵀv``, ``S = vᵀv``.
+  ``A = xᵀv``, ``S = vᵀv``, evaluated in the orthonormal frame ``[x, Q]`` with
+  ``QR = v - xA`` (``Qᵀx = 0``): the block matrix is then similar to the skew
+  ``B = [[2A, -Rᵀ], [R, 0]]`` and ``[x', v'] = [x, Q] expm(tB) [[I, A], [0, R]]
+  blockdiag(expm(-tA), expm(-tA))``: products of orthogonal matrices only, so
+  the flow keeps its accuracy (and reversibility) at any step, where the
+  non-orthogonal ``expm`` of the textbook form mixes the scales ``|v|`` and
+  ``1/|v|``.
 * Lorentz ``⟨x,x⟩_L = -k``: hyperbola ``x' = cosh(st/√k) x + √k sinh(st/√k)/s v``,
   ``v' = s/√k sinh(st/√k) x + cosh(st/√k) v``, ``s² = ⟨v,v⟩_L``.
 * κ-stereographic / Poincaré ball (conformal metric ``λ_x² I``): exponential map
@@ -47,13 +53,32 @@ Closed forms (``t`` the step, ``s`` the speed):
 * SPD with the affine-invariant metric ``tr(X⁻¹UX⁻¹V)``:
   ``X' = X^½ expm(tW) X^½``, ``V' = X^½ W expm(tW) X^½``, ``W = X^-½ V X^-½``.
 * Euclidean: straight lines.  Products: componentwise.
+
+**Step cap on compact manifolds.**  Geodesics of the sphere, of Stiefel and of
+κ-stereographic spaces with κ > 0 close up: a step of the length of the shortest
+closed geodesic ``L`` (2π on the unit sphere) is the identity, so on a flat
+(Haar/uniform) target every step size is accepted and the step-size adaptation
+runs away (to 1e13 and beyond, where the trigonometric functions have lost
+every digit of the angle and the flow is no longer reversible).
+:meth:`HMCGeometry.max_step` is the step at which a typical velocity
+(``√(d/m)`` for intrinsic dimension ``d`` and scalar mass ``m``) travels half of
+``L``: ``ε_max = (L/2) √(m/d)``; the kernels never adapt the step above it.
+
+**Non-finite potentials.**  A trajectory that reaches a point where the
+potential (or its gradient) is NaN or ±inf has diverged, wherever it is along
+the trajectory: :func:`riemannian_leapfrog` then returns a potential of
+``+inf`` (Stan treats a NaN log density the same way), so the proposal is
+rejected; the rule depends on the set of visited points only, which is the
+same for a trajectory and its reverse, so detailed balance is kept.
 """
 
 from __future__ import annotations
 
+import math
+
 import geoopt
 import torch
-from pyro.ops.integrator import potential_grad
+from pyro.ops.integrator import _EXCEPTION_HANDLERS
 
 from .. import kmath
 from .. import manifolds as _m
@@ -61,8 +86,43 @@ from .. import manifolds as _m
 __all__ = [
     "HMCGeometry",
     "geometry_of",
+    "potential_grad",
     "riemannian_leapfrog",
 ]
+
+
+def potential_grad(potential_fn, z):
+    """``(gradients, potential)`` of ``potential_fn`` at ``z`` (dict site → tensor).
+
+    As :func:`pyro.ops.integrator.potential_grad`, except that a potential that
+    does not depend on a site (a ``ManifoldUniform`` prior whose only other
+    factor involves other sites), or on any site at all (a flat target), has a
+    zero gradient there instead of raising "differentiated Tensor ... not used
+    in the graph".  Exceptions registered with Pyro's exception handlers (a
+    failed Cholesky factorisation...) give a NaN potential and zero gradients.
+    """
+    keys, nodes = zip(*z.items(), strict=True)
+    for node in nodes:
+        node.requires_grad_(True)
+    try:
+        try:
+            potential_energy = potential_fn(z)
+        except Exception as e:
+            if any(h(e) for h in _EXCEPTION_HANDLERS.values()):
+                grads = {k: v.new_zeros(v.shape) for k, v in z.items()}
+                return grads, nodes[0].new_tensor(float("nan"))
+            raise
+        if not torch.is_tensor(potential_energy):
+            potential_energy = nodes[0].new_tensor(float(potential_energy))
+        if potential_energy.requires_grad:
+            grads = torch.autograd.grad(potential_energy, nodes, allow_unused=True)
+        else:
+            grads = (None,) * len(nodes)
+    finally:
+        for node in nodes:
+            node.requires_grad_(False)
+    grads = {k: torch.zeros_like(v) if g is None else g for k, v, g in zip(keys, nodes, grads, strict=True)}
+    return grads, potential_energy.detach()
 
 
 def _dot(a, b, ndim):
@@ -108,6 +168,30 @@ class HMCGeometry:
     def project(self, x, v):
         return x, v
 
+    def closed_geodesic_length(self, x) -> float:
+        """Length of the shortest closed geodesic (``inf`` where geodesics do not close)."""
+        return math.inf
+
+    def point_dim(self, x) -> int:
+        """Intrinsic dimension of one point of ``x`` (ambient shape ``batch + event``)."""
+        return max(int(x.shape[-1]), 1) if x.dim() else 1
+
+    def max_step(self, x, inverse_mass=1.0) -> float:
+        """Largest useful step ε on a manifold whose geodesics close up (``inf`` elsewhere).
+
+        With the velocity ``p / m`` of a momentum drawn as the kernels draw it
+        (``√m`` times :meth:`momentum`), a typical step travels
+        ``ε √(d / m)`` (``d`` = :meth:`point_dim`); ``ε_max = (L/2) √(m/d)``
+        makes that half of the shortest closed geodesic ``L``
+        (:meth:`closed_geodesic_length`), the largest step for which the
+        step-size adaptation still sees a step as larger than a smaller one.
+        A float (not a tensor): it is computed once per mass update.
+        """
+        length = self.closed_geodesic_length(x)
+        if not math.isfinite(length):
+            return math.inf
+        return 0.5 * length / math.sqrt(self.point_dim(x) * float(inverse_mass))
+
 
 class SphereGeometry(HMCGeometry):
     name = "Sphere"
@@ -120,18 +204,26 @@ class SphereGeometry(HMCGeometry):
         return g - _dot(x, g, 1) * x
 
     def flow(self, x, v, t):
+        # great circle through x with unit direction u = v/s: x' = cos θ x + sin θ u,
+        # v' = s (cos θ u - sin θ x), θ = s t (no s·sin(st)/s round trip)
         s = v.norm(dim=-1, keepdim=True)
-        st = s * t
-        small = s < 1e-30
-        sinc = torch.where(small, torch.full_like(s, t), torch.sin(st) / torch.where(small, torch.ones_like(s), s))
-        c = torch.cos(st)
-        x_new = c * x + sinc * v
-        v_new = -s * torch.sin(st) * x + c * v
+        tiny = s <= torch.finfo(v.dtype).tiny
+        u = v / torch.where(tiny, torch.ones_like(s), s)
+        theta = s * t
+        c, sn = torch.cos(theta), torch.sin(theta)
+        x_new = c * x + sn * u
+        v_new = s * (c * u - sn * x)
         return self.project(x_new, v_new)
 
     def project(self, x, v):
         x = x / x.norm(dim=-1, keepdim=True)
         return x, v - _dot(x, v, 1) * x
+
+    def closed_geodesic_length(self, x) -> float:
+        return 2 * math.pi
+
+    def point_dim(self, x) -> int:
+        return max(int(x.shape[-1]) - 1, 1)
 
 
 class StiefelGeometry(HMCGeometry):
@@ -147,24 +239,44 @@ class StiefelGeometry(HMCGeometry):
         return self._proju(x, g)
 
     def flow(self, x, v, t):
-        p = x.shape[-1]
+        # Edelman et al.'s [x, v] expm(t[[A, -S], [I, A]]) in the orthonormal frame [x, Q],
+        # QR = v - xA: there the generator is the skew B = [[2A, -Rᵀ], [R, 0]], so every
+        # factor is orthogonal (see the module docstring)
+        n, p = x.shape[-2:]
         a = x.transpose(-1, -2) @ v
         a = 0.5 * (a - a.transpose(-1, -2))  # skew in exact arithmetic
-        s = v.transpose(-1, -2) @ v
-        eye = torch.eye(p, dtype=x.dtype, device=x.device).expand_as(a)
-        top = torch.cat([a, -s], -1)
-        bottom = torch.cat([eye, a], -1)
-        phi = torch.linalg.matrix_exp(t * torch.cat([top, bottom], -2))
-        e = torch.linalg.matrix_exp(-t * a)
-        xv = torch.cat([x, v], -1) @ phi
-        x_new = xv[..., :p] @ e
-        v_new = xv[..., p:] @ e
+        ea = torch.linalg.matrix_exp(-t * a)
+        k = min(p, n - p)
+        if k == 0:  # n = p (orthogonal group): v = xA and the geodesic is x expm(tA)
+            x_new = x @ ea.transpose(-1, -2)
+            return self.project(x_new, x_new @ a)
+        w = v - x @ a  # normal component of v
+        # QR of [x, w]: the columns after the first p are orthonormal and orthogonal to x,
+        # also when w is rank deficient (n < 2p, or v with no normal component)
+        q = torch.linalg.qr(torch.cat([x, w], -1)).Q[..., p : p + k]
+        r = q.transpose(-1, -2) @ w  # (k, p)
+        zeros = torch.zeros(x.shape[:-2] + (k, k), dtype=x.dtype, device=x.device)
+        b = torch.cat([torch.cat([2 * a, -r.transpose(-1, -2)], -1), torch.cat([r, zeros], -1)], -2)
+        e = torch.linalg.matrix_exp(t * b)  # orthogonal, (p + k) x (p + k)
+        frame = torch.cat([x, q], -1)
+        x_new = frame @ e[..., :, :p] @ ea
+        v_new = frame @ (e @ torch.cat([a, r], -2)) @ ea
         return self.project(x_new, v_new)
 
     def project(self, x, v):
         u, _, vh = torch.linalg.svd(x, full_matrices=False)
         x = u @ vh
         return x, self._proju(x, v)
+
+    def closed_geodesic_length(self, x) -> float:
+        # one column turning in a plane orthogonal to the others: a great circle (n > p);
+        # for n = p the shortest closed geodesics (a 2x2 rotation block) are √2 longer
+        n, p = x.shape[-2:]
+        return 2 * math.pi if n > p else 2 * math.pi * math.sqrt(2)
+
+    def point_dim(self, x) -> int:
+        n, p = x.shape[-2:]
+        return max(n * p - p * (p + 1) // 2, 1)
 
 
 class LorentzGeometry(HMCGeometry):
@@ -261,6 +373,12 @@ class StereographicGeometry(HMCGeometry):
     def project(self, x, v):
         return kmath.project(x, self._k(x)), v
 
+    def closed_geodesic_length(self, x) -> float:
+        # κ > 0: the stereographic sphere of radius 1/√κ (great circles of length 2π/√κ)
+        k = self._k(x)
+        k_max = float(k.max()) if k.numel() else 0.0
+        return 2 * math.pi / math.sqrt(k_max) if k_max > 0 else math.inf
+
 
 class SPDGeometry(HMCGeometry):
     name = "SymmetricPositiveDefinite"
@@ -278,8 +396,24 @@ class SPDGeometry(HMCGeometry):
         return xh @ _sym(a) @ xh
 
     def covector(self, x, v):
-        xi = torch.linalg.inv(_sym(x))
-        return xi @ v @ xi
+        # X⁻¹VX⁻¹ in the eigenbasis of X (no inverse of an ill-conditioned matrix)
+        d, u = torch.linalg.eigh(_sym(x))
+        d = d.clamp_min(torch.finfo(x.dtype).tiny)
+        ut = u.transpose(-1, -2)
+        w = (ut @ _sym(v) @ u) / (d.unsqueeze(-1) * d.unsqueeze(-2))
+        return u @ w @ ut
+
+    def kinetic(self, x, v):
+        # ½ tr(X⁻¹VX⁻¹V) = ½ Σ_ij (QᵀVQ)_ij² / (λ_i λ_j) (X = QΛQᵀ): a sum of non-negative terms.
+        # Through X⁻¹ the trace cancels: relative error 0.6 at cond(X) = 1e12 and negative
+        # energies beyond, which let a chain accept a jump to eigenvalue 4e17; here 5e-7.
+        # A point that is numerically not positive definite has infinite energy.
+        d, u = torch.linalg.eigh(_sym(x))
+        w = u.transpose(-1, -2) @ _sym(v) @ u
+        denom = (d.unsqueeze(-1) * d.unsqueeze(-2)).clamp_min(torch.finfo(x.dtype).tiny)
+        quad = (w.pow(2) / denom).sum((-1, -2))
+        quad = torch.where(d.min(-1).values > 0, quad, torch.full_like(quad, float("inf")))
+        return 0.5 * quad.sum()
 
     def rgrad(self, x, g):
         return x @ _sym(g) @ x
@@ -296,6 +430,10 @@ class SPDGeometry(HMCGeometry):
 
     def project(self, x, v):
         return _sym(x), _sym(v)
+
+    def point_dim(self, x) -> int:
+        n = x.shape[-1]
+        return n * (n + 1) // 2
 
 
 class ProductGeometry(HMCGeometry):
@@ -340,6 +478,13 @@ class ProductGeometry(HMCGeometry):
     def project(self, x, v):
         out, batch = self._map(lambda g, xi, vi: g.project(xi, vi), x, v)
         return self._join([o[0] for o in out], batch), self._join([o[1] for o in out], batch)
+
+    def point_dim(self, x) -> int:
+        return sum(g.point_dim(xi) for g, xi in zip(self.parts, self._split(x), strict=True))
+
+    def max_step(self, x, inverse_mass=1.0) -> float:
+        # momenta are drawn part by part, so each part's typical speed is √(d_i/m)
+        return min(g.max_step(xi, inverse_mass) for g, xi in zip(self.parts, self._split(x), strict=True))
 
 
 def geometry_of(manifold) -> HMCGeometry:
@@ -401,11 +546,16 @@ def riemannian_leapfrog(
             preserving for every fixed ``m``.
 
     Returns ``(z, r, z_grads, potential_energy)`` like
-    :func:`pyro.ops.integrator.velocity_verlet`.
+    :func:`pyro.ops.integrator.velocity_verlet`, except that
+    ``potential_energy`` is ``+inf`` when the potential was NaN or ±inf at
+    any point of the trajectory (a divergence; see the module docstring).
+    The check costs no host synchronisation: callers that want to stop a
+    diverged trajectory early call this function on chunks of steps.
     """
     z = z.copy()
     r = r.copy()
     potential_energy = None
+    nonfinite = None
     half = 0.5 * step_size
     inverse_masses = inverse_masses or {}
     for _ in range(num_steps):
@@ -423,8 +573,12 @@ def riemannian_leapfrog(
             else:
                 z[name], r[name] = g.flow(z[name], r[name], step_size * inverse_masses.get(name, 1.0))
         z_grads, potential_energy = potential_grad(potential_fn, z)
+        bad = ~torch.isfinite(potential_energy)
+        nonfinite = bad if nonfinite is None else nonfinite | bad
         for name in r:
             g = geometries.get(name)
             grad = z_grads[name] if g is None else g.rgrad(z[name], z_grads[name])
             r[name] = r[name] - half * grad
+    if nonfinite is not None:
+        potential_energy = torch.where(nonfinite, torch.full_like(potential_energy, float("inf")), potential_energy)
     return z, r, z_grads, potential_energy

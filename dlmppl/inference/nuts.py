@@ -51,7 +51,7 @@ class _Leaf:
 class _Tree:
     __slots__ = (
         "left", "right", "z_proposal", "pe_proposal", "aux_proposal", "energy_proposal",
-        "rho", "weight", "turning", "diverging", "sum_accept_probs", "num_proposals",
+        "rho", "weight", "turning", "diverging", "nonfinite", "sum_accept_probs", "num_proposals",
     )  # fmt: skip
 
 
@@ -148,6 +148,8 @@ class RiemannianNUTS(RiemannianHMC):
         t.weight = -delta
         t.turning = False
         t.diverging = bool(delta > self._max_sliced_energy)
+        # a NaN/inf potential is a divergence (energy +inf); told apart for diagnostics (syncs only then)
+        t.nonfinite = t.diverging and not bool(torch.isfinite(energy))
         t.sum_accept_probs = (-delta).exp().clamp(max=1.0)
         t.num_proposals = 1
         return t
@@ -175,6 +177,7 @@ class RiemannianNUTS(RiemannianHMC):
             t.left, t.right = other.left, half.right
         t.turning = other.turning or _is_turning(t.left, t.right, t.rho)
         t.diverging = other.diverging
+        t.nonfinite = other.nonfinite
         return t
 
     def sample(self, params):
@@ -195,6 +198,7 @@ class RiemannianNUTS(RiemannianHMC):
         num_proposals = 0
         accepted = False
         diverging = False
+        nonfinite = False
         energy = energy_current
         tree_depth = 0
         eps = self.step_size
@@ -212,6 +216,7 @@ class RiemannianNUTS(RiemannianHMC):
                 tree_depth += 1
                 if new.diverging:
                     diverging = True
+                    nonfinite = new.nonfinite
                     break
                 if new.turning:
                     break
@@ -227,6 +232,6 @@ class RiemannianNUTS(RiemannianHMC):
         if diverging and self._t >= self._warmup_steps:
             self._divergences.append(self._t - self._warmup_steps)
         accept_prob = sum_accept_probs / num_proposals
-        self._record(diverging, energy, accept_prob, num_proposals, tree_depth)
+        self._record(diverging, energy, accept_prob, num_proposals, tree_depth, nonfinite=nonfinite)
         self._finish(z, accept_prob, accepted, aux)
         return z.copy()

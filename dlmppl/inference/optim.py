@@ -15,6 +15,15 @@ every other parameter (curvatures, network weights, scales) gets the
 Euclidean method: it is handed to ``torch.optim.Adam``/``SGD`` with the same
 arguments, exactly as ``pyro.optim.Adam``/``SGD`` would.
 
+**Non-finite updates are refused.**  Before any parameter moves, the gradients
+of all the parameters of the step are checked: if one is NaN or infinite (NaN
+data, a log density that is NaN at the current point), no parameter is updated,
+the gradients are zeroed (so that the next step starts clean) and a
+``ValueError`` names the parameters.  A manifold parameter whose Riemannian step
+itself overflows (a retraction to infinity) is put back, with its optimiser
+state, and the same error is raised.  Without this, geoopt writes NaN into the
+parameter and the error surfaces one step later, far from its cause.
+
 Importing this module registers ``transform_to(manifold(M))``: Pyro stores a
 constrained parameter as ``transform_to(constraint).inv(value)``.  For a
 manifold constraint the unconstrained space is the ambient space, ``inv`` is
@@ -30,6 +39,7 @@ import geoopt
 import pyro
 import torch
 from pyro.optim import PyroOptim
+from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER
 from torch.distributions import constraints as _tc
 from torch.distributions.transforms import Transform
 
@@ -143,16 +153,114 @@ class _GeooptRSGD(_ManifoldMixin, geoopt.optim.RiemannianSGD):
         self._set_manifold(manifold)
 
 
+def _param_names(params):
+    store = pyro.get_param_store()
+    names = []
+    for p in params:
+        try:
+            name = store.param_name(p)
+        except (KeyError, AttributeError):
+            name = None
+        if name is not None:  # 'net$$$layer.weight' (Pyro's module namespace) reads 'net.layer.weight'
+            name = name.replace(_MODULE_NAMESPACE_DIVIDER, ".")
+        names.append(repr(name) if name is not None else f"<unnamed parameter of shape {tuple(p.shape)}>")
+    return names
+
+
+def _all_finite(tensors):
+    """One boolean per tensor (``True`` when every entry is finite), with one host
+    synchronisation per device."""
+    if not tensors:
+        return []
+    flags = [torch.isfinite(t).all() for t in tensors]
+    by_device = {}
+    for i, f in enumerate(flags):
+        by_device.setdefault(f.device, []).append(i)
+    out = [True] * len(tensors)
+    for idx in by_device.values():
+        values = torch.stack([flags[i] for i in idx]).tolist()
+        for i, v in zip(idx, values, strict=True):
+            out[i] = bool(v)
+    return out
+
+
+def _snapshot_state(state):
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+
+
 class _RiemannianPyroOptim(PyroOptim):
     """A :class:`PyroOptim` that tells geoopt on which manifold each parameter lives.
 
     Parameters without a manifold get the torch optimiser of the same method
-    (identical updates to geoopt's on Euclidean space, and faster).
+    (identical updates to geoopt's on Euclidean space, and faster).  A step
+    whose gradients are not finite is refused (see the module docstring).
     """
 
-    def __init__(self, riemannian_cls, euclidean_cls, optim_args, clip_args=None):
+    def __init__(self, riemannian_cls, euclidean_cls, optim_args, clip_args=None, name="RiemannianOptim"):
         super().__init__(riemannian_cls, optim_args, clip_args)
         self._euclidean_cls = euclidean_cls
+        self._name = name
+
+    def _is_manifold_param(self, p):
+        opt = self.optim_objs.get(p)
+        if opt is not None:
+            return isinstance(opt, _ManifoldMixin)
+        return manifold_of_param(p) is not None
+
+    def _refuse(self, params, bad, what):
+        for p in params:  # a refused step leaves no gradient behind to poison the next one
+            if p.grad is not None:
+                p.grad = None
+        names = ", ".join(_param_names(bad))
+        many = len(bad) > 1
+        raise ValueError(
+            f"{self._name}: the {what}{'s' if many else ''} of parameter{'s' if many else ''} {names} "
+            f"{'are' if many else 'is'} not finite (NaN or inf); the update was refused and every "
+            "parameter keeps its value. "
+            + (
+                "Look for NaN/inf in the data, or for a log density that is NaN at the current parameters."
+                if what == "gradient"
+                else "The step overflowed the manifold's retraction: lower the learning rate."
+            )
+        )
+
+    def __call__(self, params, *args, **kwargs) -> None:
+        params = list(params)
+        with_grad = [p for p in params if p.grad is not None]
+        finite = _all_finite([p.grad for p in with_grad])
+        bad = [p for p, ok in zip(with_grad, finite, strict=True) if not ok]
+        if bad:
+            self._refuse(params, bad, "gradient")
+        # manifold parameters step first, their value and optimiser state kept to be put back
+        # if the Riemannian step itself overflows; the Euclidean ones (finite gradients give
+        # finite torch updates) only once those succeeded, so that a refusal updates nothing
+        on_manifold = [p for p in params if self._is_manifold_param(p)]
+        saved = {}
+        for p in on_manifold:
+            if p.grad is not None:
+                opt = self.optim_objs.get(p)
+                state = _snapshot_state(opt.state[p]) if opt is not None and p in opt.state else None
+                saved[p] = (p.detach().clone(), state)
+        if on_manifold:
+            super().__call__(on_manifold, *args, **kwargs)
+        if saved:
+            moved = list(saved)
+            finite = _all_finite([p.detach() for p in moved])
+            bad = [p for p, ok in zip(moved, finite, strict=True) if not ok]
+            if bad:
+                with torch.no_grad():
+                    for p in moved:
+                        value, state = saved[p]
+                        p.copy_(value)
+                        opt = self.optim_objs[p]
+                        if state is None:
+                            opt.state.pop(p, None)
+                        else:
+                            opt.state[p] = state
+                self._refuse(params, bad, "Riemannian step")
+        euclidean = [p for p in params if not self._is_manifold_param(p)]
+        if euclidean:
+            super().__call__(euclidean, *args, **kwargs)
 
     def _get_optim(self, param):
         args = dict(self._get_optim_args(param))
@@ -174,9 +282,10 @@ def RiemannianAdam(optim_args: dict, clip_args: dict | None = None) -> PyroOptim
 
     Manifold parameters (see the module docstring) move by the retraction of
     their manifold with the Adam moments parallel-transported; the others as
-    in :class:`torch.optim.Adam`.
+    in :class:`torch.optim.Adam`.  Raises ``ValueError`` naming the parameters,
+    and updates none, when a gradient is NaN or infinite.
     """
-    return _RiemannianPyroOptim(_GeooptRAdam, torch.optim.Adam, optim_args, clip_args)
+    return _RiemannianPyroOptim(_GeooptRAdam, torch.optim.Adam, optim_args, clip_args, name="RiemannianAdam")
 
 
 def RiemannianSGD(optim_args: dict, clip_args: dict | None = None) -> PyroOptim:
@@ -187,5 +296,8 @@ def RiemannianSGD(optim_args: dict, clip_args: dict | None = None) -> PyroOptim:
             (``lr``, ``momentum``, ``dampening``, ``weight_decay``,
             ``nesterov``, ``stabilize``), or a callable as in Pyro.
         clip_args: gradient clipping as in :class:`pyro.optim.PyroOptim`.
+
+    Raises ``ValueError`` naming the parameters, and updates none, when a
+    gradient is NaN or infinite.
     """
-    return _RiemannianPyroOptim(_GeooptRSGD, torch.optim.SGD, optim_args, clip_args)
+    return _RiemannianPyroOptim(_GeooptRSGD, torch.optim.SGD, optim_args, clip_args, name="RiemannianSGD")
