@@ -308,16 +308,26 @@ def _stiefel_proju(x, u):
 
 
 def _stiefel_log(x, y, exp_fn, tol=None, max_iter=50):
-    """Solve ``exp_x(Δ) = y`` by damped Gauss–Newton on the tangent space at ``x``."""
+    """Solve ``exp_x(Δ) = y`` by damped Gauss–Newton (Levenberg–Marquardt) on the tangent space at ``x``.
+
+    The iteration runs in float64 whatever the inputs' dtype (the ``np × np`` normal
+    equations are singular in the ``p(p+1)/2`` normal directions and float32 cannot
+    carry the damping that regularises them) and returns ``Δ`` in the inputs' dtype.
+    A ``ValueError`` naming ``y`` is raised when it does not converge (``y`` beyond the
+    injectivity radius of ``x``): a logarithm that is not one is never returned.
+    """
     from torch.func import jacfwd, vmap
 
     x, y = torch.broadcast_tensors(x, y)
     batch = x.shape[:-2]
     n, p = x.shape[-2:]
-    xf = x.reshape(-1, n, p)
-    yf = y.reshape(-1, n, p)
+    dtype = x.dtype
+    if x.numel() == 0:
+        return torch.zeros_like(x)
+    xf = x.reshape(-1, n, p).double()
+    yf = y.reshape(-1, n, p).double()
     if tol is None:
-        tol = STIEFEL_TOL.get(x.dtype, 1e-5)
+        tol = STIEFEL_TOL.get(dtype, 1e-5)
     w = _stiefel_proju(xf, yf - xf)
 
     def resid(wi, xi, yi):
@@ -325,17 +335,26 @@ def _stiefel_log(x, y, exp_fn, tol=None, max_iter=50):
 
     jac = vmap(jacfwd(resid), in_dims=(0, 0, 0))
     res_fn = vmap(resid)
-    eye = torch.eye(n * p, dtype=x.dtype, device=x.device)
+    eye = torch.eye(n * p, dtype=xf.dtype, device=x.device)
+    worst = float("inf")
     for _ in range(max_iter):
         r = res_fn(w, xf, yf)
-        if float(r.abs().max()) < tol:
+        worst = float(r.detach().abs().max())
+        if worst < tol:
             break
         j = jac(w, xf, yf).reshape(-1, n * p, n * p)
         jtj = j.transpose(-1, -2) @ j
-        mu = 1e-12 * jtj.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1.0)[..., None, None]
+        mu = 1e-10 * jtj.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1.0)[..., None, None]
         step = torch.linalg.solve(jtj + mu * eye, (j.transpose(-1, -2) @ r.unsqueeze(-1)))
         w = _stiefel_proju(xf, w - step.reshape(-1, n, p))
-    return w.reshape(batch + (n, p))
+    else:
+        worst = float(res_fn(w, xf, yf).detach().abs().max())
+    if not worst < max(tol, 1e3 * torch.finfo(dtype).eps):
+        raise ValueError(
+            f"y: the Stiefel logarithm did not converge in {max_iter} iterations (residual {worst:.3g}): "
+            "y is too far from x (beyond the injectivity radius) or not on the manifold"
+        )
+    return w.reshape(batch + (n, p)).to(dtype)
 
 
 def _stiefel_inner(x, u, v, canonical):
