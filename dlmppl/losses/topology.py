@@ -150,7 +150,7 @@ def _rips_pairs(D: np.ndarray, maxdim: int) -> list[np.ndarray]:
 # Elements of one block of intermediate tensors when the pairing matrix is
 # built: a block of rows times all points times the ambient dimension.  Small
 # enough that the geodesic formulas' temporaries stay a few MB whatever n is.
-_BLOCK = 1 << 20
+_BLOCK = 1 << 18
 
 
 def _pairing_dtype(dtype: torch.dtype):
