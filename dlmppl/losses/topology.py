@@ -109,7 +109,9 @@ def rips_pairs(D, maxdim: int = 1) -> list[np.ndarray]:
     """
     maxdim = check_int(maxdim, "maxdim", 0)
     if isinstance(D, torch.Tensor):
-        D = D.detach().cpu().numpy()
+        if not D.is_floating_point():
+            D = D.to(torch.float64)
+        D = D.detach().to(_pairing_dtype(D.dtype)[0]).cpu().numpy()
     D = check_distance_matrix(np.asarray(D), "D")
     return _rips_pairs(D, maxdim)
 
@@ -170,12 +172,13 @@ def _pairing_matrix(x: torch.Tensor, manifold, name: str) -> np.ndarray:
     tdt, ndt = _pairing_dtype(x.dtype)
     if manifold is not None and _is_metric_field(manifold):
         with torch.no_grad():
-            D = np.array(pairwise_distance(x.detach(), x.detach(), manifold).to(tdt).cpu(), dtype=ndt)
+            D = pairwise_distance(x.detach(), x.detach(), manifold).to(tdt).cpu().numpy().copy()
     else:
         D = np.empty((n, n), dtype=ndt)
         step = max(1, _BLOCK // max(1, n * dim))
         with torch.no_grad():
-            xd = x.detach()
+            # half precision has no cdist: pair in float32 (no copy otherwise)
+            xd = x.detach().to(tdt)
             for s0 in range(0, n, step):
                 xb = xd[s0 : s0 + step]
                 if manifold is None:
@@ -201,9 +204,8 @@ class _Edges:
     def matrix_nograd(self) -> np.ndarray:
         """The checked matrix the pairing runs on (host, numpy)."""
         if self.distances:
-            _, ndt = _pairing_dtype(self.data.dtype)
-            D = self.data.detach().cpu().numpy().astype(ndt, copy=False)
-            return check_distance_matrix(D, self.name)
+            tdt, _ = _pairing_dtype(self.data.dtype)
+            return check_distance_matrix(self.data.detach().to(tdt).cpu().numpy(), self.name)
         return _pairing_matrix(self.data, self.manifold, self.name)
 
     def __call__(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -338,13 +340,13 @@ def cubical_persistence(
     if f.numel() == 0:
         # gudhi's CubicalComplex crashes the process on an empty array
         return [f.new_zeros((0, 2)) for _ in range(maxdim + 1)]
-    g = (-f if superlevel else f).detach().cpu().numpy()
+    g = (-f if superlevel else f).detach().to(torch.float64).cpu().numpy()
     # checked on the host copy gudhi needs anyway: a NaN crashes gudhi, an
     # inf gives empty diagrams
     if not np.isfinite(g).all():
         bad = "NaN" if np.isnan(g).any() else "an infinite value"
         raise ValueError(f"f: values must be finite, got {bad}")
-    cc = gudhi.CubicalComplex(top_dimensional_cells=np.ascontiguousarray(g, dtype=np.float64))
+    cc = gudhi.CubicalComplex(top_dimensional_cells=np.ascontiguousarray(g))
     cc.compute_persistence(homology_coeff_field=2)
     regular, ess = cc.cofaces_of_persistence_pairs()
     # gudhi numbers the top cells with the first axis varying fastest
