@@ -374,6 +374,7 @@ def _checked_cost(x, y, manifold, p):
     if not bool(torch.isfinite(C.detach()).all()):
         raise ValueError(
             "x, y: the ground cost d(x, y)**p is not finite for these points (points off "
-            "the manifold, or distances whose p-th power overflows the dtype)"
+            "the manifold, a manifold whose curvature overflowed, or distances whose p-th "
+            "power overflows the dtype)"
         )
     return C
