@@ -8,8 +8,12 @@
    50 ms and dims (0,) under 10 ms at n = 256 on one core.
 2. ``wasserstein`` (emd, sinkhorn, sliced) forward + backward at n = 10^3 and
    10^4 against geomloss's ``SamplesLoss`` (tensorized backend; no KeOps).
+3. ``--memory``: peak memory of H0 persistence at n = 5000, Euclidean and
+   Poincaré, float32 and float64, before (``--baseline OLD_CHECKOUT``) and
+   after issue 11's defect 15 (written as its own section of the results).
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_losses.py [--quick]
+      .venv/bin/python benchmarks/bench_losses.py --memory [--baseline OLD_CHECKOUT]
 Times are medians of repeated runs (minimum in brackets), one CPU thread.
 Writes the tables to benchmarks/results_losses.md.
 """
@@ -17,6 +21,7 @@ Writes the tables to benchmarks/results_losses.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -206,14 +211,119 @@ def bench_targets(out, reps=30):
         fh.write("\n".join(lines) + "\n")
 
 
+# --------------------------------------------------------------------------- memory
+
+# One measurement per fresh interpreter: the peak resident memory
+# (ru_maxrss, which sees numpy and torch allocations alike; tracemalloc does
+# not see torch) added by one H0 persistence call, forward + backward, after a
+# warm-up call on 10 points has loaded every lazy import.
+_MEMORY_SCRIPT = r"""
+import resource, sys, time
+src, space, n, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, src)
+import torch
+torch.set_num_threads(1)
+import dlmppl
+from dlmppl import losses, manifolds
+assert dlmppl.__file__.startswith(src), dlmppl.__file__
+g = torch.Generator().manual_seed(0)
+x = torch.randn(n, 2, generator=g, dtype=getattr(torch, dtype))
+M = None
+if space == "poincare":
+    M = manifolds.PoincareBall(1.0)
+    x = 0.9 * x / (1 + x.norm(dim=-1, keepdim=True))
+x.requires_grad_()
+losses.persistence(x[:10].detach(), maxdim=0, manifold=M)
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+dg = losses.persistence(x, maxdim=0, manifold=M)
+dg[0][:, 1].sum().backward()
+t = time.perf_counter() - t
+r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((r1 - r0) / 1024, t)
+"""
+
+
+def peak_memory(src, space, n, dtype):
+    """Peak extra resident memory (MB) and time (s) of H0 persistence, dlmppl from ``src``."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(src), space, str(n), dtype],
+        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def bench_memory(out, baseline=None, n=5000):
+    """Issue 11, defect 15: peak memory of ``persistence(x, maxdim=0)`` at n = 5000.
+
+    ``baseline``: a checkout of the code before the change (its ``dlmppl``
+    is imported in the subprocess) for the "before" columns.
+    """
+    here = Path(__file__).resolve().parents[1]
+    rows = []
+    for space in ("euclidean", "poincare"):
+        for dtype in ("float32", "float64"):
+            after = peak_memory(here, space, n, dtype)
+            before = peak_memory(Path(baseline).resolve(), space, n, dtype) if baseline else None
+            rows.append((space, dtype, before, after))
+            print(space, dtype, before, after, flush=True)
+    fm = lambda r: "—" if r is None else f"+{r[0]:.0f} MB ({r[1]:.1f} s)"  # noqa: E731
+    matrix = {"float32": 4 * n * n / 2**20, "float64": 8 * n * n / 2**20}
+    lines = [
+        "",
+        f"### peak memory of H0 persistence, n = {n} points in 2-D, forward + backward (issue 11, defect 15)",
+        "",
+        "| space | dtype | before | after | one n×n matrix | after / Euclidean after |",
+        "|---|---|---|---|---|---|",
+    ]
+    eu = {d: a for sp, d, _, a in rows if sp == "euclidean"}
+    for space, dtype, before, after in rows:
+        lines.append(
+            f"| {space} | {dtype} | {fm(before)} | {fm(after)} | {matrix[dtype]:.0f} MB | "
+            f"{after[0] / eu[dtype][0]:.2f}× |"
+        )
+    lines += [
+        "",
+        "Peak resident memory added by `losses.persistence(x, maxdim=0, manifold=M)` and the "
+        "backward of the sum of deaths, each in a fresh interpreter (`ru_maxrss`, after a "
+        "warm-up call), time in brackets, one thread.  Before: the pairing matrix was a torch "
+        "tensor built in one broadcast (the Poincaré formula allocates several (n, n, D) "
+        "temporaries) and copied to float64 for the MST.  After: built without autograd by "
+        "blocks of rows straight into one numpy array in the points' precision, the MST reads "
+        "it without a copy.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    path = Path(out)
+    old = path.read_text() if path.exists() else ""
+    head = "### peak memory of H0 persistence"
+    if head in old:  # replace the previous memory section, keep the rest
+        i = old.index(head)
+        j = old.find("\n### ", i + len(head))
+        old = old[: old.rfind("\n", 0, i)] + ("" if j < 0 else old[j:])
+    path.write_text(old.rstrip("\n") + "\n" + text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--targets", action="store_true", help="only the issue-5 timing targets (appended)")
+    ap.add_argument("--memory", action="store_true", help="only the peak-memory table (issue 11, defect 15)")
+    ap.add_argument(
+        "--baseline", default=None,
+        help="with --memory: a checkout of the old code, measured for the 'before' column",
+    )
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_losses.md")))
     args = ap.parse_args()
     if args.targets:
         bench_targets(args.out)
+        return
+    if args.memory:
+        bench_memory(args.out, args.baseline)
         return
     topo_sizes = [128, 256] if args.quick else [128, 256, 512, 1024]
     w_sizes = [1000] if args.quick else [1000, 10_000]

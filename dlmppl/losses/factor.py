@@ -9,8 +9,12 @@ JRSS-B 2016).
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import torch
+
+from ._checks import validating
 
 __all__ = ["factor"]
 
@@ -32,7 +36,7 @@ def factor(name: str, loss: torch.Tensor, weight: float = 1.0, in_guide: bool = 
         any loss of :mod:`dlmppl.losses` (or any scalar tensor), computed from
         sampled latent values so that gradients flow through them.
     weight : float
-        non-negative weight.
+        finite, non-negative weight.
     in_guide : bool
         the call is inside a guide; the loss must then depend on
         reparameterised samples only (it is marked ``has_rsample=True``, so
@@ -41,6 +45,12 @@ def factor(name: str, loss: torch.Tensor, weight: float = 1.0, in_guide: bool = 
     Returns
     -------
     the log-factor that was added.
+
+    Raises
+    ------
+    ValueError
+        a non-scalar ``loss``, a negative or non-finite ``weight``, and, when
+        Pyro's validation is on (the default), a NaN or infinite ``loss``.
 
     Example
     -------
@@ -90,8 +100,16 @@ def factor(name: str, loss: torch.Tensor, weight: float = 1.0, in_guide: bool = 
         loss = torch.as_tensor(loss)
     if loss.dim() != 0:
         raise ValueError(f"loss: expected a scalar tensor, got shape {tuple(loss.shape)}")
-    if not weight >= 0:
-        raise ValueError(f"weight: must be >= 0, got {weight}")
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight: expected a number, got {weight!r}") from None
+    if not (w >= 0 and math.isfinite(w)):
+        raise ValueError(f"weight: must be finite and >= 0, got {weight}")
+    # a NaN or infinite loss would reach the ELBO and the parameters silently;
+    # checked (one host sync) only under Pyro's validation, on by default
+    if validating() and not bool(torch.isfinite(loss.detach())):
+        raise ValueError(f"loss: must be finite, got {float(loss)} (site {name!r})")
     if in_guide:
         log_factor = weight * loss
         pyro.factor(name, log_factor, has_rsample=True)

@@ -23,6 +23,7 @@ import torch
 
 from .. import kmath
 from .. import manifolds as _m
+from ._checks import check_cloud, check_finite, check_int, check_power, validating
 
 __all__ = ["pairwise_distance", "wasserstein"]
 
@@ -67,12 +68,23 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.
     -------
     Tensor, shape ``(n, m)``, differentiable in both clouds (and in the
     curvature when it is learnable).  Coincident points have a zero gradient.
+    NaN or infinite coordinates are a ``ValueError`` naming the cloud when
+    Pyro's validation is on (the default).
     """
-    if x.dim() != 2 or y.dim() != 2 or x.shape[-1] != y.shape[-1]:
+    check_cloud(x, "x")
+    check_cloud(y, "y")
+    if x.shape[-1] != y.shape[-1]:
         raise ValueError(
             f"x, y: expected point clouds of shapes (n, D) and (m, D), got {tuple(x.shape)} "
             f"and {tuple(y.shape)}"
         )
+    if validating():
+        check_finite(x, "x")
+        check_finite(y, "y")
+    return _pairwise_distance(x, y, manifold)
+
+
+def _pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
     if _is_metric_field(manifold):
         from ..geometry.distances import pairwise_distances
 
@@ -120,7 +132,7 @@ def _cost(x: torch.Tensor, y: torch.Tensor, manifold=None, p: float = 2) -> torc
     The single place where ground costs are made, so that other notions of
     distance (e.g. metric fields) can be plugged in here.
     """
-    d = pairwise_distance(x, y, manifold)
+    d = _pairwise_distance(x, y, manifold)
     return d if p == 1 else d.pow(p)
 
 
@@ -131,43 +143,95 @@ def _sinkhorn_value(C, a, b, reg, max_iter, tol):
     halved from the largest cost down to ``reg`` with two iterations per
     stage, warm-starting each stage from the previous potentials (Schmitzer
     2019; Feydy et al. 2019); the last stage runs to ``tol`` or ``max_iter``.
-    When ``reg`` is tiny against the cost range the last stage still converges
-    slowly (Sinkhorn's linear rate): in training loops use ``tol ≈ 1e-3`` or a
-    small ``max_iter``.  At convergence the gradient is ``P`` for ``C`` and the
-    centred dual potentials for ``a``, ``b``.
+    The number of stages, ``⌈log2(max C / reg)⌉``, is fixed before the loop
+    (``C`` is finite, checked by the caller).  When ``reg`` is tiny against
+    the cost range the last stage still converges slowly (Sinkhorn's linear
+    rate): in training loops use ``tol ≈ 1e-3`` or a small ``max_iter``.
+
+    Points of zero weight carry no mass: the solve runs on the supports of
+    ``a`` and ``b`` (so ``log 0 = -inf`` never enters POT), and the dual
+    potentials are extended to every point by the soft c-transforms
+    ``f_i = -reg log Σ_j b_j exp((g_j - C_ij)/reg)`` (and the same for ``g``),
+    the gradient of the value in ``a`` and ``b`` (Feydy et al. 2019, §2).
+    At convergence the gradient is ``P`` for ``C`` and ``f``, ``g`` for
+    ``a``, ``b`` (centred: the weights' total is fixed).
     """
     with torch.no_grad():
         C0, a0, b0 = C.detach(), a.detach(), b.detach()
-        eps = max(float(C0.max()), reg)
-        u = v = None
-        while eps > reg:
-            warm = None if u is None else (u, v)
+        # the only host syncs: the cost range (for the ε-schedule) and the supports
+        sa, sb = a0 > 0, b0 > 0
+        full = bool(sa.all()) and bool(sb.all())
+        if full:
+            Cs, as_, bs = C0, a0, b0
+        else:
+            Cs, as_, bs = C0[sa][:, sb], a0[sa], b0[sb]
+        cmax = float(Cs.max())
+        if cmax / reg > torch.finfo(C0.dtype).max:
+            raise ValueError(
+                f"reg: {reg:.3g} is too small for costs up to {cmax:.3g}: cost / reg overflows "
+                f"{C0.dtype}"
+            )
+        loga, logb = as_.log(), bs.log()
+        # log2 of each: cmax / reg may overflow for a subnormal reg
+        n_stages = math.ceil(math.log2(cmax) - math.log2(reg)) if cmax > reg else 0
+        eps, u, v = cmax, None, None
+        for _ in range(n_stages):
             _, log = ot.bregman.sinkhorn_log(
-                a0, b0, C0, eps, numItermax=2, stopThr=tol, log=True, warn=False, warmstart=warm
+                as_, bs, Cs, eps, numItermax=2, stopThr=tol, log=True, warn=False,
+                warmstart=None if u is None else (u, v),
             )
             nxt = max(eps / 2, reg)
-            u, v = log["log_u"] * (eps / nxt), log["log_v"] * (eps / nxt)
+            # POT's log-scalings are u = f/ε + log a, v = g/ε + log b: keep f, g
+            # for the next ε, with the free constant (f + c, g - c) split evenly,
+            # so |f|/ε and |g|/ε stay ~ max C / 2ε: at tiny ε a drifting
+            # constant of order 1/ε would cost the exponents their last digits
+            fe, ge = log["log_u"] - loga, log["log_v"] - logb
+            shift = 0.5 * (fe.mean() - ge.mean())
+            u = (fe - shift) * (eps / nxt) + loga
+            v = (ge + shift) * (eps / nxt) + logb
             eps = nxt
-        warm = None if u is None else (u, v)
         P, log = ot.bregman.sinkhorn_log(
-            a0, b0, C0, reg, numItermax=max_iter, stopThr=tol, log=True, warmstart=warm
+            as_, bs, Cs, reg, numItermax=max_iter, stopThr=tol, log=True,
+            warmstart=None if u is None else (u, v),
         )
-        ab = a0[:, None] * b0[None, :]
+        ab = as_[:, None] * bs[None, :]
         kl = (torch.special.xlogy(P, P) - torch.special.xlogy(P, ab) - P + ab).sum()
-        f = reg * log["log_u"]
-        g = reg * log["log_v"]
+        gs = reg * (log["log_v"] - logb)
+        # soft c-transforms: potentials at every point, finite at zero weights
+        f = -reg * torch.logsumexp(logb[None, :] + (gs[None, :] - C0[:, sb]) / reg, 1)
+        fs = f if full else f[sa]
+        g = -reg * torch.logsumexp(loga[:, None] + (fs[:, None] - C0[sa]) / reg, 0)
         f, g = f - f.mean(), g - g.mean()
+        if not full:
+            P = torch.zeros_like(C0).index_put_(
+                (sa.nonzero()[:, :1], sb.nonzero()[:, 0][None, :]), P
+            )
     value = (C * P).sum() + reg * kl
     return value + (f * (a - a0)).sum() + (g * (b - b0)).sum()
 
 
-def _weights(w, n, like, name):
+def _weights(w, n, like, name, check_values):
+    """Weights of a cloud of ``n`` points, normalised to sum one.
+
+    Zero weights are legal (a point without mass); negative or non-finite
+    weights and a non-positive total are a ``ValueError`` naming ``name``.
+    """
     if w is None:
         return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
-    w = torch.as_tensor(w, dtype=like.dtype, device=like.device)
+    w = torch.as_tensor(w, device=like.device)
+    if not (w.is_floating_point() or w.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"{name}: expected real weights, got {w.dtype}")
+    w = w.to(like.dtype)
     if w.shape != (n,):
         raise ValueError(f"{name}: expected weights of shape ({n},), got {tuple(w.shape)}")
-    return w
+    total = w.sum()
+    if check_values:
+        check_finite(w, name, "weights")
+        if bool((w < 0).any()):
+            raise ValueError(f"{name}: weights must be non-negative, got {float(w.min()):.3g}")
+        if not bool(total > 0):
+            raise ValueError(f"{name}: weights must have a positive sum, got {float(total):.3g}")
+    return w / total
 
 
 def wasserstein(
@@ -198,7 +262,8 @@ def wasserstein(
     y : Tensor, shape ``(m, D)``
     manifold : geoopt manifold, a metric field (:class:`dlmppl.geometry.MetricField`), or None
     p : float
-        power of the ground distance.
+        power of the ground distance, finite and positive (``p = inf``, W_∞,
+        is a ``ValueError``: the value is ``W_p^p``).
     method : {"emd", "sinkhorn", "sliced"}
         ``"emd"``: exact OT (network simplex, ``ot.emd2``; CPU solver, the plan
         comes back to the inputs' device, gradients by the envelope theorem).
@@ -215,52 +280,101 @@ def wasserstein(
     reg : float
         entropic regularisation for ``"sinkhorn"``, in units of the cost.
     a, b : Tensor, shape ``(n,)`` and ``(m,)``, optional
-        weights summing to one.
+        non-negative weights, normalised to sum one (uniform by default).
+        Zero weights are legal: such a point carries no mass and the value is
+        that of the clouds without it, in every method.
     n_projections : int
-        number of slices for ``"sliced"``.
-    max_iter, tol : Sinkhorn's iteration limit and tolerance on the L2 norm of
-        the marginal violation (POT warns when it stops before ``tol``).
+        number of slices for ``"sliced"``, ``>= 1``.
+    max_iter, tol : Sinkhorn's iteration limit (``>= 1``) and tolerance on the
+        L2 norm of the marginal violation (POT warns when it stops before
+        ``tol``).
 
     Returns
     -------
     Tensor, shape ``()``, on the inputs' device, differentiable with respect
     to ``x``, ``y`` (and ``a``, ``b`` for ``"emd"`` and ``"sinkhorn"``).
+
+    Raises
+    ------
+    ValueError
+        naming the argument: an empty cloud (the cost between empty measures
+        is undefined), NaN or infinite coordinates, negative or non-finite
+        weights or weights of zero total, a non-finite ground cost, ``p`` not
+        finite and positive, ``reg`` not finite and positive,
+        ``n_projections < 1``.  ``"emd"`` and ``"sinkhorn"`` always check the
+        values (they synchronise with the host anyway); ``"sliced"``, which
+        otherwise never leaves the device, checks them when Pyro's validation
+        is on (the default).
     """
-    if x.dim() != 2 or y.dim() != 2 or x.shape[-1] != y.shape[-1]:
+    check_cloud(x, "x")
+    check_cloud(y, "y")
+    if x.shape[-1] != y.shape[-1]:
         raise ValueError(
             f"x, y: expected point clouds of shapes (n, D) and (m, D), got {tuple(x.shape)} "
             f"and {tuple(y.shape)}"
         )
-    if p <= 0:
-        raise ValueError(f"p: must be positive, got {p}")
-    a = _weights(a, x.shape[0], x, "a")
-    b = _weights(b, y.shape[0], x, "b")
+    for name, c in (("x", x), ("y", y)):
+        if c.shape[0] == 0:
+            raise ValueError(f"{name}: the optimal-transport cost needs a non-empty point cloud")
+    if method not in ("emd", "sinkhorn", "sliced"):
+        raise ValueError(f"method: expected 'emd', 'sinkhorn' or 'sliced', got {method!r}")
+    p = check_power(p)
+    dtype = torch.promote_types(x.dtype, y.dtype)
+    x, y = x.to(dtype), y.to(dtype)
+    # exact OT and Sinkhorn sync with the host anyway (POT's CPU solver, the
+    # ε-schedule): their values are always checked; sliced only when validating
+    check_values = method != "sliced" or validating()
+    if check_values:
+        check_finite(x, "x")
+        check_finite(y, "y")
+    a = _weights(a, x.shape[0], x, "a", check_values)
+    b = _weights(b, y.shape[0], x, "b", check_values)
     if method == "emd":
-        C = _cost(x, y, manifold, p)
+        C = _checked_cost(x, y, manifold, p)
         return ot.emd2(a, b, C)
     if method == "sinkhorn":
-        if not reg > 0:
-            raise ValueError(f"reg: must be positive for method='sinkhorn', got {reg}")
-        C = _cost(x, y, manifold, p)
+        try:
+            reg_ok = math.isfinite(float(reg)) and float(reg) > 0
+        except (TypeError, ValueError):
+            reg_ok = False
+        if not reg_ok:
+            raise ValueError(f"reg: must be a finite positive number for method='sinkhorn', got {reg!r}")
+        reg = float(reg)
+        max_iter = check_int(max_iter, "max_iter", 1)
+        if not tol >= 0:
+            raise ValueError(f"tol: must be >= 0, got {tol}")
+        C = _checked_cost(x, y, manifold, p)
         return _sinkhorn_value(C, a, b, reg, max_iter, tol)
-    if method == "sliced":
-        if _is_metric_field(manifold):
-            raise ValueError("manifold: sliced Wasserstein needs a manifold with closed-form projections, not a metric field")
-        d = x.shape[-1]
-        if manifold is not None and _m.is_sphere(manifold):
-            if isinstance(manifold, _m.Scaled):
-                raise ValueError("manifold: sliced Wasserstein needs the unit sphere")
-            z = torch.randn(n_projections, d, 2, dtype=x.dtype, device=x.device)
-            proj, _ = torch.linalg.qr(z)
-            # POT parametrises the great circles by [0, 1): rescale to arc length
-            sw = 2 * math.pi * ot.sliced_wasserstein_sphere(
-                x, y, a, b, n_projections=n_projections, p=p, projections=proj
-            )
-        else:
-            proj = torch.randn(d, n_projections, dtype=x.dtype, device=x.device)
-            proj = proj / proj.norm(dim=0, keepdim=True)
-            sw = ot.sliced_wasserstein_distance(
-                x, y, a, b, n_projections=n_projections, p=p, projections=proj
-            )
-        return sw if p == 1 else sw.pow(p)
-    raise ValueError(f"method: expected 'emd', 'sinkhorn' or 'sliced', got {method!r}")
+    n_projections = check_int(n_projections, "n_projections", 1)
+    if _is_metric_field(manifold):
+        raise ValueError("manifold: sliced Wasserstein needs a manifold with closed-form projections, not a metric field")
+    d = x.shape[-1]
+    if manifold is not None and _m.is_sphere(manifold):
+        if isinstance(manifold, _m.Scaled):
+            raise ValueError("manifold: sliced Wasserstein needs the unit sphere")
+        z = torch.randn(n_projections, d, 2, dtype=x.dtype, device=x.device)
+        proj, _ = torch.linalg.qr(z)
+        # POT parametrises the great circles by [0, 1): rescale to arc length
+        sw = 2 * math.pi * ot.sliced_wasserstein_sphere(
+            x, y, a, b, n_projections=n_projections, p=p, projections=proj
+        )
+    else:
+        proj = torch.randn(d, n_projections, dtype=x.dtype, device=x.device)
+        proj = proj / proj.norm(dim=0, keepdim=True)
+        sw = ot.sliced_wasserstein_distance(
+            x, y, a, b, n_projections=n_projections, p=p, projections=proj
+        )
+    return sw if p == 1 else sw.pow(p)
+
+
+def _checked_cost(x, y, manifold, p):
+    C = _cost(x, y, manifold, p)
+    # finite points can still give a non-finite cost: off-manifold points, an
+    # overflowing d**p, a manifold whose curvature overflowed
+    if not bool(torch.isfinite(C.detach()).all()):
+        raise ValueError(
+            "x, y: the ground cost d(x, y)**p is not finite for these points (points off "
+            "the manifold, a manifold whose curvature overflowed, or distances whose p-th "
+            "power overflows the dtype)"
+        )
+    return C

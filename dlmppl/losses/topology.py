@@ -10,8 +10,9 @@ al. 2018; Gabrielsson et al. 2020; Carrière et al. 2021).
 
 Which library does what:
 
-* Vietoris–Rips, H0 only: a minimum spanning tree (Prim's algorithm, numpy);
-  the MST edges are exactly the H0 death edges.
+* Vietoris–Rips H0: a minimum spanning tree (Prim's algorithm, numpy); the
+  MST edges are exactly the H0 death edges (used for every ``maxdim``, so H0
+  does not depend on it).
 * Vietoris–Rips, H1 and above: ``giotto-ph`` (``gph.ripser_parallel`` with
   ``return_generators=True``; a ripser-style cohomology algorithm that returns
   the critical edges of every pair), run on one thread.
@@ -35,7 +36,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .ot import _geodesic, pairwise_distance
+from ._checks import check_cloud, check_distance_matrix, check_finite, check_int
+from .ot import _geodesic, _is_metric_field, pairwise_distance
 
 __all__ = [
     "rips_pairs",
@@ -53,27 +55,30 @@ __all__ = [
 def _mst_edges(D: np.ndarray) -> np.ndarray:
     """H0 death edges of the Rips filtration of ``D``: a minimum spanning tree, ``(n-1, 2)``.
 
-    Prim's algorithm on the dense matrix, O(n²) (scipy's Kruskal sorts all n²
-    entries, several times slower here).
+    Prim's algorithm on the dense matrix, O(n²) time and O(n) memory beyond
+    ``D`` (read one row per step, never copied or written; scipy's Kruskal
+    sorts all n² entries, several times slower here).
     """
     n = D.shape[0]
     edges = np.zeros((max(n - 1, 0), 2), dtype=np.int64)
     if n < 2:
         return edges
-    # columns of vertices already in the tree are set to inf, so that one
-    # comparison per step finds the vertices whose distance to the tree drops
-    Dm = np.array(D, dtype=np.float64, copy=True)
-    Dm[:, 0] = np.inf
-    best = Dm[0].copy()
+    in_tree = np.zeros(n, dtype=bool)
+    in_tree[0] = True
+    best = np.array(D[0], dtype=np.float64)
+    best[0] = np.inf
     parent = np.zeros(n, dtype=np.int64)
+    upd = np.empty(n, dtype=bool)
     for t in range(n - 1):
         j = int(np.argmin(best))
         edges[t, 0], edges[t, 1] = parent[j], j
-        Dm[:, j] = np.inf
+        in_tree[j] = True
         best[j] = np.inf
-        dj = Dm[j]
-        upd = dj < best
-        best = np.where(upd, dj, best)
+        dj = D[j]
+        # vertices outside the tree whose distance to it drops
+        np.less(dj, best, out=upd)
+        upd &= ~in_tree
+        np.copyto(best, dj, where=upd)
         parent[upd] = j
     return edges
 
@@ -84,9 +89,12 @@ def rips_pairs(D, maxdim: int = 1) -> list[np.ndarray]:
     Parameters
     ----------
     D : array or Tensor, shape ``(n, n)``
-        symmetric distance matrix (zero diagonal).
+        symmetric, non-negative, finite distance matrix with a zero diagonal,
+        up to rounding (tolerance ``8 √ε max|D|``, ε the dtype's machine
+        epsilon; the pairing uses ``(D + Dᵀ)/2`` with a zero diagonal);
+        anything else is a ``ValueError`` naming ``D``.
     maxdim : int
-        highest homology dimension.
+        highest homology dimension, ``>= 0``.
 
     Returns
     -------
@@ -94,17 +102,22 @@ def rips_pairs(D, maxdim: int = 1) -> list[np.ndarray]:
     shape ``(m0, 2)`` (the edge whose length is the death value of an H0
     class; births are 0), ``pairs[k]`` for ``k ≥ 1`` has shape ``(mk, 4)``
     (birth edge ``(i, j)``, death edge ``(u, v)``).  Essential classes (the
-    one infinite H0 bar) are left out.  Computed on CPU: an MST for ``maxdim
-    = 0``, giotto-ph (Pérez, Hess, Tauzin et al. 2021, ripser algorithm of
-    Bauer 2021) otherwise.
+    one infinite H0 bar) are left out.  Computed on CPU: H0 from a minimum
+    spanning tree (its ``n - 1`` edges, zero-length ones included, whatever
+    ``maxdim``), H1 and above from giotto-ph (Pérez, Hess, Tauzin et al.
+    2021, ripser algorithm of Bauer 2021), which leaves out zero-length bars.
     """
+    maxdim = check_int(maxdim, "maxdim", 0)
     if isinstance(D, torch.Tensor):
-        D = D.detach().cpu().numpy()
-    D = np.asarray(D)
-    if D.ndim != 2 or D.shape[0] != D.shape[1]:
-        raise ValueError(f"D: expected a square distance matrix, got shape {D.shape}")
-    if maxdim < 0:
-        raise ValueError(f"maxdim: must be >= 0, got {maxdim}")
+        if not D.is_floating_point():
+            D = D.to(torch.float64)
+        D = D.detach().to(_pairing_dtype(D.dtype)[0]).cpu().numpy()
+    D = check_distance_matrix(np.asarray(D), "D")
+    return _rips_pairs(D, maxdim)
+
+
+def _rips_pairs(D: np.ndarray, maxdim: int) -> list[np.ndarray]:
+    """:func:`rips_pairs` on a checked matrix (symmetric, zero diagonal, finite)."""
     if maxdim == 0 or D.shape[0] < 3:
         out = [_mst_edges(D)]
         out += [np.zeros((0, 4), dtype=np.int64) for _ in range(maxdim)]
@@ -122,8 +135,11 @@ def rips_pairs(D, maxdim: int = 1) -> list[np.ndarray]:
     res = ripser_parallel(
         D, metric="precomputed", maxdim=maxdim, return_generators=True, n_threads=1
     )
-    fin0, fin_hi = res["gens"][0], res["gens"][1]
-    out = [np.asarray(fin0, dtype=np.int64).reshape(-1, 3)[:, 1:]]
+    fin_hi = res["gens"][1]
+    # H0 from the MST in every case: ripser leaves out zero-length bars
+    # (coincident points), the MST keeps its n - 1 edges, and H0 must not
+    # depend on maxdim
+    out = [_mst_edges(D)]
     for k in range(1, maxdim + 1):
         g = fin_hi[k - 1] if k - 1 < len(fin_hi) else np.zeros((0, 4))
         out.append(np.asarray(g, dtype=np.int64).reshape(-1, 4))
@@ -133,42 +149,85 @@ def rips_pairs(D, maxdim: int = 1) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- diagrams
 
 
-def _distance_matrix_nograd(x, manifold):
-    with torch.no_grad():
-        if manifold is None:
-            D = torch.cdist(x, x)
-            D.fill_diagonal_(0.0)
-            return D
-        D = pairwise_distance(x, x, manifold)
-        D.fill_diagonal_(0.0)
-        return D
+# Elements of one block of intermediate tensors when the pairing matrix is
+# built: a block of rows times all points times the ambient dimension.  Small
+# enough that the geodesic formulas' temporaries stay a few MB whatever n is.
+_BLOCK = 1 << 18
+
+
+def _pairing_dtype(dtype: torch.dtype):
+    return (torch.float64, np.float64) if dtype == torch.float64 else (torch.float32, np.float32)
+
+
+def _pairing_matrix(x: torch.Tensor, manifold, name: str) -> np.ndarray:
+    """Distance matrix of the cloud ``x`` for the CPU pairing: numpy, no autograd.
+
+    Built by blocks of rows straight into one ``(n, n)`` array in the points'
+    precision (float64 for float64 points, float32 otherwise), so the peak
+    memory is that array plus a few MB of temporaries, whatever the manifold's
+    formula allocates per pair.  The values are the same formulas as the
+    gathered, differentiable ones (:func:`dlmppl.losses.pairwise_distance`).
+    """
+    n, dim = x.shape
+    tdt, ndt = _pairing_dtype(x.dtype)
+    if manifold is not None and _is_metric_field(manifold):
+        with torch.no_grad():
+            D = pairwise_distance(x.detach(), x.detach(), manifold).to(tdt).cpu().numpy().copy()
+    else:
+        D = np.empty((n, n), dtype=ndt)
+        step = max(1, _BLOCK // max(1, n * dim))
+        with torch.no_grad():
+            # half precision has no cdist: pair in float32 (no copy otherwise)
+            xd = x.detach().to(tdt)
+            for s0 in range(0, n, step):
+                xb = xd[s0 : s0 + step]
+                if manifold is None:
+                    blk = torch.cdist(xb, xd, compute_mode="donot_use_mm_for_euclid_dist")
+                else:
+                    blk = _geodesic(xb[:, None, :], xd[None, :, :], manifold)
+                D[s0 : s0 + step] = blk.to(tdt).cpu().numpy()
+    if D.size and not np.isfinite(D).all():
+        raise ValueError(
+            f"{name}: the distances between these points are not finite (points off the "
+            "manifold, or a manifold whose curvature overflowed)"
+        )
+    np.fill_diagonal(D, 0.0)
+    return D
 
 
 class _Edges:
     """Differentiable edge lengths, from points (with a manifold) or a distance matrix."""
 
-    def __init__(self, data, manifold=None, distances=False):
-        self.data, self.manifold, self.distances = data, manifold, distances
+    def __init__(self, data, manifold=None, distances=False, name="points"):
+        self.data, self.manifold, self.distances, self.name = data, manifold, distances, name
 
-    def matrix_nograd(self):
+    def matrix_nograd(self) -> np.ndarray:
+        """The checked matrix the pairing runs on (host, numpy)."""
         if self.distances:
-            return self.data.detach()
-        return _distance_matrix_nograd(self.data.detach(), self.manifold)
+            tdt, _ = _pairing_dtype(self.data.dtype)
+            return check_distance_matrix(self.data.detach().to(tdt).cpu().numpy(), self.name)
+        return _pairing_matrix(self.data, self.manifold, self.name)
 
     def __call__(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         if self.distances:
-            return self.data[i, j]
+            # the pairing sees (D + Dᵀ)/2: gather the same symmetric value
+            return 0.5 * (self.data[i, j] + self.data[j, i])
         return _geodesic(self.data[i], self.data[j], self.manifold)
 
 
 def _check_points(x, name, distances=False):
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if distances:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 2 or x.shape[0] != x.shape[1]:
             raise ValueError(f"{name}: expected a square distance matrix, got {tuple(x.shape)}")
-    elif x.dim() != 2:
-        raise ValueError(f"{name}: expected a point cloud of shape (n, D), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+        return  # values: check_distance_matrix, on the host copy
+    check_cloud(x, name)
+    # the pairing copies the values to the host anyway: no extra synchronisation
+    # beyond the one the solver needs
+    check_finite(x, name)
 
 
 def persistence(
@@ -184,9 +243,13 @@ def persistence(
     Parameters
     ----------
     points_or_distances : Tensor
-        a point cloud ``(n, D)`` (distances are the geodesic distances of
-        ``manifold``, Euclidean when ``None``) or, with ``distances=True``, a
-        symmetric distance matrix ``(n, n)``.
+        a point cloud ``(n, D)`` of finite points (distances are the geodesic
+        distances of ``manifold``, Euclidean when ``None``) or, with
+        ``distances=True``, a distance matrix ``(n, n)``: finite,
+        non-negative, symmetric, zero diagonal, up to the rounding tolerance
+        of :func:`rips_pairs` (the diagrams use ``(D + Dᵀ)/2``).  Anything
+        else is a ``ValueError`` naming ``points_or_distances``.  An empty
+        cloud (``n = 0``) has empty diagrams.
     maxdim : int
         diagrams for homology dimensions ``0..maxdim``.
     manifold : geoopt manifold or None
@@ -205,22 +268,28 @@ def persistence(
     input's device and dtype; births of H0 are 0.  With ``return_pairs``:
     ``(dgms, pairs)``.
 
-    The pairing runs on CPU (see :func:`rips_pairs`); only the critical
-    distances are recomputed with autograd, so backward costs ``O(#pairs)``.
+    The pairing runs on CPU (see :func:`rips_pairs`) on a distance matrix
+    built without autograd, by blocks of rows, in the points' precision (one
+    ``n × n`` array: 100 MB at ``n = 5000`` in float32, whatever the
+    manifold); only the critical distances are recomputed with autograd, on
+    the inputs' device, so backward costs ``O(#pairs)``.
     References: Edelsbrunner & Harer, "Computational Topology", 2010; Bauer,
     "Ripser", J. Appl. Comput. Topol. 2021; Carrière et al., "Optimizing
     persistent homology based functions", ICML 2021.
     """
     x = points_or_distances
     _check_points(x, "points_or_distances", distances)
-    edges = _Edges(x, manifold, distances)
-    pairs = rips_pairs(edges.matrix_nograd(), maxdim)
+    maxdim = check_int(maxdim, "maxdim", 0)
+    edges = _Edges(x, manifold, distances, "points_or_distances")
+    D = edges.matrix_nograd()
+    pairs = _rips_pairs(D, maxdim)
+    del D  # the n² pairing matrix is not needed for the gathering
     dev = x.device
     pairs_t = [torch.as_tensor(p, device=dev) for p in pairs]
     p0 = pairs_t[0]
     death0 = edges(p0[:, 0], p0[:, 1])
     dgms = [torch.stack([torch.zeros_like(death0), death0], -1)]
-    if essential:
+    if essential and x.shape[0] > 0:
         inf = torch.tensor([[0.0, math.inf]], dtype=x.dtype, device=dev)
         dgms[0] = torch.cat([dgms[0], inf], 0)
     for p in pairs_t[1:]:
@@ -238,9 +307,12 @@ def cubical_persistence(
     Parameters
     ----------
     f : Tensor, shape ``(H, W)`` or any ``(n1, ..., nd)``
-        values on the top-dimensional cells (pixels, voxels).
+        finite values on the top-dimensional cells (pixels, voxels); NaN or
+        inf is a ``ValueError`` naming ``f``.  Integer images are read in
+        the default float dtype.  An empty ``f`` (a zero-length axis) has
+        empty diagrams.
     maxdim : int, optional
-        highest homology dimension (default ``d - 1``).
+        highest homology dimension (default ``d - 1``), ``>= 0``.
     superlevel : bool
         filter by superlevel sets (``-f``'s sublevel sets; values are reported
         in ``f``'s units, births above deaths).
@@ -258,9 +330,23 @@ def cubical_persistence(
 
     if not isinstance(f, torch.Tensor) or f.dim() < 1:
         raise ValueError("f: expected a tensor with at least one dimension")
-    g = -f if superlevel else f
-    maxdim = f.dim() - 1 if maxdim is None else maxdim
-    cc = gudhi.CubicalComplex(top_dimensional_cells=g.detach().cpu().numpy())
+    if f.is_complex():
+        raise ValueError(f"f: expected real values, got {f.dtype}")
+    if not f.is_floating_point():
+        # an integer image (uint8...): values in the default float dtype, so
+        # that superlevel sets (-f) and the essential bars (inf) are exact
+        f = f.to(torch.get_default_dtype())
+    maxdim = f.dim() - 1 if maxdim is None else check_int(maxdim, "maxdim", 0)
+    if f.numel() == 0:
+        # gudhi's CubicalComplex crashes the process on an empty array
+        return [f.new_zeros((0, 2)) for _ in range(maxdim + 1)]
+    g = (-f if superlevel else f).detach().to(torch.float64).cpu().numpy()
+    # checked on the host copy gudhi needs anyway: a NaN crashes gudhi, an
+    # inf gives empty diagrams
+    if not np.isfinite(g).all():
+        bad = "NaN" if np.isnan(g).any() else "an infinite value"
+        raise ValueError(f"f: values must be finite, got {bad}")
+    cc = gudhi.CubicalComplex(top_dimensional_cells=np.ascontiguousarray(g))
     cc.compute_persistence(homology_coeff_field=2)
     regular, ess = cc.cofaces_of_persistence_pairs()
     # gudhi numbers the top cells with the first axis varying fastest
@@ -312,14 +398,17 @@ def topological(
     Parameters
     ----------
     x : Tensor, shape ``(n, D)``
-        input batch (flattened).
+        input batch (flattened), finite.
     z : Tensor, shape ``(n, d)``
-        latent codes, ambient coordinates of ``z_manifold``.
+        latent codes, ambient coordinates of ``z_manifold``, finite.  NaN or
+        inf coordinates in ``x`` or ``z`` are a ``ValueError`` naming them; an
+        empty batch (``n = 0``) has loss 0.
     z_manifold, x_manifold : geoopt manifolds or None (Euclidean)
     dims : homology dimensions used (``(0,)`` takes the fast MST path).
     normalize : bool
         divide each distance matrix by its largest entry (as in the authors'
-        code), making the loss scale-free.
+        code), making the loss scale-free (a cloud of coincident points,
+        diameter 0, is left undivided).
 
     Returns
     -------
@@ -333,10 +422,14 @@ def topological(
     dims = tuple(sorted(set(int(k) for k in dims)))
     if not dims or dims[0] < 0:
         raise ValueError(f"dims: expected non-negative homology dimensions, got {dims}")
-    ex, ez = _Edges(x, x_manifold), _Edges(z, z_manifold)
-    Dx, Dz = ex.matrix_nograd(), ez.matrix_nograd()
-    pairs_x = rips_pairs(Dx, dims[-1])
-    pairs_z = rips_pairs(Dz, dims[-1])
+    ex, ez = _Edges(x, x_manifold, name="x"), _Edges(z, z_manifold, name="z")
+    # one n² pairing matrix alive at a time
+    Dx = ex.matrix_nograd()
+    pairs_x, far_x = _rips_pairs(Dx, dims[-1]), _argmax_edge(Dx)
+    del Dx
+    Dz = ez.matrix_nograd()
+    pairs_z, far_z = _rips_pairs(Dz, dims[-1]), _argmax_edge(Dz)
+    del Dz
     dev = z.device
     cx = torch.as_tensor(_critical_edges([torch.as_tensor(p) for p in pairs_x], dims), device=dev)
     cz = torch.as_tensor(_critical_edges([torch.as_tensor(p) for p in pairs_z], dims), device=dev)
@@ -344,17 +437,32 @@ def topological(
     ax = ex(e[:, 0], e[:, 1])
     az = ez(e[:, 0], e[:, 1])
     if normalize:
-        ax = ax / _max_edge(ex, Dx)
-        az = az / _max_edge(ez, Dz)
+        ax = _divide_by_diameter(ax, ex, far_x)
+        az = _divide_by_diameter(az, ez, far_z)
     return 0.5 * (ax.to(az.dtype) - az).pow(2).sum()
 
 
-def _max_edge(edges: _Edges, D: torch.Tensor) -> torch.Tensor:
-    idx = int(torch.argmax(D))
-    n = D.shape[0]
-    i = torch.tensor([idx // n], device=D.device)
-    j = torch.tensor([idx % n], device=D.device)
-    return edges(i, j)[0]
+def _argmax_edge(D: np.ndarray) -> tuple[int, int]:
+    """Vertices of the longest edge of the (host) pairing matrix, ``(0, 0)`` if empty."""
+    if D.size == 0:
+        return 0, 0
+    idx = int(np.argmax(D))
+    return idx // D.shape[0], idx % D.shape[0]
+
+
+def _divide_by_diameter(v: torch.Tensor, edges: _Edges, far: tuple[int, int]) -> torch.Tensor:
+    """``v / diam`` with the diameter gathered differentiably; ``v`` unchanged if ``diam = 0``.
+
+    A cloud of one point, or of coincident points, has diameter 0 and every
+    persistence 0: dividing would give 0/0 = NaN.
+    """
+    if edges.data.shape[0] == 0:
+        return v
+    dev = edges.data.device
+    i = torch.tensor([far[0]], device=dev)
+    j = torch.tensor([far[1]], device=dev)
+    diam = edges(i, j)[0]
+    return v / torch.where(diam > 0, diam, torch.ones_like(diam))
 
 
 def _to_diag_cost(dg: torch.Tensor, internal_p: float) -> torch.Tensor:
@@ -378,7 +486,9 @@ def diagram_distance(
     d2 : Tensor, shape ``(m2, 2)``
         finite (birth, death) pairs.
     order : float
+        ``q``, finite and ``>= 1``.
     internal_p : float
+        ``r``, in ``[1, inf]``.
 
     Returns
     -------
@@ -392,12 +502,18 @@ def diagram_distance(
             raise ValueError(f"{name}: expected a diagram tensor of shape (m, 2)")
         if not bool(torch.isfinite(d).all()):
             raise ValueError(f"{name}: diagram has non-finite values (drop essential bars)")
-    if order < 1:
-        raise ValueError(f"order: must be >= 1, got {order}")
+    if not (order >= 1 and math.isfinite(order)):
+        raise ValueError(
+            f"order: must be finite and >= 1, got {order} (the bottleneck distance, order = inf, "
+            "is gudhi.bottleneck_distance)"
+        )
+    if not internal_p >= 1:
+        raise ValueError(f"internal_p: must be >= 1 (a norm on the plane), got {internal_p}")
     d2 = d2.to(dtype=d1.dtype, device=d1.device)
     m1, m2 = d1.shape[0], d2.shape[0]
     if m1 + m2 == 0:
-        return d1.new_zeros(())
+        # zero, still attached to both diagrams' graphs (backward gives zeros)
+        return d1.sum() * 0 + d2.sum() * 0
     diff = d1[:, None, :] - d2[None, :, :]
     if math.isinf(internal_p):
         pp = diff.abs().amax(-1)
@@ -441,14 +557,15 @@ def topology_target_loss(
     Parameters
     ----------
     z : Tensor, shape ``(n, d)``
-        latent points (ambient coordinates of ``manifold``).
+        latent points (ambient coordinates of ``manifold``), finite (else a
+        ``ValueError`` naming ``z``); an empty cloud has no features and loss 0.
     betti : dict ``{dimension: count}``, default ``{1: 1}``.
     manifold : geoopt manifold or None
     normalize : bool
         divide by the diameter of the cloud (the loss is then scale-free and
-        bounded below).
+        bounded below; a cloud of diameter 0 has loss 0 and is left undivided).
     penalty : float
-        weight of the unwanted features.
+        weight of the unwanted features, finite and ``>= 0``.
 
     Returns
     -------
@@ -458,9 +575,12 @@ def topology_target_loss(
     betti = {1: 1} if betti is None else dict(betti)
     if not betti or min(betti) < 0 or min(betti.values()) < 0:
         raise ValueError(f"betti: expected {{dimension: count >= 0}}, got {betti}")
-    edges = _Edges(z, manifold)
+    if not (math.isfinite(penalty) and penalty >= 0):
+        raise ValueError(f"penalty: must be finite and >= 0, got {penalty}")
+    edges = _Edges(z, manifold, name="z")
     D = edges.matrix_nograd()
-    pairs = rips_pairs(D, max(betti))
+    pairs, far = _rips_pairs(D, max(betti)), _argmax_edge(D)
+    del D
     dev = z.device
     loss = z.new_zeros(())
     for k, b in betti.items():
@@ -473,5 +593,5 @@ def topology_target_loss(
         pers = torch.sort(pers, descending=True).values
         loss = loss - pers[:b].sum() + penalty * pers[b:].sum()
     if normalize:
-        loss = loss / _max_edge(edges, D)
+        loss = _divide_by_diameter(loss, edges, far)
     return loss
