@@ -104,7 +104,10 @@ def riemannian_normal_log_prob(loc, z, k, scale, dps):
     with mp.workdps(30):
         area = 2 * mp.pi ** (mp.mpf(d) / 2) / mp.gamma(mp.mpf(d) / 2)
         Rq = mp.mpf(R)
-        integral = mp.quad(lambda t: mp.exp(-t * t / (2 * s * s)) * (Rq * mp.sinh(t / Rq)) ** (d - 1), [0, s, 4 * s, 40 * s])
+        if d == 2:  # ∫ e^{-t²/2σ²} R sinh(t/R) dt = R σ √(π/2) e^{σ²/2R²} erf(σ/(√2 R))
+            integral = Rq * s * mp.sqrt(mp.pi / 2) * mp.exp(s * s / (2 * Rq * Rq)) * mp.erf(s / (mp.sqrt(2) * Rq))
+        else:
+            integral = mp.quad(lambda t: mp.exp(-t * t / (2 * s * s)) * (Rq * mp.sinh(t / Rq)) ** (d - 1), [0, s, 4 * s, 40 * s])
         return float(-mp.mpf(r) ** 2 / (2 * s * s) - mp.log(area * integral))
 
 

@@ -126,9 +126,9 @@ def test_leapfrog_far_out_conserves_energy_and_is_reversible(radius):
 
     state = ({"z": z0}, {"z": r0})
     h0 = energy(*state)
-    for step in (0.02, 0.2):
-        z1, r1, _, _ = riemannian_leapfrog(state[0], state[1], potential, lambda r: {}, {"z": g}, step, 25)
+    for step in (0.05, 0.25):
+        z1, r1, _, _ = riemannian_leapfrog(state[0], state[1], potential, lambda r: {}, {"z": g}, step, 10)
         assert abs(energy(z1, r1) - h0) <= 2 * step**2, (step, energy(z1, r1), h0)
-        z2, r2, _, _ = riemannian_leapfrog(z1, {"z": -r1["z"]}, potential, lambda r: {}, {"z": g}, step, 25)
+        z2, r2, _, _ = riemannian_leapfrog(z1, {"z": -r1["z"]}, potential, lambda r: {}, {"z": g}, step, 10)
         assert ref.dist(z0, z2["z"], 1.0, ref.digits(radius + 3)) <= 1e-9
         assert (_frame(z0, r2["z"], radius) + _frame(z0, r0, radius)).norm() <= 1e-9
