@@ -15,6 +15,7 @@ import geoopt
 import torch
 from torch.distributions import constraints as _tc
 
+from . import lmath
 from . import manifolds as _m
 
 __all__ = ["ManifoldConstraint", "manifold", "tolerance", "violation"]
@@ -48,11 +49,8 @@ def violation(M, x: torch.Tensor) -> torch.Tensor:
     if isinstance(base, geoopt.Sphere):
         v = (x.norm(dim=-1) - 1).abs()
     elif isinstance(base, geoopt.Lorentz):
-        k = torch.as_tensor(base.k, dtype=x.dtype, device=x.device)
-        x0 = x[..., 0]
-        quad = -x0 * x0 + x[..., 1:].pow(2).sum(-1)
-        v = (quad + k.squeeze(-1) if k.dim() else quad + k).abs() / (1 + x0 * x0)
-        v = torch.where(x0 > 0, v, torch.full_like(v, float("inf")))
+        # as |x_0 - hypot(√k, |x_s|)| (x_0 + ...) / (1 + x_0²): x_0² overflows in float32 beyond radius 44
+        v = lmath.violation(x, torch.as_tensor(base.k, dtype=x.dtype, device=x.device))
     elif isinstance(base, geoopt.Stereographic):
         k = torch.as_tensor(base.k, dtype=x.dtype, device=x.device)
         one_plus = 1 + k * x.pow(2).sum(-1, keepdim=True)

@@ -45,7 +45,7 @@ from geoopt.manifolds import (
     UpperHalf,
 )
 
-from . import kmath
+from . import kmath, lmath
 
 __all__ = [
     "BirkhoffPolytope",
@@ -301,12 +301,58 @@ class Lorentz(geoopt.Lorentz):
     __doc__ = (
         "Hyperboloid ``⟨x, x⟩_L = -k`` (curvature ``-1/k``) whose ``k`` may be a number,\n"
         "    a learnable parameter, or a tensor that keeps its autograd graph (e.g. a\n"
-        "    network output of shape ``batch_shape + (1,)``)."
+        "    network output of shape ``batch_shape + (1,)``).\n\n"
+        "    Distances, ``exp``/``log`` (at any point and at the origin), inner products,\n"
+        "    projections, the Riemannian gradient and the point check use the\n"
+        "    cancellation-free forms of :mod:`dlmppl.lmath` (geoopt's Minkowski-product\n"
+        "    formulas are wrong far from the origin: ``dist`` is 0 for points at distance 1\n"
+        "    at radius 20 in float64); tangent vectors are read from their spatial part."
     )
 
     def __init__(self, k=1.0, learnable=False):
         torch.nn.Module.__init__(self)
         _store_curvature(self, "k", k, learnable)
+
+    def _kk(self, x):
+        return torch.as_tensor(self.k).to(dtype=x.dtype, device=x.device)
+
+    def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5, dim=-1):
+        ok = bool((lmath.violation(x, self._kk(x)) <= atol + rtol).all())
+        return ok, None if ok else f"'x' violates ⟨x, x⟩_L = -k by more than {atol + rtol:g} (relative)"
+
+    def dist(self, x, y, *, keepdim=False, dim=-1):
+        return lmath.dist(x, y, self._kk(x), keepdim=keepdim)
+
+    def dist0(self, x, *, keepdim=False, dim=-1):
+        return lmath.dist0(x, self._kk(x), keepdim=keepdim)
+
+    def egrad2rgrad(self, x, u, *, dim=-1):
+        return lmath.egrad2rgrad(x, u, self._kk(x))
+
+    def projx(self, x, *, dim=-1):
+        return lmath.project(x, self._kk(x))
+
+    def proju(self, x, v, *, dim=-1):
+        return lmath.tangent_project(x, v, self._kk(x))
+
+    def inner(self, x, u, v=None, *, keepdim=False, dim=-1):
+        return lmath.inner(x, u, u if v is None else v, self._kk(x), keepdim=keepdim)
+
+    def expmap(self, x, u, *, norm_tan=True, project=True, dim=-1):
+        # the spatial part of u defines the tangent vector (the Minkowski projection of a
+        # tangent vector is ill-conditioned far out); the result is on the hyperboloid
+        return lmath.expmap(x, u, self._kk(x))
+
+    def expmap0(self, u, *, project=True, dim=-1):
+        return lmath.expmap0(u, self._kk(u))
+
+    def logmap(self, x, y, *, dim=-1):
+        return lmath.logmap(x, y, self._kk(x))
+
+    def logmap0(self, y, *, dim=-1):
+        return lmath.logmap0(y, self._kk(y))
+
+    retr = expmap
 
 
 class CurvatureParameter(torch.nn.Module):

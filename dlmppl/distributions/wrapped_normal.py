@@ -22,7 +22,9 @@ Origins and frames (``e_i`` the standard basis of the ambient space):
   the chart.  So ``z = loc ⊕_κ exp0_κ(v / 2)`` and, conversely,
   ``v = 2 log0_κ((-loc) ⊕_κ z)`` (:mod:`dlmppl.kmath`, smooth through κ = 0).
 * Lorentz model ``⟨x, x⟩_L = -k``: ``o = (√k, 0, …, 0)``, frame ``e_1 … e_d``.
-  Transport from ``o`` is smooth on the whole hyperboloid.
+  Transport from ``o`` is smooth on the whole hyperboloid; ``exp``/``log`` in this
+  frame are :func:`dlmppl.lmath.exp_frame` / :func:`~dlmppl.lmath.log_frame`, free of
+  the Minkowski-product cancellation far from the origin.
 * Sphere ``S^d ⊂ R^{d+1}`` (geoopt ``Sphere`` / ``SphereExact``): base point
   ``o = e_0 = (1, 0, …, 0)``, frame ``e_1 … e_d``, transported along the
   minimising geodesic; this frame is smooth everywhere except at ``loc = -e_0``
@@ -91,7 +93,7 @@ import torch
 from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
-from .. import kmath
+from .. import kmath, lmath
 from .. import manifolds as _manifolds
 from .base import ManifoldDistribution
 
@@ -159,24 +161,6 @@ def _safe_norm(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
 
 
-def _asinhc(t: torch.Tensor) -> torch.Tensor:
-    """``asinh(t)/t`` for ``t ≥ 0``, smooth at 0."""
-    eps = 1e-3 if t.dtype == torch.float64 else 2e-2
-    small = t < eps
-    ts = torch.where(small, torch.ones_like(t), t)
-    t2 = t * t
-    series = 1 - t2 / 6 + 3 * t2 * t2 / 40
-    return torch.where(small, series, torch.asinh(ts) / ts)
-
-
-def _lorentz_origin_transport(loc, v, k):
-    """Spatial part of the tangent vector at ``loc`` with frame coordinates ``v`` (transported from ``o``)."""
-    sk = k.sqrt()
-    mu0, mus = loc[..., :1], loc[..., 1:]
-    coef = (mus * v).sum(-1, keepdim=True) / (k + sk * mu0)
-    return v + coef * mus  # spatial part; the time part is coef * (√k + μ_0)
-
-
 def _sphere_axis(loc: torch.Tensor) -> torch.Tensor:
     r"""``n`` (``(..., d)``) with ``n nᵀ = μ_s μ_sᵀ / (1 + μ_0)``, the rank-one part of the transport ``e_0 → loc``.
 
@@ -229,13 +213,8 @@ def exp_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, v: torch.Tensor) ->
         return kmath.project(kmath.expmap_coords(loc, v, p), p)
     r = _safe_norm(v)
     if kind == "lorentz":
-        us = _lorentz_origin_transport(loc, v, p)
-        sk = p.sqrt()
-        # sinh(r/√k)·√k / r = sin_κ(r)/r with κ = -1/k (smooth at r = 0)
-        s = torch.exp(kmath.log_sin_k_ratio(r, -1.0 / p))
-        zs = torch.cosh(r / sk) * loc[..., 1:] + s * us
-        z0 = (p + zs.pow(2).sum(-1, keepdim=True)).sqrt()
-        return torch.cat([z0, zs], -1)
+        # cancellation-free boost of exp_o(v) (dlmppl.lmath): accurate far from the origin
+        return lmath.exp_frame(loc, v, p)
     if kind == "sphere":
         u = _sphere_frame(loc, v)
         z = torch.cos(r) * loc + torch.sinc(r / math.pi) * u
@@ -250,13 +229,8 @@ def log_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, z: torch.Tensor) ->
     if kind == "stereo":
         return kmath.logmap_coords(loc, z, p)
     if kind == "lorentz":
-        sk = p.sqrt()
-        mu0, mus = loc[..., :1], loc[..., 1:]
-        a = -mu0 * z[..., :1] + (mus * z[..., 1:]).sum(-1, keepdim=True)
-        w0 = z[..., :1] + a / p * mu0
-        ws = z[..., 1:] + a / p * mus
-        vp = ws - w0 * mus / (sk + mu0)
-        return vp * _asinhc(_safe_norm(vp) / sk)
+        # y seen from loc without the cancelling Minkowski product (dlmppl.lmath)
+        return lmath.log_frame(loc, z, p)
     if kind == "sphere":
         c = (loc * z).sum(-1, keepdim=True)
         w = z - c * loc

@@ -23,7 +23,8 @@ Euclidean                          straight lines
 Sphere / SphereExact (unit)        great circles
 Stereographic, PoincareBall,       κ-stereographic closed forms of :mod:`dlmppl.kmath`, any
 SphereProjection (+ Exact)         sign of κ including 0, batched κ (Bachmann et al. 2020)
-Lorentz(k)                         hyperboloid ⟨x,x⟩_L = -k, curvature -1/k (Nickel & Kiela 2018)
+Lorentz(k)                         hyperboloid ⟨x,x⟩_L = -k, curvature -1/k (Nickel & Kiela 2018);
+                                   cancellation-free closed forms of :mod:`dlmppl.lmath`
 EuclideanStiefel(+Exact)           embedded metric tr(ΔᵀΔ); exp by the matrix exponential of
                                    Edelman, Arias & Smith 1998 (eq. 2.14)
 CanonicalStiefel / Stiefel()       canonical metric tr(Δᵀ(I-½XXᵀ)Δ); exp of Edelman et al.
@@ -75,7 +76,7 @@ import geoopt
 import torch
 
 from .. import constraints as _constraints
-from .. import kmath
+from .. import kmath, lmath
 from .. import manifolds as _m
 
 __all__ = [
@@ -177,13 +178,6 @@ def _ratio_sin(r):
     return torch.where(small, 1 - r * r / 6 + r**4 / 120, torch.sin(rs) / rs)
 
 
-def _ratio_sinh(r):
-    """``sinh(r)/r`` with the limit 1 at 0."""
-    small = r.abs() < 1e-3
-    rs = torch.where(small, torch.ones_like(r), r)
-    return torch.where(small, 1 + r * r / 6 + r**4 / 120, torch.sinh(rs) / rs)
-
-
 def _safe_norm(x, dims=(-1,)):
     return x.pow(2).sum(dims, keepdim=True).clamp_min(_tiny(x)).sqrt()
 
@@ -244,11 +238,6 @@ def _scale(M):
 def _lorentz_k(M, x):
     k = torch.as_tensor(_m._base(M).k, dtype=x.dtype, device=x.device)
     return k
-
-
-def _minkowski(u, v):
-    uv = u * v
-    return uv[..., 1:].sum(-1, keepdim=True) - uv[..., :1]
 
 
 def _stereo_k(M, x):
@@ -382,9 +371,8 @@ def expmap(manifold, x, v):
     if kind == "stereographic":
         return kmath.expmap(x, v, _stereo_k(manifold, x))
     if kind == "lorentz":
-        k = _lorentz_k(manifold, x)
-        r = _minkowski(v, v).clamp_min(_tiny(v)).sqrt() / k.sqrt()
-        return torch.cosh(r) * x + _ratio_sinh(r) * v
+        # the tangent vector is read from its spatial part (dlmppl.lmath: no cancellation far out)
+        return lmath.expmap(x, v, _lorentz_k(manifold, x))
     if kind == "stiefel_embedded":
         return _stiefel_exp_embedded(x, v)
     if kind == "stiefel_canonical":
@@ -423,12 +411,7 @@ def logmap(manifold, x, y, *, stiefel_tol=None, stiefel_max_iter=50):
     if kind == "stereographic":
         return kmath.logmap(x, y, _stereo_k(manifold, x))
     if kind == "lorentz":
-        k = _lorentz_k(manifold, x)
-        alpha = (-_minkowski(x, y) / k).clamp_min(1.0)
-        u = y - alpha * x
-        s = (alpha * alpha - 1).clamp_min(0).sqrt()  # sinh(θ)
-        theta = torch.asinh(s)
-        return u / _ratio_sinh(theta)
+        return lmath.logmap(x, y, _lorentz_k(manifold, x))
     if kind in ("stiefel_embedded", "stiefel_canonical"):
         fn = _stiefel_exp_embedded if kind == "stiefel_embedded" else _stiefel_exp_canonical
         return _stiefel_log(x, y, fn, tol=stiefel_tol, max_iter=stiefel_max_iter)
@@ -453,7 +436,8 @@ def inner(manifold, x, u, v=None):
     elif kind == "stereographic":
         out = kmath.inner(x, u, v, _stereo_k(manifold, x))
     elif kind == "lorentz":
-        out = _minkowski(u, v).squeeze(-1)
+        # ⟨u, v⟩_L of tangent vectors from their frame coordinates (no cancellation)
+        out = lmath.inner(x, u, v, _lorentz_k(manifold, x))
     elif kind in ("stiefel_embedded", "stiefel_canonical"):
         out = _stiefel_inner(x, u, v, kind == "stiefel_canonical")
     elif kind == "spd":
@@ -488,9 +472,8 @@ def distance(manifold, x, y, *, stiefel_tol=None):
     elif kind == "stereographic":
         d = kmath.dist(x, y, _stereo_k(manifold, x))
     elif kind == "lorentz":
-        k = _lorentz_k(manifold, x)
-        alpha = (-_minkowski(x, y) / k).clamp_min(1.0)
-        d = (k.sqrt() * torch.acosh(alpha)).squeeze(-1)
+        # not √k arcosh(-⟨x, y⟩_L / k): that cancels from radius ≈ 10 in float64
+        d = lmath.dist(x, y, _lorentz_k(manifold, x))
     elif kind == "spd":
         si = _sym_fn(x, torch.rsqrt)
         w = torch.linalg.eigvalsh(_sym(si @ y @ si))
@@ -549,8 +532,7 @@ def tangent_project(manifold, x, u):
     if kind == "sphere":
         return u - (x * u).sum(-1, keepdim=True) * x
     if kind == "lorentz":
-        k = _lorentz_k(manifold, x)
-        return u + _minkowski(x, u) / k * x
+        return lmath.tangent_project(x, u, _lorentz_k(manifold, x))
     if kind in ("stiefel_embedded", "stiefel_canonical"):
         return _stiefel_proju(x, u)
     if kind == "spd":

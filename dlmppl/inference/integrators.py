@@ -46,7 +46,9 @@ Closed forms (``t`` the step, ``s`` the speed):
   non-orthogonal ``expm`` of the textbook form mixes the scales ``|v|`` and
   ``1/|v|``.
 * Lorentz ``⟨x,x⟩_L = -k``: hyperbola ``x' = cosh(st/√k) x + √k sinh(st/√k)/s v``,
-  ``v' = s/√k sinh(st/√k) x + cosh(st/√k) v``, ``s² = ⟨v,v⟩_L``.
+  ``v' = s/√k sinh(st/√k) x + cosh(st/√k) v``, ``s² = ⟨v,v⟩_L``, evaluated as the boost
+  of the flow at the origin without the cancellations of these sums far from it
+  (:func:`dlmppl.lmath.geodesic_flow`; ``s`` from the frame coordinates of ``v``).
 * κ-stereographic / Poincaré ball (conformal metric ``λ_x² I``): exponential map
   and gyration parallel transport of :mod:`dlmppl.kmath`; kinetic energy
   ``½ λ_x² |v|²``, momentum ``ξ / λ_x``.
@@ -80,7 +82,7 @@ import geoopt
 import torch
 from pyro.ops.integrator import _EXCEPTION_HANDLERS
 
-from .. import kmath
+from .. import kmath, lmath
 from .. import manifolds as _m
 
 __all__ = [
@@ -280,6 +282,16 @@ class StiefelGeometry(HMCGeometry):
 
 
 class LorentzGeometry(HMCGeometry):
+    """Hyperboloid ``⟨x,x⟩_L = -k``, computed in the frame transported from the origin.
+
+    Far from the origin the ambient coordinates (size ``e^ρ``) make every Minkowski
+    product cancel (``⟨v,v⟩_L``, ``⟨x,v⟩_L``, ``cosh(st) x + ...``); momentum, kinetic
+    energy, gradient, flow and projection use the cancellation-free forms of
+    :mod:`dlmppl.lmath` instead, so that the flow conserves ``g(v, v)`` and is
+    reversible at radius 20-40 (float64).  ``covector`` is the exact Minkowski lowering
+    ``(-v_0, v_s)``; its plain sum with ``v`` cancels far out, ``kinetic`` does not.
+    """
+
     name = "Lorentz"
 
     def __init__(self, k):
@@ -288,62 +300,29 @@ class LorentzGeometry(HMCGeometry):
     def _k(self, x):
         return torch.as_tensor(self.k, dtype=x.dtype, device=x.device).detach()
 
-    @staticmethod
-    def _minkowski(a, b):
-        p = a * b
-        return p[..., 1:].sum(-1, keepdim=True) - p[..., :1]
-
     def momentum(self, x):
-        k = self._k(x)
-        xi = torch.randn_like(x[..., 1:])
-        # parallel transport of (0, ξ) from the origin (√k, 0, ..., 0): an isometry
-        y0 = x[..., :1]
-        yr = x[..., 1:]
-        rk = k.sqrt()
-        coef = (yr * xi).sum(-1, keepdim=True) / (rk * (rk + y0))
-        v0 = (yr * xi).sum(-1, keepdim=True) / rk
-        return torch.cat([v0, xi + coef * yr], -1)
+        # standard normal frame coordinates, transported from the origin (an isometry)
+        return lmath.frame_to_ambient(x, torch.randn_like(x[..., 1:]), self._k(x))
 
     def covector(self, x, v):
         return torch.cat([-v[..., :1], v[..., 1:]], -1)
 
     def kinetic(self, x, v):
-        # ⟨v,v⟩_L = |v_r|² - v_0² cancels catastrophically far from the origin (both ~ e^{2r});
-        # with v_0 = x_r·v_r / x_0 (tangency) and Lagrange's identity it is the sum of
-        # non-negative terms |x_r ∧ v_r|²/|x_r|² + k (x_r·v_r)² / (|x_r|² x_0²).
-        k = self._k(x)
-        xr, vr = x[..., 1:], v[..., 1:]
-        n2 = xr.pow(2).sum(-1)
-        dot = (xr * vr).sum(-1)
-        outer = xr.unsqueeze(-1) * vr.unsqueeze(-2)
-        wedge2 = 0.5 * (outer - outer.transpose(-1, -2)).pow(2).sum((-1, -2))
-        safe = torch.where(n2 > 0, n2, torch.ones_like(n2))
-        x0 = x[..., 0]
-        quad = torch.where(n2 > 0, wedge2 / safe + k * dot.pow(2) / (safe * x0 * x0), vr.pow(2).sum(-1))
-        return 0.5 * quad.sum()
+        # ½ |w|², w the frame coordinates of v: ⟨v,v⟩_L = |v_s|² - v_0² cancels (both ~ e^{2ρ})
+        return 0.5 * lmath.frame_from_ambient(x, v, self._k(x)).pow(2).sum()
 
     def rgrad(self, x, g):
-        k = self._k(x)
-        u = torch.cat([-g[..., :1], g[..., 1:]], -1)
-        return u + self._minkowski(x, u) * x / k
+        return lmath.egrad2rgrad(x, g, self._k(x))
 
     def flow(self, x, v, t):
-        k = self._k(x)
-        rk = k.sqrt()
-        s = self._minkowski(v, v).clamp_min(0).sqrt()
-        r = s * t / rk
-        small = s < 1e-30
-        shc = torch.where(small, torch.full_like(s, t), rk * torch.sinh(r) / torch.where(small, torch.ones_like(s), s))
-        ch = torch.cosh(r)
-        x_new = ch * x + shc * v
-        v_new = (s / rk) * torch.sinh(r) * x + ch * v
-        return self.project(x_new, v_new)
+        # exact geodesic flow, inward geodesics without cancellation (lmath.geodesic_flow)
+        return self.project(*lmath.geodesic_flow(x, v, t, self._k(x)))
 
     def project(self, x, v):
+        # x_0 from x_s and v_0 from tangency: the identity on the tangent bundle
         k = self._k(x)
-        xr = x[..., 1:]
-        x = torch.cat([(k + xr.pow(2).sum(-1, keepdim=True)).sqrt(), xr], -1)
-        return x, v + self._minkowski(x, v) * x / k
+        x = lmath.project(x, k)
+        return x, lmath.to_tangent(x, v, k)
 
 
 class StereographicGeometry(HMCGeometry):
