@@ -187,6 +187,12 @@ class ManifoldDistribution(TorchDistribution):
         dtype = self.__dict__.get("dtype")
         return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
 
+    def _floating(self, value):
+        """``value`` as a floating tensor: integer/boolean points are read in the distribution's dtype."""
+        if not isinstance(value, torch.Tensor):
+            return torch.as_tensor(value, dtype=self._dtype)
+        return value if value.is_floating_point() else value.to(self._dtype)
+
     def _validate_sample(self, value):
         """``ValueError`` naming ``value`` unless it is a batch of points of the support (module docstring)."""
         owner = type(self).__name__

@@ -73,7 +73,7 @@ from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
 from .. import kmath
-from .base import ManifoldDistribution
+from .base import ManifoldDistribution, broadcast_batch_shapes
 from .wrapped_normal import (
     _UNREPRESENTABLE_MASS,
     _check_curvature,
@@ -378,7 +378,7 @@ class RiemannianNormal(ManifoldDistribution):
             raise ValueError(f"loc: the manifold has dimension {d} for points of shape {tuple(loc.shape)}")
         p = _param(kind, manifold, loc)
         p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], scale.shape[:-1], p_batch)
+        batch_shape = broadcast_batch_shapes("RiemannianNormal", loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
         self.manifold = manifold
         self._kind = kind
         self._dim = d
@@ -426,7 +426,7 @@ class RiemannianNormal(ManifoldDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(RiemannianNormal, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = self._expanded_batch_shape(batch_shape)
         new.manifold = self.manifold
         new._kind = self._kind
         new._dim = self._dim
@@ -446,6 +446,7 @@ class RiemannianNormal(ManifoldDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
+        value = self._floating(value)
         p = _param(self._kind, self.manifold, self.loc)
         v = log_frame(self._kind, p, self.loc, value)
         r2 = v.pow(2).sum(-1, keepdim=True)

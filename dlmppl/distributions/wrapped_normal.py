@@ -95,7 +95,7 @@ from torch.distributions import constraints as _tc
 from .. import constraints as _constraints
 from .. import kmath, lmath
 from .. import manifolds as _manifolds
-from .base import ManifoldDistribution
+from .base import ManifoldDistribution, broadcast_batch_shapes
 
 __all__ = ["WrappedNormal"]
 
@@ -353,7 +353,7 @@ class WrappedNormal(ManifoldDistribution):
             scale = scale.unsqueeze(-1)
         p = _param(kind, manifold, loc)
         p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], scale.shape[:-1], p_batch)
+        batch_shape = broadcast_batch_shapes("WrappedNormal", loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
         self.manifold = manifold
         self._kind = kind
         self._dim = d
@@ -387,7 +387,7 @@ class WrappedNormal(ManifoldDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(WrappedNormal, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = self._expanded_batch_shape(batch_shape)
         new.manifold = self.manifold
         new._kind = self._kind
         new._dim = self._dim
@@ -421,6 +421,7 @@ class WrappedNormal(ManifoldDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
+        value = self._floating(value)
         kind, d = self._kind, self._dim
         p = _param(kind, self.manifold, self.loc)
         kappa = _sectional(kind, p)
