@@ -389,8 +389,7 @@ class RiemannianNormal(ManifoldDistribution):
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
         if self._validate_args:
             _check_finite_scale(self.scale)
-            if kind == "stereo":
-                _check_representable("RiemannianNormal", kind, p, self.loc, self._reach(p))
+            _check_representable("RiemannianNormal", kind, p, self.loc, self._reach(p))
 
     def _reach(self, p):
         """Bound on ``d(loc, z)`` except for probability :data:`_UNREPRESENTABLE_MASS` (shape ``batch_shape + (1,)``).

@@ -267,17 +267,47 @@ def _check_finite_scale(scale: torch.Tensor) -> None:
         raise ValueError(f"scale: must be finite (0 < scale < inf), got {int(bad.sum())} NaN/inf value(s)")
 
 
+def _lorentz_max_radius(dtype: torch.dtype, k: torch.Tensor) -> torch.Tensor:
+    """Largest radius (Riemannian units) of Lorentz(k) points whose coordinates ``√k cosh(ρ/√k)`` stay finite.
+
+    ``ρ/√k ≤ log(max/√k) - 4`` (a margin of e^4 below overflow): about ``84.7`` curvature
+    radii in float32 and ``705.8`` in float64 for ``k = 1``.
+    """
+    big = math.log(torch.finfo(dtype).max) - 4.0
+    R = k.sqrt()
+    return R * (big - torch.log(R).clamp_min(0))
+
+
 def _check_representable(cls: str, kind: str, p: torch.Tensor, loc: torch.Tensor, reach: torch.Tensor) -> None:
     """``ValueError`` naming ``scale``/``loc`` when draws may leave what ``loc.dtype`` represents.
 
     ``reach`` (``batch_shape + (1,)``, Riemannian units) bounds the distance of a draw
     from ``loc`` except for probability :data:`_UNREPRESENTABLE_MASS`; a draw can then be
     at most ``d(o, loc) + reach`` from the origin, which must stay within
-    ``kmath.max_radius(dtype)/√c`` (module docstring).  Only κ < 0 has a boundary.
+    ``kmath.max_radius(dtype)/√c`` in the Poincaré ball (module docstring; only κ < 0 has a
+    boundary) and within :func:`_lorentz_max_radius` on the hyperboloid, whose coordinates
+    grow like ``e^ρ`` and overflow beyond it.
     """
-    if kind != "stereo" or loc.numel() == 0:
+    if kind not in ("stereo", "lorentz") or loc.numel() == 0:
         return
     p, loc, reach = p.detach(), loc.detach(), reach.detach()
+    if kind == "lorentz":
+        rho = lmath.dist0(loc, p, keepdim=True)
+        limit = _lorentz_max_radius(loc.dtype, p)
+        far = torch.broadcast_tensors(rho + reach - limit, rho)[0]
+        if bool((far > 0).any()):
+            i = int(far.reshape(-1).argmax())
+            rho_i = float(rho.expand(far.shape).reshape(-1)[i])
+            reach_i = float(reach.expand(far.shape).reshape(-1)[i])
+            lim_i = float(torch.as_tensor(limit).expand(far.shape).reshape(-1)[i])
+            raise ValueError(
+                f"scale: {cls} with loc at hyperbolic radius {rho_i:.4g} and scale reaching {reach_i:.4g} "
+                f"(except for probability {_UNREPRESENTABLE_MASS:g}) puts mass beyond radius {lim_i:.4g} from the "
+                f"origin, where the Lorentz coordinates overflow {loc.dtype}; use "
+                + ("float64, " if torch.finfo(loc.dtype).eps > 1e-15 else "")
+                + "a smaller scale, or a loc nearer the origin"
+            )
+        return
     neg = p < 0
     if not bool(neg.any()):
         return
