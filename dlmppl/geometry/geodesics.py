@@ -505,6 +505,13 @@ def geodesic(manifold, x, y, t, **log_kwargs):
     ``t``: number / 0-d tensor or shape ``(T,)`` (output ``(T,) + points shape``).
     Any curvature sign (κ-stereographic through κ = 0), batched curvature.
     """
+    if _kind(manifold) == "lorentz":
+        # in frame coordinates: an ambient tangent vector far out cannot carry its component across
+        # the radius (its spatial part is ~e^r larger), so log-then-exp through it loses it (lmath)
+        k = _lorentz_k(manifold, x)
+        w = lmath.log_frame(x, y, k)
+        tt, _ = _as_t(t, w)
+        return lmath.exp_frame(x, tt * w, k)
     v = logmap(manifold, x, y, **log_kwargs)
     tt, _ = _as_t(t, v)
     return expmap(manifold, x, tt * v)
@@ -605,11 +612,18 @@ def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0, 
     def bcast(t):
         return t.reshape(t.shape + (1,) * ev)
 
+    lorentz = kind == "lorentz"  # frame coordinates at the mean (see geodesic); the frame is orthonormal
+    k = _lorentz_k(manifold, points) if lorentz else None
     for _ in range(iters):
-        g = (w * logmap(manifold, mean.unsqueeze(0), points)).sum(0)
-        if float(norm(manifold, mean, g).detach().max()) < tol:
+        if lorentz:
+            g = (w * lmath.log_frame(mean.unsqueeze(0), points, k)).sum(0)
+            gnorm = g.norm(dim=-1) * _scale(manifold)
+        else:
+            g = (w * logmap(manifold, mean.unsqueeze(0), points)).sum(0)
+            gnorm = norm(manifold, mean, g)
+        if float(gnorm.detach().max()) < tol:
             break
-        cand = expmap(manifold, mean, bcast(s) * g)
+        cand = lmath.exp_frame(mean, bcast(s) * g, k) if lorentz else expmap(manifold, mean, bcast(s) * g)
         fc = objective(cand)
         ok = fc <= f
         mean = torch.where(bcast(ok), cand, mean)
