@@ -1091,7 +1091,9 @@ def _run_parallel(job, n, num_workers, mp_context, progress):
                 f"(module-level functions, no lambdas): {e}; use mp_context='fork' or num_workers=1"
             ) from e
     ctx = multiprocessing.get_context(mp_context)
-    chunk = max(1, math.ceil(n / (4 * num_workers)))
+    # small chunks: simulations cost seconds, a task's round trip milliseconds; small chunks
+    # balance the load and keep the progress bar moving
+    chunk = max(1, min(4, n // (8 * num_workers)))
     results = []
     # the pool (and its forks) before the progress bar's monitor thread
     with ctx.Pool(num_workers, initializer=_init_worker, initargs=(job,)) as pool:
