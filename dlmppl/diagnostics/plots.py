@@ -550,8 +550,9 @@ def plot_sbc(
         p = ecdf_uniformity_test(result.ranks[q], L)
         ax.set_title(f"{q}  (p = {p:.2g})", fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axs:
-        ax.set_xlabel("fractional rank", fontsize=8)
+    for i, ax in enumerate(axs):
+        if axes is not None or i + ncols >= len(names):  # our own grid: the bottom panel of each column
+            ax.set_xlabel("fractional rank", fontsize=8)
     axs[0].set_ylabel("ECDF − uniform", fontsize=8)
     axs[0].legend(fontsize=7, loc="lower left")
     if title:
