@@ -25,6 +25,7 @@ FIGURES = {
     "04_regularized_latents": ["ot_sphere.png", "target_topology.png", "topological_vae.png"],
     "05_funnels": ["funnel_draws.png", "v_quantiles.png", "trace_v.png", "energy_softabs.png"],
     "06_stiefel_ppca": ["subspace_and_signs.png", "rotation_nonidentifiability.png"],
+    "07_sbc": ["sbc_ecdf.png", "rank_histograms.png"],
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

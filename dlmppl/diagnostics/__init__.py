@@ -1,4 +1,5 @@
-"""Diagnostics: arviz InferenceData for manifold draws, manifold-aware R-hat/ESS, PSIS, plots.
+"""Diagnostics: arviz InferenceData for manifold draws, manifold-aware R-hat/ESS, PSIS,
+simulation-based calibration (:mod:`.sbc`), plots.
 
 Plotting functions live in :mod:`dlmppl.diagnostics.plots` (imported lazily,
 so that importing the statistics does not import matplotlib).
@@ -7,6 +8,17 @@ so that importing the statistics does not import matplotlib).
 import importlib
 
 from .convert import log_likelihood, manifold_attrs, manifold_from_attrs, to_inference_data
+from .sbc import (
+    MCMCInference,
+    SBCResult,
+    SVIInference,
+    chi2_uniformity_test,
+    default_reference,
+    ecdf_band,
+    ecdf_uniformity_test,
+    sbc,
+    sbc_ranks,
+)
 from .stats import (
     frechet_mean,
     manifold_diagnostics,
@@ -28,6 +40,7 @@ _PLOTS = (
     "plot_latent_interpolation",
     "poincare_geodesic_arc",
     "lambert_equal_area",
+    "plot_sbc",
 )
 
 __all__ = [
@@ -43,6 +56,15 @@ __all__ = [
     "psislw",
     "pareto_khat",
     "psis_diagnostic",
+    "sbc",
+    "SBCResult",
+    "MCMCInference",
+    "SVIInference",
+    "sbc_ranks",
+    "default_reference",
+    "ecdf_uniformity_test",
+    "ecdf_band",
+    "chi2_uniformity_test",
     "plots",
     *_PLOTS,
 ]

@@ -18,6 +18,9 @@ with ``path=`` saves the figure as a PNG.
 * :func:`plot_latent_interpolation`: geodesic interpolations drawn in a 2-D
   latent space (Euclidean, κ-stereographic / Poincaré disk, or S² through
   the equal-area projection), optionally with the decoded path.
+* :func:`plot_sbc`: simulation-based calibration ranks as ECDF differences with
+  simultaneous bands (Säilynoja, Bürkner & Vehtari 2022), one panel per test
+  quantity.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "plot_poincare_disk",
     "plot_elbo",
     "plot_latent_interpolation",
+    "plot_sbc",
 ]
 
 
@@ -465,3 +469,93 @@ def plot_latent_interpolation(
             axes.append(a)
     axes = np.asarray(axes, dtype=object)
     return _finish(axes, path)
+
+
+# --------------------------------------------------------------------------- SBC
+
+
+def plot_sbc(
+    result,
+    *,
+    quantities=None,
+    alpha: float = 0.05,
+    ncols: int | None = None,
+    panel_size=(3.0, 2.4),
+    axes=None,
+    title: str | None = None,
+    path=None,
+):
+    """ECDF-difference plots of simulation-based calibration ranks with simultaneous bands.
+
+    For each test quantity of ``result`` (a :class:`~dlmppl.diagnostics.sbc.SBCResult`),
+    the empirical CDF ``F̂(z)`` of the fractional ranks minus the uniform CDF ``z``,
+    at ``z_j = t_j / (L + 1)`` (``F̂(z_j) = #{r < t_j} / N``), with the band that
+    uniform ranks leave *anywhere* with probability ``alpha``
+    (:func:`~dlmppl.diagnostics.sbc.ecdf_band`; Säilynoja, Bürkner & Vehtari 2022,
+    Statistics and Computing 32).  A curve leaving the band is a failed
+    calibration at level ``alpha`` (the panel title gives the ECDF test's
+    p-value).  Reading the curve (Talts et al. 2018; Säilynoja et al. 2022):
+    above zero throughout, ranks too low (posterior draws too large); below
+    zero, draws too small; above then below (ranks piled at both ends, a ∪
+    histogram), draws too narrow; below then above (a ∩ histogram), too wide.
+
+    Parameters
+    ----------
+    quantities : list of str, optional
+        Which quantities (default: all, in ``result.quantities`` order).
+    ncols : panels per row (default ``min(4, Q)``).
+    axes : array of matplotlib axes with at least ``Q`` entries, optional.
+
+    Returns
+    -------
+    ``numpy.ndarray`` of the axes used, shape ``(Q,)``.
+    """
+    from .sbc import ecdf_band, ecdf_uniformity_test
+
+    names = list(result.quantities if quantities is None else quantities)
+    unknown = [q for q in names if q not in result.ranks]
+    if unknown:
+        raise ValueError(f"plot_sbc: quantities {unknown} not in the result ({result.quantities})")
+    if not names:
+        raise ValueError("plot_sbc: no quantities to plot")
+    L, n = result.num_draws, result.num_simulations
+    z, lower, upper = ecdf_band(n, L, alpha)
+    t = np.rint(z * (L + 1)).astype(np.int64)
+    if axes is None:
+        ncols = ncols or min(4, len(names))
+        nrows = math.ceil(len(names) / ncols)
+        fig, axs = plt.subplots(
+            nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False, sharex=True
+        )
+        for a in axs.ravel()[len(names) :]:
+            a.set_visible(False)
+        axs = axs.ravel()[: len(names)]
+    else:
+        axs = np.asarray(axes, dtype=object).ravel()
+        if axs.size < len(names):
+            raise ValueError(f"plot_sbc: {len(names)} quantities need as many axes, got {axs.size}")
+        axs = axs[: len(names)]
+        fig = _figure_of(axs)
+    zz = np.concatenate([[0.0], z, [1.0]])
+    lo = np.concatenate([[0.0], lower - z, [0.0]])
+    hi = np.concatenate([[0.0], upper - z, [0.0]])
+    for ax, q in zip(axs, names, strict=True):
+        r = np.sort(result.ranks[q])
+        ecdf = np.searchsorted(r, t, side="left") / n
+        diff = np.concatenate([[0.0], ecdf - z, [0.0]])
+        inside = bool(np.all((ecdf >= lower - 1e-12) & (ecdf <= upper + 1e-12)))
+        ax.fill_between(zz, lo, hi, color="0.85", label=f"{100 * (1 - alpha):g}% simultaneous band")
+        ax.axhline(0.0, color="0.5", lw=0.6)
+        ax.plot(zz, diff, color="C0" if inside else "C3", lw=1.4)
+        p = ecdf_uniformity_test(result.ranks[q], L)
+        ax.set_title(f"{q}  (p = {p:.2g})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for i, ax in enumerate(axs):
+        if axes is not None or i + ncols >= len(names):  # our own grid: the bottom panel of each column
+            ax.set_xlabel("fractional rank", fontsize=8)
+    axs[0].set_ylabel("ECDF − uniform", fontsize=8)
+    axs[0].legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(axs, path)
