@@ -403,10 +403,17 @@ def _dist_from_relative(yt, g, R):
 
 
 def dist(x, y, k, keepdim=False):
-    """Geodesic distance ``d(x, y)``; shape ``broadcast(batch)`` (``(..., 1)`` with keepdim)."""
+    """Geodesic distance ``d(x, y)``; shape ``broadcast(batch)`` (``(..., 1)`` with keepdim).
+
+    Coincident points (equal spatial parts) give exactly 0 with a zero gradient, as a
+    Euclidean ``‖x - y‖`` does; the boost would leave ``O(eps |x_s|)`` of rounding, whose
+    direction is noise (a unit-norm gradient for a ``p = 1`` transport cost).
+    """
     yt, g, R = _relative(x, y, k)
     D, _ = _dist_from_relative(yt, g, R)
     out = R * D
+    same = (x[..., 1:] == y[..., 1:]).all(-1, keepdim=True)
+    out = torch.where(same, torch.zeros_like(out), out)
     return out if keepdim else out.squeeze(-1)
 
 

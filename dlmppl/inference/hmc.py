@@ -59,9 +59,10 @@ from pyro.util import optional
 from torch.distributions import biject_to
 from torch.distributions.transforms import identity_transform
 
+from .. import lmath
 from .. import manifolds as _m
 from ..constraints import ManifoldConstraint, violation
-from .integrators import SphereGeometry, geometry_of, potential_grad, riemannian_leapfrog
+from .integrators import LorentzGeometry, SphereGeometry, geometry_of, potential_grad, riemannian_leapfrog
 
 __all__ = ["DivergenceWarning", "RiemannianHMC", "SamplerWarning", "StepSizeWarning"]
 
@@ -182,7 +183,8 @@ def manifold_variance(geometry, draws, intrinsic_dim):
     ``x - x̄`` is nearly tangent and this is the mean squared geodesic
     distance to the mean over the dimension.  Sphere/Stiefel: the sum of the
     ambient coordinate variances (sphere: the squared geodesic distance to the
-    normalised mean instead, exact for diffuse draws too); Lorentz: ``-k - ⟨x̄, x̄⟩_L ≥ 0``;
+    normalised mean instead, exact for diffuse draws too); Lorentz: the variance of the frame
+    coordinates of ``log_c x`` at a draw ``c`` (cancellation-free far from the origin);
     κ-stereographic: ``λ_x̄²`` times the ambient variance; SPD:
     ``E tr(x̄⁻¹ Δ x̄⁻¹ Δ)``.  (Stan's windowed variance estimate, Carpenter et
     al. 2017, applied isotropically on the manifold.)
@@ -193,6 +195,12 @@ def manifold_variance(geometry, draws, intrinsic_dim):
         mu = mean / mean.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(mean.dtype).tiny)
         theta = torch.arccos((draws * mu).sum(-1).clamp(-1.0, 1.0))
         return theta.pow(2).sum() / draws.shape[0] / intrinsic_dim
+    if isinstance(geometry, LorentzGeometry):
+        # ⟨x - x̄, x - x̄⟩_L cancels far from the origin (coordinates ~ e^ρ): take the variance of the
+        # frame coordinates of log_c(x) at a draw c instead (an orthonormal frame, dlmppl.lmath)
+        v = lmath.log_frame(draws[-1].expand_as(draws), draws, geometry._k(draws))
+        v = v - v.mean(0)
+        return v.pow(2).sum() / draws.shape[0] / intrinsic_dim
     d = draws - mean
     sq = (geometry.covector(mean.expand_as(d), d) * d).sum() / draws.shape[0]
     return sq.clamp_min(0) / intrinsic_dim

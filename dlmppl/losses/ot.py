@@ -21,7 +21,7 @@ import math
 import ot
 import torch
 
-from .. import kmath
+from .. import kmath, lmath
 from .. import manifolds as _m
 from ._checks import check_cloud, check_finite, check_int, check_power, validating
 
@@ -56,7 +56,7 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.
         ``None`` or Euclidean: ``‖x - y‖``; sphere: ``2 atan2(‖x - y‖, ‖x + y‖)``
         (the arc length, with finite gradients at coincident and antipodal
         points); κ-stereographic: :func:`dlmppl.kmath.dist` (smooth through
-        κ = 0); Lorentz(k): ``2 √k asinh(‖x - y‖_L / (2 √k))``; any other
+        κ = 0); Lorentz(k): :func:`dlmppl.lmath.dist` (cancellation-free far from the origin); any other
         manifold: its own ``dist`` broadcast over pairs.  A metric field
         (:class:`dlmppl.geometry.MetricField`: pull-back, learned, Chadebec...):
         lengths of connecting geodesics from
@@ -118,11 +118,8 @@ def _geodesic(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
     if _m.is_stereographic(manifold):
         return kmath.dist(x, y, _scalar_curvature(manifold, x))
     if _m.is_lorentz(manifold):
-        kk = manifold.k.to(dtype=x.dtype, device=x.device)
-        v = x - y
-        sq = (v[..., 1:].pow(2).sum(-1) - v[..., 0].pow(2)).clamp_min(torch.finfo(x.dtype).tiny)
-        rk = kk.sqrt()
-        return 2 * rk * torch.asinh(sq.sqrt() / (2 * rk))
+        # the Minkowski chord |x_s - y_s|² - (x_0 - y_0)² cancels far from the origin: lmath's form does not
+        return lmath.dist(x, y, manifold.k.to(dtype=x.dtype, device=x.device))
     return manifold.dist(x, y)
 
 
