@@ -50,7 +50,13 @@ import geoopt
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import init_to_uniform, init_to_value
+from pyro.infer.autoguide import (
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_uniform,
+    init_to_value,
+)
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.mcmc.hmc import HMC
 from pyro.infer.mcmc.util import initialize_model
@@ -119,12 +125,21 @@ def _user_init_value(strategy, name):
     return False, None
 
 
+def _is_ambient_strategy(strategy) -> bool:
+    """Whether ``strategy`` is one of Pyro's strategies that work in an unconstrained space."""
+    fn = strategy.func if isinstance(strategy, functools.partial) else strategy
+    return fn in (init_to_uniform, init_to_median, init_to_mean, init_to_feasible)
+
+
 class _ManifoldSafeInit:
     """Wrap a Pyro init strategy: manifold sites fall back to a prior draw.
 
-    Pyro's strategies (``init_to_uniform``, ``init_to_median``...) work in an
-    unconstrained space that manifold supports lack, or give points off the
-    manifold (a mean): those fall back to a prior draw.  A value the user gave
+    Pyro's strategies (``init_to_uniform``, ``init_to_median``, ``init_to_mean``,
+    ``init_to_feasible``) work in an unconstrained space that manifold supports
+    lack (their ambient numbers projected onto the Poincaré ball land at the
+    boundary, hyperbolic radius ~35), so manifold sites start at a prior draw
+    instead; another strategy's value is kept if it lies on the manifold, and
+    replaced by a prior draw otherwise.  A value the user gave
     with ``init_to_value`` is kept, and must be a finite point of the right
     shape on the manifold: otherwise a ``ValueError`` names the site (as
     ``MCMC(initial_params=...)`` does).
@@ -148,10 +163,15 @@ class _ManifoldSafeInit:
                     )
                 _check_initial_point(site["name"], support.manifold, value, "init_to_value")
                 return value
-            try:
-                value = self.init_strategy(site)
-            except Exception:  # noqa: BLE001 - any failure: use the prior
+            if _is_ambient_strategy(self.init_strategy):
+                # Pyro's uniform/median/mean/feasible points are ambient numbers projected
+                # onto M (e.g. onto the Poincaré ball's boundary, hyperbolic radius ~35)
                 value = None
+            else:
+                try:
+                    value = self.init_strategy(site)
+                except Exception:  # noqa: BLE001 - any failure: use the prior
+                    value = None
             if value is None or not bool(support.check(value).all()):
                 value = site["fn"].sample().detach()
             return value

@@ -84,6 +84,50 @@ def test_initial_params_off_manifold_still_raises():
         mcmc.run()
 
 
+@pytest.mark.parametrize("strategy", ["default", "init_to_median", "init_to_feasible"])
+def test_default_init_of_a_poincare_site_is_a_prior_draw(strategy):
+    """Pyro's ambient strategies on a manifold site start at a prior draw, not at the ambient point
+    projected onto the ball: init_to_uniform's (-2, 2)^2 point lands at the boundary (hyperbolic
+    radius ~35 from a loc at the origin), where NUTS's step size collapsed to 1e-9 and every
+    transition diverged (a CI run of an hour)."""
+    from pyro.infer.autoguide import init_to_feasible, init_to_median
+
+    from dlmppl.distributions import WrappedNormal
+
+    M = manifolds.PoincareBall(c=1.0)
+    loc = torch.tensor([0.2, -0.1], dtype=F64)
+    scale = torch.tensor(0.6, dtype=F64)
+
+    def model():
+        pyro.sample("z", WrappedNormal(M, loc, scale))
+
+    kw = {} if strategy == "default" else {"init_strategy": {"init_to_median": init_to_median,
+                                                             "init_to_feasible": init_to_feasible}[strategy]}
+    for i in range(10):
+        pyro.set_rng_seed(i)
+        kernel = RiemannianNUTS(model, **kw)
+        kernel.setup(0)
+        # a prior draw: d(loc, z) = 0.6 · chi_2, beyond 6 with probability e^-50
+        assert float(M.dist(kernel.initial_params["z"], loc)) < 6.0
+
+
+def test_nuts_on_a_poincare_site_keeps_a_usable_step_size():
+    from dlmppl.distributions import WrappedNormal
+
+    M = manifolds.PoincareBall(c=1.0)
+    loc = torch.tensor([0.2, -0.1], dtype=F64)
+
+    def model():
+        pyro.sample("z", WrappedNormal(M, loc, torch.tensor(0.6, dtype=F64)))
+
+    kernel = RiemannianNUTS(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StepSizeWarning)
+        MCMC(kernel, num_samples=20, warmup_steps=60, disable_progbar=True).run()
+    # the adapted step is ~0.4-0.9 on this target; a start at the boundary collapsed it to 1e-9
+    assert kernel.step_size > 0.05
+
+
 # ------------------------------------------------------- sites the potential ignores
 
 
