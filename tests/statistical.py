@@ -422,15 +422,21 @@ def majority_false_alarm(q: float, n: int, need: int) -> float:
 
 
 def majority(fn: Callable[[int], bool], n: int, need: int, *, offset: int = 200, what: str = "outcome") -> list:
-    r"""Run ``fn(i)`` on ``n`` independent seeds (``seed(offset + i)``) and assert ``need`` of them succeed.
+    r"""Run ``fn(i)`` on up to ``n`` independent seeds (``seed(offset + i)``) and assert ``need`` of them succeed.
 
     For outcomes with no exact false-alarm rate (the result of an optimisation): with a
     per-seed failure rate ``q`` measured over many seeds, the test fails with
     probability :func:`majority_false_alarm` ``(q, n, need)`` (e.g. ``q = 0.05``, 2 of 3:
-    7e-3; 3 of 5: 1.2e-3; 4 of 5: 2.3e-2...).  ``fn`` returns a bool (or a ``(bool,
-    value)`` pair, the value reported on failure).  Returns the outcomes.
+    7e-3; 3 of 5: 1.2e-3; 4 of 5: 2.3e-2...).  The runs stop as soon as the decision is
+    known (2 of 3 costs two runs unless they disagree).  ``fn`` returns a bool (or a
+    ``(bool, value)`` pair, the value reported on failure).  Returns the outcomes run.
     """
-    outs = replicates(fn, n=n, offset=offset)
-    ok = [bool(o[0]) if isinstance(o, tuple) else bool(o) for o in outs]
-    assert sum(ok) >= need, f"{what}: {sum(ok)} of {n} seeds succeeded (need {need}): {outs}"
+    outs, wins = [], 0
+    for i in range(n):
+        if wins >= need or (i - wins) > n - need:
+            break
+        o = with_seed(offset + i, fn, i)
+        outs.append(o)
+        wins += bool(o[0]) if isinstance(o, tuple) else bool(o)
+    assert wins >= need, f"{what}: {wins} of {len(outs)} seeds run succeeded (need {need} of {n}): {outs}"
     return outs

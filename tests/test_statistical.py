@@ -118,9 +118,9 @@ def test_cdf_at_known_quantiles_of_a_chain():
     z = _ar1(20000, 0.9)[0]
     levels = np.array([0.1, 0.5, 0.9])
     st.assert_cdf_at(z, stats.norm.ppf(levels), levels)
-    # a chain with a 20% too large spread moves the 10% and 90% points by ≈ 0.04 ≫ their MCSE (≈ 0.009)
+    # a chain with a 50% too large spread moves the CDF at the 10% and 90% points by 0.097, ≈ 14 MCSE
     with pytest.raises(AssertionError, match="MCSE"):
-        st.assert_cdf_at(1.2 * z, stats.norm.ppf(levels), levels)
+        st.assert_cdf_at(1.5 * z, stats.norm.ppf(levels), levels)
     st.assert_cdf_at(torch.randn(4000), 0.0, 0.5, iid=True)
 
 
@@ -137,5 +137,8 @@ def test_binomial_rate_and_majority():
     assert st.majority_false_alarm(0.05, 3, 2) == pytest.approx(3 * 0.05**2 * 0.95 + 0.05**3)
     outs = st.majority(lambda i: (i != 1, i), n=3, need=2)
     assert [o[1] for o in outs] == [0, 1, 2]
-    with pytest.raises(AssertionError, match="1 of 3 seeds"):
+    assert len(st.majority(lambda i: True, n=3, need=2)) == 2  # decided after two runs
+    with pytest.raises(AssertionError, match="1 of 3 seeds run"):
         st.majority(lambda i: i == 0, n=3, need=2)
+    with pytest.raises(AssertionError, match="0 of 2 seeds run"):
+        st.majority(lambda i: False, n=3, need=2)  # decided after two failures
