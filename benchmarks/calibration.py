@@ -38,10 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-19"``, ``"0,3,7"``, ``"20"`` (= 0..19) or combinations ``"0-4,10"``."""
-    text = text.strip()
-    if text.isdigit() and "," not in text:
-        return list(range(int(text)))
+    """``"0-19"``, ``"0,3,7"``, ``"5"`` (seed 5 only) or combinations ``"0-4,10"``."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -50,6 +47,8 @@ def parse_seeds(text: str) -> list[int]:
             seeds.extend(range(int(a), int(b) + 1))
         elif part:
             seeds.append(int(part))
+    if not seeds:
+        raise ValueError(f"--seeds: no seed in {text!r}")
     return seeds
 
 
@@ -179,7 +178,7 @@ def markdown(rows: list[dict], seeds: list[int], info: dict, walls: dict[int, fl
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="0-19", help="base seeds: '0-19', '0,3,7' or a count N (= 0..N-1); default 0-19")
+    ap.add_argument("--seeds", default="0-19", help="base seeds: a range '0-19' (default), a list '0,3,7', or one seed")
     ap.add_argument("--jobs", type=int, default=0, help="pytest-xdist workers per run (-n); 0: no xdist (default)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_calibration.md"), help="markdown table to write")
     ap.add_argument("--max-failures", type=int, default=1, help="exit 1 if a test fails more often (default 1)")

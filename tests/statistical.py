@@ -429,7 +429,8 @@ def majority(fn: Callable[[int], bool], n: int, need: int, *, offset: int = 200,
     probability :func:`majority_false_alarm` ``(q, n, need)`` (e.g. ``q = 0.05``, 2 of 3:
     7e-3; 3 of 5: 1.2e-3; 4 of 5: 2.3e-2...).  The runs stop as soon as the decision is
     known (2 of 3 costs two runs unless they disagree).  ``fn`` returns a bool (or a
-    ``(bool, value)`` pair, the value reported on failure).  Returns the outcomes run.
+    ``(bool, value)`` pair, the value reported on failure) and must start from scratch
+    (clear Pyro's param store if it trains a model).  Returns the outcomes run.
     """
     outs, wins = [], 0
     for i in range(n):

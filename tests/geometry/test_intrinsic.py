@@ -90,15 +90,16 @@ def test_ball_transform_is_a_bijection_with_correct_log_jacobian():
 @pytest.mark.slow
 @pytest.mark.statistical
 def test_intrinsic_uniform_site_sampled_by_riemannian_nuts():
-    """KS test of the radius on the chain thinned by 2τ (τ ≈ 4 measured: 1500 draws keep ≈ 170,
-    well above the 100 the test needs), false alarm 1e-4."""
+    """KS test of the radius on the chain thinned by 2τ, false alarm 1e-4.  τ varies with the adapted
+    step: 3.9-4.2 on seeds 0-2, 9.5 on seed 3 (1500 draws kept only 79 there): 3000 draws keep
+    ≥ 150 of the 100 the test needs (the wrong law, det G, is 0.3 away in CDF: p ≈ 1e-6 at 80)."""
     from dlmppl.inference.nuts import RiemannianNUTS
 
     def model():
         pyro.sample("z", IntrinsicUniform(poincare(), radius=R))
 
     kernel = RiemannianNUTS(model, init_strategy=init_to_value(values={"z": torch.zeros(2)}), max_plate_nesting=0)
-    mcmc = MCMC(kernel, num_samples=1500, warmup_steps=150, disable_progbar=True)
+    mcmc = MCMC(kernel, num_samples=3000, warmup_steps=150, disable_progbar=True)
     mcmc.run()
     z = mcmc.get_samples()["z"]
     assert bool((z.norm(dim=-1) < R).all())

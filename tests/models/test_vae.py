@@ -73,6 +73,7 @@ def _curvature_after_training(kind, seed=0, steps=400):
     (data, initialisation and training).
     """
     pyro.set_rng_seed(st.seed(seed))
+    pyro.clear_param_store()  # a fresh model per run (several runs share the process under st.majority)
     x, _ = curved_distance_data(kind, n=256, tree_depth=3, tree_step=1.0, tree_noise=0.2)
     x = (x - x.mean(0)) / x.std()
     vae = ManifoldVAE(x.shape[1], "stereographic", 2, hidden=(32,), likelihood="gaussian", decoder="landmark", activation=torch.nn.Tanh)
@@ -102,6 +103,7 @@ def test_learned_curvature_is_negative_on_tree_data():
 
 def _dynamic_curvatures(seed):
     pyro.set_rng_seed(st.seed(seed))
+    pyro.clear_param_store()
     xs, _ = curved_distance_data("sphere", n=192, n_anchors=15)
     xt, _ = curved_distance_data("tree", n=192, n_anchors=15, tree_depth=3, tree_step=1.0, tree_noise=0.2)
     xs = (xs - xs.mean(0)) / xs.std()
