@@ -2,13 +2,15 @@
 
 Each benchmark script writes its own ``results_<name>.md`` (machine, versions,
 table, ratios); this script concatenates them under one heading so that
-RESULTS.md always shows the latest figures of every benchmark.
+RESULTS.md always shows the latest figures of every benchmark, including
+``results_calibration.md`` (benchmarks/calibration.py: the failure rate of every
+statistical test over 20 seeds).
 Run: ``python benchmarks/collect.py``.
 """
 
 from pathlib import Path
 
-ORDER = ["directional", "wrapped", "mcmc", "vae", "losses", "geodesics", "intrinsic", "diagnostics"]
+ORDER = ["directional", "wrapped", "mcmc", "vae", "losses", "geodesics", "intrinsic", "diagnostics", "calibration"]
 
 
 def main():

@@ -26,7 +26,16 @@ The building blocks:
   replicates (several seeds, several chains): Fisher's ``-2 Σ log p ~ χ²_{2R}``,
   conservative for super-uniform (permutation) p-values;
 * :func:`assert_same_law`, :func:`assert_ks`, :func:`assert_mean`,
-  :func:`assert_mc_estimate`: the assertions the tests use.
+  :func:`assert_mc_estimate`: the assertions the tests use;
+* :func:`assert_mc_bound` (one-sided), :func:`assert_cdf_at` (a chain's CDF at
+  known quantiles, through :func:`assert_mean` on indicators), :func:`assert_rate`
+  (exact binomial test of an event rate);
+* :func:`majority`: a vote over independent seeds for outcomes that have no exact
+  false-alarm rate (optimisation results): its false alarm is
+  :func:`majority_false_alarm` of the measured per-seed failure rate.
+
+Several assertions in one test function share its ``ALPHA``: pass
+``alpha=ALPHA / m`` to each of ``m`` assertions (Bonferroni).
 """
 
 from __future__ import annotations
@@ -58,6 +67,12 @@ __all__ = [
     "assert_ks",
     "assert_mean",
     "assert_mc_estimate",
+    "assert_mc_bound",
+    "assert_cdf_at",
+    "binomial_pvalue",
+    "assert_rate",
+    "majority",
+    "majority_false_alarm",
     "z_bound",
 ]
 
@@ -307,23 +322,122 @@ def assert_mean(draws, truth, *, chains: bool = False, iid: bool = False, what: 
         assert (mcse <= max_mcse).all(), f"{what}: MCSE {mcse.max():.3g} > {max_mcse:g}: too few draws for the test to have power"
 
 
+def _as64(*xs):
+    # Python floats straight to float64 (torch.as_tensor alone would round them to float32)
+    return torch.broadcast_tensors(*(x.detach().to(device="cpu", dtype=torch.float64) if torch.is_tensor(x)
+                                     else torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in xs))
+
+
 def assert_mc_estimate(estimate, stderr, target, *, what: str = "Monte Carlo estimate", alpha: float = ALPHA,
-                       max_stderr: float | None = None) -> None:
-    r"""Assert ``|estimate - target| ≤ k · stderr`` elementwise for a Monte Carlo mean.
+                       max_stderr: float | None = None, atol: float = 0.0) -> None:
+    r"""Assert ``|estimate - target| ≤ k · stderr + atol`` elementwise for a Monte Carlo mean.
 
     ``estimate`` and ``stderr`` (its standard error from the same draws) broadcast with
     ``target``; ``k = √ESS_SLACK · Φ⁻¹(1 - α/(2K))`` over the ``K`` elements, so a
     correct estimate fails with probability below ``alpha`` (CLT; the slack covers an
     underestimated standard error by up to 18%).  ``max_stderr``: also require every
-    standard error below it (power).
+    standard error below it (power).  ``atol``: a deterministic error the target or the
+    estimate may carry besides the Monte Carlo error (quadrature, float32 rounding,
+    a finite-difference step); state where it comes from at the call.
     """
-    est = torch.as_tensor(estimate, dtype=torch.float64)
-    se = torch.as_tensor(stderr, dtype=torch.float64)
-    tgt = torch.as_tensor(target, dtype=torch.float64)
-    est, se, tgt = torch.broadcast_tensors(est, se, tgt)
+    est, se, tgt = _as64(estimate, stderr, target)
     k = math.sqrt(ESS_SLACK) * z_bound(alpha, max(est.numel(), 1))
     assert torch.isfinite(est).all() and torch.isfinite(se).all(), f"{what}: non-finite estimate {est} ± {se}"
-    bad = (est - tgt).abs() > k * se
+    bad = (est - tgt).abs() > k * se + atol
     assert not bad.any(), f"{what}: {est[bad].tolist()} vs {tgt[bad].tolist()}, more than {k:.2f} standard errors {se[bad].tolist()}"
     if max_stderr is not None:
         assert (se <= max_stderr).all(), f"{what}: standard error {float(se.max()):.3g} > {max_stderr:g}: too few draws for power"
+
+
+def assert_mc_bound(estimate, stderr, *, lower=None, upper=None, what: str = "Monte Carlo estimate",
+                    alpha: float = ALPHA, atol: float = 0.0) -> None:
+    r"""One-sided: assert ``estimate ≥ lower - k · stderr - atol`` (and/or ``≤ upper + k · stderr + atol``).
+
+    For a claim "the expectation is at least ``lower``" (e.g. an importance-weighted
+    bound that must not decrease with more particles): a correct estimate fails with
+    probability below ``alpha`` (CLT), ``k = √ESS_SLACK · Φ⁻¹(1 - α/K)`` over the ``K``
+    elements and sides.  To also demand power (a significant difference), call it with
+    the bound on the other side and a measured effect of several ``k · stderr``.
+    """
+    assert lower is not None or upper is not None, "assert_mc_bound: give lower and/or upper"
+    est, se = _as64(estimate, stderr)
+    sides = (lower is not None) + (upper is not None)
+    k = math.sqrt(ESS_SLACK) * float(_stats.norm.isf(alpha / (sides * max(est.numel(), 1))))
+    assert torch.isfinite(est).all() and torch.isfinite(se).all(), f"{what}: non-finite estimate {est} ± {se}"
+    if lower is not None:
+        _, lo = _as64(est, lower)
+        bad = est < lo - k * se - atol
+        assert not bad.any(), f"{what}: {est[bad].tolist()} below {lo[bad].tolist()} by more than {k:.2f} standard errors {se[bad].tolist()}"
+    if upper is not None:
+        _, hi = _as64(est, upper)
+        bad = est > hi + k * se + atol
+        assert not bad.any(), f"{what}: {est[bad].tolist()} above {hi[bad].tolist()} by more than {k:.2f} standard errors {se[bad].tolist()}"
+
+
+def assert_cdf_at(draws, points, levels, *, chains: bool = False, iid: bool = False, what: str = "CDF",
+                  alpha: float = ALPHA, max_mcse: float | None = None) -> None:
+    r"""Assert that the draws' CDF at ``points`` is ``levels`` (a quantile check with MCSE).
+
+    ``draws``: ``(N,)`` scalars (``(C, N)`` with ``chains=True``), MCMC or ``iid``;
+    ``points``: ``(J,)`` the true ``levels``-quantiles of the target.  The indicators
+    ``1{x ≤ points_j}`` have mean ``levels_j``; :func:`assert_mean` checks them with their
+    own ESS (Bonferroni over ``J``), which is the MCSE of a quantile estimate
+    (Vehtari et al. 2021, §4.3) without a density estimate.
+    """
+    x = torch.as_tensor(draws).detach().double().cpu()
+    pts = torch.as_tensor(points, dtype=torch.float64)
+    ind = (x[..., None] <= pts).double()
+    assert_mean(ind, torch.as_tensor(levels, dtype=torch.float64), chains=chains, iid=iid, what=what, alpha=alpha,
+                max_mcse=max_mcse)
+
+
+def binomial_pvalue(count: int, n: int, *, at_most: float | None = None, at_least: float | None = None) -> float:
+    """Exact one-sided binomial p-value of ``count`` events in ``n`` independent trials.
+
+    ``at_most=p``: H0 "the event rate is at most ``p``", p-value ``P(Bin(n, p) ≥ count)``;
+    ``at_least=p``: H0 "at least ``p``", ``P(Bin(n, p) ≤ count)``.
+    """
+    if (at_most is None) == (at_least is None):
+        raise ValueError("binomial_pvalue: give exactly one of at_most, at_least")
+    if at_most is not None:
+        return float(_stats.binom.sf(count - 1, n, at_most))
+    return float(_stats.binom.cdf(count, n, at_least))
+
+
+def assert_rate(count: int, n: int, *, at_most: float | None = None, at_least: float | None = None,
+                what: str = "event rate", alpha: float = ALPHA) -> float:
+    """Assert an event rate bound by the exact binomial test (:func:`binomial_pvalue`).
+
+    Assumes independent trials (independent draws, or MCMC draws thinned with :func:`thin`).
+    """
+    p = binomial_pvalue(int(count), int(n), at_most=at_most, at_least=at_least)
+    bound = f"≤ {at_most}" if at_most is not None else f"≥ {at_least}"
+    assert p > alpha * (1 + 1e-9), f"{what}: {count}/{n} events, rate {bound} rejected (p = {p:.3g})"
+    return p
+
+
+def majority_false_alarm(q: float, n: int, need: int) -> float:
+    """``P(fewer than need successes of n)`` when each seed fails independently with probability ``q``."""
+    return float(_stats.binom.sf(n - need, n, q))
+
+
+def majority(fn: Callable[[int], bool], n: int, need: int, *, offset: int = 200, what: str = "outcome") -> list:
+    r"""Run ``fn(i)`` on up to ``n`` independent seeds (``seed(offset + i)``) and assert ``need`` of them succeed.
+
+    For outcomes with no exact false-alarm rate (the result of an optimisation): with a
+    per-seed failure rate ``q`` measured over many seeds, the test fails with
+    probability :func:`majority_false_alarm` ``(q, n, need)`` (e.g. ``q = 0.05``, 2 of 3:
+    7e-3; 3 of 5: 1.2e-3; 4 of 5: 2.3e-2...).  The runs stop as soon as the decision is
+    known (2 of 3 costs two runs unless they disagree).  ``fn`` returns a bool (or a
+    ``(bool, value)`` pair, the value reported on failure) and must start from scratch
+    (clear Pyro's param store if it trains a model).  Returns the outcomes run.
+    """
+    outs, wins = [], 0
+    for i in range(n):
+        if wins >= need or (i - wins) > n - need:
+            break
+        o = with_seed(offset + i, fn, i)
+        outs.append(o)
+        wins += bool(o[0]) if isinstance(o, tuple) else bool(o)
+    assert wins >= need, f"{what}: {wins} of {len(outs)} seeds run succeeded (need {need} of {n}): {outs}"
+    return outs

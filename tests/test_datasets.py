@@ -1,13 +1,17 @@
 import math
 
 import pyro
+import pytest
 import torch
 
 from dlmppl import datasets as D
 from dlmppl import kmath
+from tests import statistical as st
 
 
+@pytest.mark.statistical
 def test_branching_diffusion_structure():
+    """A property of random data (siblings closer than nodes): passed on seeds 0-11 (0/12 failures)."""
     x, y = D.branching_diffusion(depth=3, branching=2, dim=10, n_siblings=4, standardize=False)
     n_nodes = 2**4 - 1
     assert x.shape == (4 * n_nodes, 10) and y.shape == (4 * n_nodes, 2)
@@ -22,9 +26,9 @@ def test_branching_diffusion_structure():
 
 
 def test_reproducible_with_seed():
-    pyro.set_rng_seed(3)
+    pyro.set_rng_seed(st.seed(3))
     a = D.noisy_torus(50)[0]
-    pyro.set_rng_seed(3)
+    pyro.set_rng_seed(st.seed(3))
     b = D.noisy_torus(50)[0]
     torch.testing.assert_close(a, b)
 

@@ -88,3 +88,57 @@ def test_seeds_follow_the_environment(monkeypatch):
     a = st.replicates(lambda i: torch.rand(()).item(), n=2)
     b = st.replicates(lambda i: torch.rand(()).item(), n=2)
     assert a == b and a[0] != a[1]
+
+
+def test_mc_estimate_atol_and_one_sided_bound():
+    st.assert_mc_estimate(1.0 + 1e-11, 0.0, 1.0, atol=1e-10)  # a deterministic error only
+    with pytest.raises(AssertionError):
+        st.assert_mc_estimate(1.0 + 1e-9, 0.0, 1.0, atol=1e-10)
+    # one-sided: far above the lower bound passes, 6 standard errors below fails
+    st.assert_mc_bound(torch.tensor([3.0, 0.1]), 0.1, lower=0.0)
+    with pytest.raises(AssertionError, match="below"):
+        st.assert_mc_bound(-0.6, 0.1, lower=0.0)
+    with pytest.raises(AssertionError, match="above"):
+        st.assert_mc_bound(0.6, 0.1, upper=0.0)
+    # calibrated under the null: 2000 one-sided checks of N(0, 1) means at alpha = 0.05
+    z = torch.randn(2000, 50, dtype=torch.float64)
+    fails = 0
+    for row in z:
+        try:
+            st.assert_mc_bound(row.mean(), 1 / math.sqrt(50), lower=0.0, alpha=0.05)
+        except AssertionError:
+            fails += 1
+    # the slack √1.5 makes the check conservative: P(Z < -1.2247·1.645) = 0.022
+    assert fails < 0.05 * 2000 - 3 * math.sqrt(2000 * 0.05 * 0.95), fails
+
+
+def test_cdf_at_known_quantiles_of_a_chain():
+    from scipy import stats
+
+    z = _ar1(20000, 0.9)[0]
+    levels = np.array([0.1, 0.5, 0.9])
+    st.assert_cdf_at(z, stats.norm.ppf(levels), levels)
+    # a chain with a 50% too large spread moves the CDF at the 10% and 90% points by 0.097, ≈ 14 MCSE
+    with pytest.raises(AssertionError, match="MCSE"):
+        st.assert_cdf_at(1.5 * z, stats.norm.ppf(levels), levels)
+    st.assert_cdf_at(torch.randn(4000), 0.0, 0.5, iid=True)
+
+
+def test_binomial_rate_and_majority():
+    assert st.binomial_pvalue(0, 100, at_most=0.01) == pytest.approx(1.0)
+    assert st.binomial_pvalue(5, 10, at_most=0.5) == pytest.approx(0.623046875)
+    assert st.binomial_pvalue(5, 10, at_least=0.5) == pytest.approx(0.623046875)
+    st.assert_rate(3, 200, at_most=0.02)
+    with pytest.raises(AssertionError, match="rate"):
+        st.assert_rate(20, 200, at_most=0.02)
+    with pytest.raises(ValueError):
+        st.binomial_pvalue(1, 2)
+    # 2 of 3 seeds with a per-seed failure rate of 5%: 3 q² (1 - q) + q³
+    assert st.majority_false_alarm(0.05, 3, 2) == pytest.approx(3 * 0.05**2 * 0.95 + 0.05**3)
+    outs = st.majority(lambda i: (i != 1, i), n=3, need=2)
+    assert [o[1] for o in outs] == [0, 1, 2]
+    assert len(st.majority(lambda i: True, n=3, need=2)) == 2  # decided after two runs
+    with pytest.raises(AssertionError, match="1 of 3 seeds run"):
+        st.majority(lambda i: i == 0, n=3, need=2)
+    with pytest.raises(AssertionError, match="0 of 2 seeds run"):
+        st.majority(lambda i: False, n=3, need=2)  # decided after two failures

@@ -13,6 +13,7 @@ from pyro.infer.autoguide import AutoNormal
 import dlmppl.diagnostics as D
 from dlmppl import manifolds as m
 from dlmppl.diagnostics import _compat
+from tests import statistical as st
 
 az = _compat.az
 
@@ -197,6 +198,7 @@ def test_dict_source_and_vectorized_loglik_matches_loop(y):
     np.testing.assert_allclose(_compat.get_group(idata2, "posterior")["mu"].values, draws["mu"].numpy())
 
 
+@pytest.mark.statistical
 def test_from_svi_guide(y):
     guide = AutoNormal(normal_model)
     svi = SVI(normal_model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
@@ -205,8 +207,9 @@ def test_from_svi_guide(y):
     idata = D.to_inference_data(guide, model=normal_model, model_args=(y,), num_samples=200)
     post = _compat.get_group(idata, "posterior")
     assert post["mu"].shape == (1, 200)
-    # draws come from the fitted guide: its median matches the guide's location
-    np.testing.assert_allclose(float(post["mu"].median()), float(guide.median(y)["mu"]), atol=0.25)
+    # draws come from the fitted guide: half of the 200 independent draws lie below its median
+    st.assert_cdf_at(torch.as_tensor(post["mu"].values).reshape(-1), float(guide.median(y)["mu"]), 0.5, iid=True,
+                     what="guide draws at the guide's median")
     assert (post["sigma"].values > 0).all()
     ll = _compat.get_group(idata, "log_likelihood")["obs"].values
     np.testing.assert_allclose(ll, _manual_loglik(idata, y), rtol=1e-5, atol=1e-5)

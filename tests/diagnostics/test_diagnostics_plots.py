@@ -15,6 +15,7 @@ import dlmppl.diagnostics as D  # noqa: E402
 from dlmppl import kmath  # noqa: E402
 from dlmppl import manifolds as m  # noqa: E402
 from dlmppl.diagnostics import plots as P  # noqa: E402
+from tests import statistical as st  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -52,14 +53,15 @@ def test_arviz_wrappers(tmp_path):
         P.plot_energy(no_energy)
 
 
+@pytest.mark.statistical
 def test_lambert_equal_area_is_equal_area():
     # uniform on the sphere -> uniform on the disk of radius 2: (r/2)^2 ~ U(0, 1)
     xy = P.lambert_equal_area(_unit(4000), center=(1.0, 2.0, -0.5))
     u = (xy**2).sum(-1) / 4
-    assert scipy.stats.kstest(u, "uniform").pvalue > 0.01
+    st.assert_ks(torch.as_tensor(u), scipy.stats.uniform.cdf, what="(r/2)²", alpha=st.ALPHA / 2)
     # the angle about the centre is uniform as well
     ang = (np.arctan2(xy[:, 1], xy[:, 0]) + np.pi) / (2 * np.pi)
-    assert scipy.stats.kstest(ang, "uniform").pvalue > 0.01
+    st.assert_ks(torch.as_tensor(ang), scipy.stats.uniform.cdf, what="angle", alpha=st.ALPHA / 2)
     # radius 2 sin(theta/2) at angle theta from the centre
     c = np.array([0.0, 0.0, 1.0])
     th = 1.1
@@ -67,14 +69,16 @@ def test_lambert_equal_area_is_equal_area():
     np.testing.assert_allclose(np.linalg.norm(P.lambert_equal_area(p, c)), 2 * math.sin(th / 2), rtol=1e-12)
 
 
+@pytest.mark.statistical
 def test_lambert_equal_area_fails_for_orthographic():
     # test of the test: an orthographic projection (not equal-area) is rejected by the KS check
     x = _unit(4000).numpy()
     up = x[:, 2] > 0
     r2 = (x[up, 0] ** 2 + x[up, 1] ** 2)  # orthographic radius^2 of the upper hemisphere
-    assert scipy.stats.kstest(r2, "uniform").pvalue < 1e-6
+    with pytest.raises(AssertionError, match="combined p"):
+        st.assert_ks(torch.as_tensor(r2), scipy.stats.uniform.cdf)
     xy = P.lambert_equal_area(x[up])
-    assert scipy.stats.kstest((xy**2).sum(-1) / 2, "uniform").pvalue > 0.01
+    st.assert_ks(torch.as_tensor((xy**2).sum(-1) / 2), scipy.stats.uniform.cdf, what="upper hemisphere (r²/2)")
 
 
 def test_plot_sphere(tmp_path):

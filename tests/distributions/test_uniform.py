@@ -8,7 +8,8 @@ import torch
 
 import dlmppl.manifolds as M
 from dlmppl.distributions.uniform import ManifoldUniform, log_volume
-from tests.helpers import energy_distance_test, integrate_on_sphere, log_sphere_area
+from tests import statistical as st
+from tests.helpers import integrate_on_sphere, log_sphere_area
 
 
 @pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
@@ -19,18 +20,19 @@ def test_sphere_density_integrates_to_one(d):
     assert abs(dist.log_volume - log_sphere_area(d)) < 1e-12
 
 
+@pytest.mark.statistical
 def test_sphere_samples_are_uniform():
     """Energy test against normalised Gaussians drawn by numpy; the same test rejects a cap-biased sampler."""
-    d, n = 3, 400
+    d, n = 3, 1000
     ours = ManifoldUniform(M.SphereExact(), (d,), dtype=torch.float64).sample((n,))
     assert ((ours.norm(dim=-1) - 1).abs() < 1e-12).all()
-    z = torch.from_numpy(np.random.default_rng(0).standard_normal((n, d)))
+    z = torch.from_numpy(np.random.default_rng(st.seed(1)).standard_normal((n, d)))
     ref = z / z.norm(dim=-1, keepdim=True)
-    g = torch.Generator().manual_seed(0)
-    assert energy_distance_test(ours, ref, num_permutations=50, generator=g) > 0.05
+    st.assert_same_law(ours, ref, what="uniform sphere sampler")
     biased = ours.clone()
-    biased[:, 0] = biased[:, 0].abs()  # a hemisphere-folded sampler
-    assert energy_distance_test(biased, ref, num_permutations=50, generator=g) < 0.05
+    biased[:, 0] = biased[:, 0].abs()  # a hemisphere-folded sampler: > 50 permutation sd out at 400 draws
+    with pytest.raises(AssertionError, match="combined p"):
+        st.assert_same_law(biased[:400], ref[:400])
 
 
 def _so3_volume(stiefel):
@@ -77,6 +79,13 @@ def test_stiefel_volume_matches_metric(stiefel):
     assert abs(log_volume(stiefel, (2, 2)) - math.log(2 * 2 * math.pi * speed)) < 1e-12
 
 
+def _assert_haar_mean_zero(x, alpha=st.ALPHA):
+    # E[X] = 0 with the exact standard error: sd(X_ij) = 1/√n under Haar
+    n = x.shape[-2]
+    st.assert_mc_estimate(x.mean(0), 1 / math.sqrt(n * x.shape[0]), 0.0, what="Haar E[X]", alpha=alpha)
+
+
+@pytest.mark.statistical
 def test_stiefel_haar_samples():
     """Samples are orthonormal, E[X] = 0 and E[X_ij²] = 1/n (Haar), and match the polar-decomposition
     construction G(GᵀG)^{-1/2} (an independent exact Haar sampler) in an energy test."""
@@ -86,22 +95,22 @@ def test_stiefel_haar_samples():
     assert x.shape == (4000, n, p)
     eye = torch.eye(p, dtype=torch.float64)
     assert ((x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2)) < 1e-12).all()
-    se = 1 / math.sqrt(n * 4000)
-    assert (x.mean(0).abs() < 5 * se).all(), x.mean(0)  # LAPACK's Q without sign correction fails this
-    assert ((x.pow(2).mean(0) - 1 / n).abs() < 0.02).all()
-    g = torch.randn(400, n, p, dtype=torch.float64)
+    _assert_haar_mean_zero(x, alpha=st.ALPHA / 3)  # LAPACK's Q without sign correction fails this
+    sq = x.pow(2)
+    st.assert_mc_estimate(sq.mean(0), sq.std(0) / math.sqrt(4000), 1 / n, what="Haar E[X_ij²]", alpha=st.ALPHA / 3)
+    g = torch.randn(1000, n, p, dtype=torch.float64)
     evals, evecs = torch.linalg.eigh(g.transpose(-1, -2) @ g)
     ref = g @ evecs @ torch.diag_embed(evals.rsqrt()) @ evecs.transpose(-1, -2)
-    gen = torch.Generator().manual_seed(0)
-    assert energy_distance_test(x[:400].flatten(1), ref.flatten(1), num_permutations=50, generator=gen) > 0.05
+    st.assert_same_law(x[:1000].flatten(1), ref.flatten(1), what="Haar vs polar decomposition", alpha=st.ALPHA / 3)
 
 
+@pytest.mark.statistical
 def test_unsigned_qr_is_not_haar():
     """Test of the test above: dropping the sign correction makes the mean test fail."""
     z = torch.randn(4000, 4, 2, dtype=torch.float64)
     q, _ = torch.linalg.qr(z)
-    se = 1 / math.sqrt(4 * 4000)
-    assert not (q.mean(0).abs() < 5 * se).all()
+    with pytest.raises(AssertionError, match="standard errors"):
+        _assert_haar_mean_zero(q)
 
 
 def test_log_prob_shapes_dtype_and_support():

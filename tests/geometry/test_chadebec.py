@@ -8,6 +8,7 @@ from scipy import stats
 
 from dlmppl.geometry.chadebec import ChadebecMetric, max_min_distance, posterior_moments
 from dlmppl.models.intrinsic import intrinsic_codes
+from tests import statistical as st
 
 D64 = torch.float64
 
@@ -93,6 +94,7 @@ def test_errors_name_the_argument():
         ChadebecMetric(mu[:1], torch.ones(1, 2))
 
 
+@pytest.mark.statistical
 def test_intrinsic_law_of_one_centroid_is_the_exact_gaussian():
     # one centroid, λ → 0: √det G = √det Σ⁻¹ · exp(-(d/2)(z-μ)ᵀΣ⁻¹(z-μ)/ρ²), i.e. z ~ N(μ, ρ² Σ / d)
     mu = torch.tensor([[1.0, -2.0]], dtype=D64)
@@ -100,7 +102,9 @@ def test_intrinsic_law_of_one_centroid_is_the_exact_gaussian():
     m = ChadebecMetric(mu, var, lam=1e-12, rho=1.0)
     z = intrinsic_codes(m, 2000, mu, warmup_steps=100, post_steps=30, num_steps=8)
     std = (z - mu) / (var / 2).sqrt()
+    # the final states of 2000 independent chains: independent draws, one KS test per coordinate
     for k in range(2):
-        assert stats.kstest(std[:, k].numpy(), "norm").pvalue > 0.01
+        st.assert_ks(std[:, k], stats.norm.cdf, what=f"coordinate {k}", alpha=st.ALPHA / 2)
     # a sampler of the wrong law (det G instead of √det G: covariance halved) is rejected
-    assert stats.kstest((std[:, 0] * 2**0.5).numpy(), "norm").pvalue < 1e-6
+    with pytest.raises(AssertionError, match="combined p"):
+        st.assert_ks(std[:, 0] * 2**0.5, stats.norm.cdf, alpha=st.ALPHA / 2)

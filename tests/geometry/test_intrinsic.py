@@ -15,6 +15,7 @@ from torch.distributions import biject_to
 from dlmppl.distributions.intrinsic import BallTransform, IntrinsicUniform, ball, log_volume_grid
 from dlmppl.geometry import ConformalMetric
 from dlmppl.models.intrinsic import batched_hmc, intrinsic_sample
+from tests import statistical as st
 
 D64 = torch.float64
 R = 0.9
@@ -38,20 +39,25 @@ def _disk_draws(power=1.0):
     return samples[-1], info
 
 
+@pytest.mark.statistical
 def test_hmc_on_truncated_poincare_disk_matches_hyperbolic_uniform_radius():
+    """The final states of 2000 independent chains are independent draws: KS tests of the radius
+    and the angle (false alarm 1e-4 together, given the chains have mixed in 120 iterations)."""
     z, info = _disk_draws()
     assert bool((z.norm(dim=-1) < R).all())
+    # step-size adaptation targets 0.8 on the mean over 2000 chains
     assert 0.6 < float(info["accept_prob"].mean()) < 0.95
-    r = z.norm(dim=-1).numpy()
-    assert stats.kstest(r, radial_cdf).pvalue > 0.01
-    angle = torch.atan2(z[:, 1], z[:, 0]).numpy()
-    assert stats.kstest(angle, stats.uniform(-math.pi, 2 * math.pi).cdf).pvalue > 0.01
+    st.assert_ks(z.norm(dim=-1), radial_cdf, what="radius", alpha=st.ALPHA / 2)
+    angle = torch.atan2(z[:, 1], z[:, 0])
+    st.assert_ks(angle, stats.uniform(-math.pi, 2 * math.pi).cdf, what="angle", alpha=st.ALPHA / 2)
 
 
+@pytest.mark.statistical
 def test_of_the_test_wrong_volume_element_is_rejected():
     # the same sampler on det G instead of √det G (a plausible bug) must fail the radial test
     z, _ = _disk_draws(power=2.0)
-    assert stats.kstest(z.norm(dim=-1).numpy(), radial_cdf).pvalue < 1e-6
+    with pytest.raises(AssertionError, match="combined p"):
+        st.assert_ks(z.norm(dim=-1), radial_cdf, alpha=st.ALPHA / 2)
 
 
 def test_normalised_density_integrates_to_one():
@@ -82,25 +88,29 @@ def test_ball_transform_is_a_bijection_with_correct_log_jacobian():
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_intrinsic_uniform_site_sampled_by_riemannian_nuts():
+    """KS test of the radius on the chain thinned by 2τ, false alarm 1e-4.  τ varies with the adapted
+    step: 3.9-4.2 on seeds 0-2, 9.5 on seed 3 (1500 draws kept only 79 there): 3000 draws keep
+    ≥ 150 of the 100 the test needs (the wrong law, det G, is 0.3 away in CDF: p ≈ 1e-6 at 80)."""
     from dlmppl.inference.nuts import RiemannianNUTS
 
     def model():
         pyro.sample("z", IntrinsicUniform(poincare(), radius=R))
 
     kernel = RiemannianNUTS(model, init_strategy=init_to_value(values={"z": torch.zeros(2)}), max_plate_nesting=0)
-    mcmc = MCMC(kernel, num_samples=400, warmup_steps=150, disable_progbar=True)
+    mcmc = MCMC(kernel, num_samples=3000, warmup_steps=150, disable_progbar=True)
     mcmc.run()
     z = mcmc.get_samples()["z"]
     assert bool((z.norm(dim=-1) < R).all())
-    # autocorrelated draws: a loose threshold, still far from the wrong law's p ≈ 0
-    assert stats.kstest(z.norm(dim=-1).numpy(), radial_cdf).pvalue > 1e-3
+    st.assert_ks(z.norm(dim=-1), radial_cdf, x_chain=True, what="radius of the NUTS draws")
 
 
+@pytest.mark.statistical
 def test_intrinsic_sample_from_a_vae_generates_near_the_data():
+    """Codes of the intrinsic law of an untrained random VAE: near the data on seeds 0-7 (0/8 failures)."""
     from dlmppl.models import ManifoldVAE
 
-    torch.manual_seed(0)
     x = (torch.rand(60, 16) < 0.3).float()
     vae = ManifoldVAE(16, "euclidean", latent_dim=2, hidden=(32,))
     out, codes = intrinsic_sample(vae, 300, x, warmup_steps=60, post_steps=10, return_codes=True)
@@ -118,7 +128,6 @@ def test_intrinsic_sample_from_a_vae_generates_near_the_data():
 def test_manifold_vae_sample_methods():
     from dlmppl.models import ManifoldVAE
 
-    torch.manual_seed(0)
     x = (torch.rand(40, 16) < 0.3).float()
     vae = ManifoldVAE(16, "euclidean", latent_dim=2, hidden=(32,))
     assert vae.sample(7).shape == (7, 16)

@@ -9,6 +9,7 @@ import torch
 from dlmppl.geometry import connecting_geodesic
 from dlmppl.geometry.distances import pairwise_distances
 from dlmppl.geometry.learned import LearnedMetric, smoothness_regularizer, volume_regularizer
+from tests import statistical as st
 
 D64 = torch.float64
 
@@ -135,8 +136,10 @@ def test_smoothness_regularizer_zero_iff_constant_and_exact_value():
     torch.testing.assert_close(smoothness_regularizer(m, z), ref)
 
 
+@pytest.mark.statistical
 def test_regularizers_train_the_metric_parameters():
-    torch.manual_seed(1)
+    """An optimisation outcome from a random network: passed on seeds 0-11 (0/12 failures)."""
+    torch.manual_seed(st.seed(1))
     m = LearnedMetric(2, cond_dim=1, kind="full").double()
     z, c = torch.randn(16, 2, dtype=D64), torch.randn(16, 1, dtype=D64)
     loss = volume_regularizer(m, z, condition=c, mode="pointwise") + smoothness_regularizer(m, z, condition=c)

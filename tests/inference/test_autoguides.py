@@ -1,5 +1,6 @@
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 from pyro.infer import SVI, Importance, Predictive, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
@@ -20,20 +21,35 @@ def vmf_model(data):
         pyro.sample("obs", VonMisesFisher(mu, torch.tensor(20.0)), obs=data)
 
 
-def test_svi_recovers_vmf_mean_direction_within_0_05_rad():
-    data = VonMisesFisher(MU_TRUE, torch.tensor(20.0)).sample((300,))
+@pytest.mark.statistical
+def test_svi_recovers_vmf_mean_direction():
+    """SVI's guide location sits at the posterior mode, and so near the true direction.
+
+    An optimisation outcome.  With a constant lr 0.05 (as this test had) the final Adam iterate
+    jitters around the optimum by ~lr: 300 steps left it 0.005-0.086 rad from the truth over
+    seeds 0-11 (past the old bound 0.05 on 6 of 12; 300 data, posterior sd 0.013).  Here the lr
+    steps down 0.05 → 0.005 → 0.0005 and there are 1000 data (posterior sd 0.007 per tangent
+    coordinate).  Measured over seeds 0-9: 0.0016-0.014 rad from the posterior mode (bound 0.03)
+    and 0.008-0.028 rad from the truth (≈ Rayleigh with σ = 0.014: past the bound 0.06 with
+    probability e^-9.2 = 1e-4).
+    """
+    data = VonMisesFisher(MU_TRUE, torch.tensor(20.0)).sample((1000,))
     guide = AutoManifoldNormal(vmf_model, init_concentration=5.0)
-    svi = SVI(vmf_model, guide, RiemannianAdam({"lr": 0.05}), Trace_ELBO())
-    for _ in range(300):
-        svi.step(data)
+    for lr, steps in ((0.05, 300), (0.005, 150), (0.0005, 100)):
+        svi = SVI(vmf_model, guide, RiemannianAdam({"lr": lr}), Trace_ELBO())
+        for _ in range(steps):
+            svi.step(data)
     loc = guide.median(data)["mu"]
     # the guide's location is on the sphere ...
     assert violation(M.Sphere(), loc) <= tolerance(loc.dtype)
-    # ... and within 0.05 rad of the true mean direction (the posterior sd here is ~0.015 rad)
+    # ... at the posterior mode (prior vMF(e1, 0.01), likelihood κ = 20) ...
+    mode = torch.nn.functional.normalize(20.0 * data.sum(0) + 0.01 * torch.tensor([1.0, 0.0, 0.0]), dim=0)
+    assert torch.arccos((loc.double() * mode.double()).sum().clamp(-1, 1)) < 0.03
+    # ... and near the true mean direction
     angle = torch.arccos((loc * MU_TRUE).sum().clamp(-1, 1))
-    assert angle < 0.05, angle
+    assert angle < 0.06, angle
     # and the test can fail: the prior's location is 1.2 rad away
-    assert torch.arccos((torch.tensor([1.0, 0.0, 0.0]) * MU_TRUE).sum()) > 0.05
+    assert torch.arccos((torch.tensor([1.0, 0.0, 0.0]) * MU_TRUE).sum()) > 0.06
 
 
 def mixed_model(data):
@@ -47,7 +63,10 @@ def mixed_model(data):
         pyro.sample("hobs", WrappedNormal(ball, h, torch.tensor(0.3)), obs=torch.full((data.shape[0], 2), 0.2))
 
 
+@pytest.mark.statistical
 def test_mixed_sites_work_with_every_elbo_predictive_and_importance():
+    """The Poincaré location after 3 x 30 SVI steps (an optimisation outcome): within 0.15 of the
+    observations on seeds 0-11 (0/12 failures)."""
     data = VonMisesFisher(MU_TRUE, torch.tensor(10.0)).sample((50,))
     guide = AutoManifoldNormal(mixed_model)
     for elbo in (Trace_ELBO(), TraceMeanField_ELBO(), RenyiELBO(alpha=0.0, num_particles=4)):

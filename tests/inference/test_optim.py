@@ -12,32 +12,41 @@ def _noisy_sphere_steps(optim, steps, dim=5):
     """Maximise <mu, target> + noise over a constrained pyro.param on S^{dim-1}.
 
     The optimiser is called as SVI calls it (on the param store's unconstrained
-    tensor), without SVI's tracing overhead.  Returns the raw stored tensor.
+    tensor), without SVI's tracing overhead.  Returns the raw stored tensor, the
+    target and the normalised average of the last half of the iterates (Polyak
+    averaging: the last iterate alone jitters around the maximiser by ~lr).
     """
     target = torch.nn.functional.normalize(torch.arange(1.0, dim + 1, dtype=torch.float64), dim=0)
     pyro.param("mu", torch.eye(dim, dtype=torch.float64)[0], constraint=manifold(M.Sphere()))
     raw = pyro.get_param_store().get_param("mu").unconstrained()
-    for _ in range(steps):
+    avg = torch.zeros(dim, dtype=torch.float64)
+    for i in range(steps):
         mu = pyro.param("mu")
         loss = -5 * (mu * (target + torch.randn(dim, dtype=torch.float64))).sum()
         loss.backward()
         optim([raw])
         raw.grad = None
-    return raw.detach(), target
+        if i >= steps // 2:
+            avg += raw.detach()
+    return raw.detach(), target, torch.nn.functional.normalize(avg, dim=0)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("optim", [RiemannianAdam({"lr": 0.05}), RiemannianSGD({"lr": 0.05, "momentum": 0.5})])
 def test_constrained_pyro_param_stays_on_sphere_for_1000_steps(optim):
-    raw, target = _noisy_sphere_steps(optim, 1000)
+    """An optimisation outcome.  The last iterate jitters around the maximiser by ~lr: its cosine to
+    the target was 0.91-1.0 with Adam and -0.02-1.0 with SGD over seeds 0-19 (below 0.9 on some).
+    The average of the last 500 iterates: 0.991-1.0 for both (same seeds), far above 0.9."""
+    raw, target, avg = _noisy_sphere_steps(optim, 1000)
     # the stored tensor itself, not its projection, is on the sphere
     assert violation(M.Sphere(), raw) <= tolerance(torch.float64)
     # and the optimiser made progress towards the maximiser
-    assert (raw * target).sum() > 0.9
+    assert (avg * target).sum() > 0.9
 
 
 def test_test_of_test_euclidean_adam_leaves_the_sphere():
     # the check above fails for an optimiser that ignores the manifold
-    raw, _ = _noisy_sphere_steps(pyro.optim.Adam({"lr": 0.05}), 1000)
+    raw, _, _ = _noisy_sphere_steps(pyro.optim.Adam({"lr": 0.05}), 1000)
     assert violation(M.Sphere(), raw) > 1e-2
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import pyro
 import pytest
 import torch
-from pyro.infer import MCMC, NUTS
+from pyro.infer import MCMC
 
 from dlmppl import manifolds
 from dlmppl.inference.hmc import RiemannianHMC
 from dlmppl.inference.nuts import RiemannianNUTS
 from dlmppl.inference.softabs import SoftAbsIntegrator, softabs
+from tests import statistical as st
 
 
 def _funnel(z):
@@ -58,7 +58,6 @@ def test_dH_dtheta_matches_autograd():
 
 
 def test_generalized_leapfrog_reversible():
-    pyro.set_rng_seed(0)
     theta = torch.tensor([0.3, -0.8, 1.1], dtype=torch.float64)
     integ = SoftAbsIntegrator(_quartic, {"t": theta}, alpha=2.0, fixed_point_iters=30)
     s, _ = integ.prepare({"t": theta})
@@ -76,22 +75,74 @@ def test_softabs_rejects_manifold_sites():
         MCMC(k, num_samples=2, warmup_steps=1, initial_params=init, disable_progbar=True).run()
 
 
+def _funnel_end_states(num_chains, num_transitions, **kernel_kw):
+    """End states of ``num_chains`` SoftAbs-NUTS chains, each started at an exact draw of the funnel
+    and run ``num_transitions`` transitions of one fixed kernel (fixed step, no adaptation).
+
+    If the kernel leaves the funnel invariant, every state of every chain is an exact draw, so the
+    end states are independent exact draws (no burn-in, no autocorrelation, no ESS to estimate):
+    returns ``v`` ``(num_chains,)``, ``u = x e^{-v/2}`` ``(num_chains, 9)`` (iid N(0, 1) under the
+    funnel) and the number of divergent transitions.
+    """
+    vs, us, div = [], [], 0
+    for _ in range(num_chains):
+        v0 = 3.0 * torch.randn(1, dtype=torch.float64)
+        init = {"v": v0, "x": torch.randn(9, dtype=torch.float64) * (0.5 * v0).exp()}
+        kernel = RiemannianNUTS(potential_fn=_funnel, metric="softabs", max_tree_depth=5, step_size=0.3,
+                                adapt_step_size=False, adapt_mass_matrix=False, **kernel_kw)
+        mcmc = MCMC(kernel, num_samples=num_transitions, warmup_steps=0, initial_params=init, disable_progbar=True)
+        mcmc.run()
+        z = mcmc.get_samples()
+        v, x = z["v"][-1, 0], z["x"][-1]
+        vs.append(v)
+        us.append(x * (-0.5 * v).exp())
+        div += len(mcmc._diagnostics[0]["divergences"])
+    return torch.stack(vs), torch.stack(us), div
+
+
+def _assert_funnel_law(v, u):
+    from scipy import stats
+
+    st.assert_ks(v / 3.0, stats.norm.cdf, what="v / 3 of the end states", alpha=st.ALPHA / 2)
+    st.assert_ks(u, stats.norm.cdf, what="x e^{-v/2} of the end states", alpha=st.ALPHA / 2)
+
+
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_funnel_softabs_vs_nuts():
-    """Neal's funnel, 10-d: SoftAbs NUTS gets the log-scale quantiles of N(0, 3²); Pyro's NUTS diverges more."""
-    init = {"v": torch.zeros(1, dtype=torch.float64), "x": torch.full((9,), 0.5, dtype=torch.float64)}
-    pyro.set_rng_seed(0)
-    kernel = RiemannianNUTS(potential_fn=_funnel, metric="softabs", max_tree_depth=5, fixed_point_iters=6)
-    mcmc = MCMC(kernel, num_samples=300, warmup_steps=100, initial_params=init, disable_progbar=True)
-    mcmc.run()
-    v = mcmc.get_samples()["v"].squeeze(-1)
-    q = torch.quantile(v, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
-    ref = torch.tensor([-3.845, 0.0, 3.845], dtype=torch.float64)
-    # a short chain (300 draws, ESS of v of a few dozen): tolerance 0.5 σ
-    assert (q - ref).abs().max() < 1.5, q
-    ours = len(mcmc._diagnostics[0]["divergences"])
-    pyro.set_rng_seed(0)
-    nuts = MCMC(NUTS(potential_fn=_funnel), num_samples=300, warmup_steps=100, initial_params=init, disable_progbar=True)
-    nuts.run()
-    theirs = len(nuts._diagnostics[0]["divergences"])
-    assert ours < theirs
+    """Neal's funnel, 10-d: SoftAbs NUTS leaves the funnel invariant (v ~ N(0, 3²), x | v ~ N(0, e^v)).
+
+    100 chains started at exact draws, 2 transitions each at a fixed step 0.3 (the adapted step is
+    ≈ 0.31): KS tests of v and of x e^{-v/2} on the end states, exact false alarm 1e-4 together.
+    A wrong kinetic energy (the ½ log det G term dropped) fails it (measured p(v) = 5e-15 with 100
+    chains x 3 transitions).  Fixed-step, exact-start chains test invariance, not exploration:
+    how well an adapted chain explores the neck is a performance question (tutorial 05).
+
+    This test used to run one adapted 300-draw chain and compare the quantiles of v loosely, then
+    assert fewer divergences than Pyro's Euclidean NUTS (``ours < theirs``: two random counts,
+    measured 4 vs 17 here and 18 vs 0 on another machine).  The quantiles of a 300-draw chain
+    cannot be checked with a stated error rate: the ESS of v is ≈ 26 there, and on seed 2 the
+    chain entered the neck (v < -3.85) once, so the ESS estimate of that indicator (304) was far
+    off and an MCSE-based check failed (CDF 0.003 vs 0.1).  Divergences: at most 20% of the
+    transitions (exact binomial test; measured: 1-3 of 160 over seeds 4-7).
+    """
+    v, u, div = _funnel_end_states(100, 2)
+    _assert_funnel_law(v, u)
+    st.assert_rate(div, 100 * 2, at_most=0.2, what="divergent transitions", alpha=st.ALPHA)
+
+
+@pytest.mark.slow
+@pytest.mark.statistical
+def test_funnel_invariance_test_fails_without_the_log_determinant(monkeypatch):
+    """Test of the test: with ½ log det G dropped from the kinetic energy the chain targets
+    e^{-U} |G|^{1/2} instead, and the end states' law moves away from the funnel."""
+    orig = SoftAbsIntegrator.kinetic
+
+    def kinetic(self, s, r):
+        ke, vel, cov = orig(self, s, r)
+        return ke - 0.5 * s.g.log().sum(), vel, cov
+
+    monkeypatch.setattr(SoftAbsIntegrator, "kinetic", kinetic)
+    v, u, _ = _funnel_end_states(100, 2)
+    with pytest.raises(AssertionError, match="combined p"):
+        _assert_funnel_law(v, u)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dlmppl import losses, manifolds
+from tests import statistical as st
 
 
 def test_factor_adds_minus_weight_times_loss_to_the_trace():
@@ -20,7 +21,10 @@ def test_factor_adds_minus_weight_times_loss_to_the_trace():
         losses.factor("r", torch.ones(3))
 
 
+@pytest.mark.statistical
 def test_svi_with_wasserstein_factor_in_the_model_moves_the_guide():
+    """An optimisation outcome (no exact false-alarm rate): measured over seeds 0-19, the final
+    W/W(0) ratio is 0.004-0.011, twenty times below the bound 0.2."""
     # latent cloud z ~ N(0, I) per point; the factor pulls it onto a target cloud on the sphere
     target = torch.randn(30, 3)
     target = target / target.norm(dim=-1, keepdim=True) + torch.tensor([3.0, 0.0, 0.0])
@@ -60,9 +64,9 @@ def test_factor_in_a_guide_adds_plus_weight_times_loss_and_reaches_the_encoder()
             losses.factor("topo", seen["topo"], weight=5.0, in_guide=True)
 
     elbo = pyro.infer.Trace_ELBO()
-    pyro.set_rng_seed(1)
+    pyro.set_rng_seed(st.seed(1))
     base = elbo.differentiable_loss(model, lambda x: guide(x, False), x)
-    pyro.set_rng_seed(1)
+    pyro.set_rng_seed(st.seed(1))
     with_f = elbo.differentiable_loss(model, lambda x: guide(x, True), x)
     # the SVI loss (negative ELBO) gains +5 * loss, the same sign as in a model
     assert (with_f - base).item() == pytest.approx(5.0 * seen["topo"].item(), rel=1e-5)
@@ -71,8 +75,18 @@ def test_factor_in_a_guide_adds_plus_weight_times_loss_and_reaches_the_encoder()
     assert enc.weight.grad is not None and enc.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.statistical
 def test_svi_topological_factor_on_a_poincare_latent_decreases_the_loss():
-    # free latent codes in the Poincaré ball trained only by the topological factor
+    """Free latent codes in the Poincaré ball trained only by the topological factor: the mean loss
+    of the last 5 of 60 steps falls below 0.9 x that of the first 5.
+
+    An optimisation outcome (no exact false-alarm rate).  The loss of random 8-d data against 2-d
+    codes plateaus: with lr 0.02 (as this test had) the ratio was 0.57-0.84 over seeds 0-13 (it
+    failed its old bound 0.7 on 8 of 14 seeds, and on another machine with 38.1/52.8 = 0.72);
+    150 steps do not lower it much (0.56-0.78).  With lr 0.05 it is 0.57-0.76 over seeds 0-9
+    (mean 0.66, sd 0.05): the bound 0.9 is 5 sd above the mean, while a factor whose gradient
+    does not reach the codes leaves the ratio at 1.  The bound held on seeds 0-11 (0/12 failures).
+    """
     x = torch.randn(64, 8)
     M = manifolds.PoincareBall(1.0)
 
@@ -86,20 +100,20 @@ def test_svi_topological_factor_on_a_poincare_latent_decreases_the_loss():
             "topo", losses.topological(x, z, z_manifold=M, normalize=True), weight=1.0, in_guide=True
         )
 
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), pyro.infer.Trace_ELBO())
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), pyro.infer.Trace_ELBO())
     ls = [svi.step(x) for _ in range(60)]
-    assert sum(ls[-5:]) < 0.7 * sum(ls[:5])
+    assert sum(ls[-5:]) < 0.9 * sum(ls[:5]), (sum(ls[-5:]), sum(ls[:5]))
 
 
+@pytest.mark.statistical
 def test_topological_factor_with_a_manifold_vae():
-    """The documented ManifoldVAE pattern: the factor shapes the encoder during SVI."""
+    """The documented ManifoldVAE pattern: the factor shapes the encoder during SVI.  An optimisation
+    outcome: the factor halved on seeds 0-11 (0/12 failures)."""
     import pyro
-    import torch
 
     import dlmppl as dl
     from dlmppl import losses
 
-    torch.manual_seed(0)
     x, _ = dl.datasets.noisy_circles(n=64, noise=0.02)
     x = x.float()
     vae = dl.models.ManifoldVAE(x.shape[-1], latent="poincare", latent_dim=2, hidden=(32,),

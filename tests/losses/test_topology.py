@@ -193,7 +193,9 @@ def _h1_persistence(z):
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_target_topology_opens_one_loop():
+    """An optimisation outcome from a random cloud: passed on seeds 0-11 (0/12 failures)."""
     z = torch.randn(40, 2, dtype=torch.float64)
     before = _h1_persistence(z)
     assert before[0] < 0.15

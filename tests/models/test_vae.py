@@ -6,6 +6,7 @@ from pyro.infer import SVI, Trace_ELBO
 from dlmppl.datasets import curved_distance_data
 from dlmppl.inference.optim import RiemannianAdam
 from dlmppl.models import DynamicCurvatureVAE, ManifoldVAE, iwae_log_marginal
+from tests import statistical as st
 
 
 def _train(vae, x, steps, *args, curvature_lr=0.05):
@@ -32,16 +33,33 @@ def test_every_latent_space_trains_and_round_trips(latent):
     assert len(vae.curvatures()) == (3 if isinstance(latent, list) else 1)
 
 
+@pytest.mark.statistical
 def test_iwae_estimate_increases_with_k():
+    """E[IWAE_K] is non-decreasing in K for every datum (Burda et al. 2016, thm. 1), and IWAE_1 is the ELBO.
+
+    Per-datum estimates draw independent particles, so the mean over the 64 data of a per-datum
+    difference has a standard error bounded by the spread over the data (which also holds the
+    spread of the per-datum expectations: an over-cover).  Each step of the ladder must not
+    decrease significantly (one-sided), and IWAE_1 must match the ELBO (false alarm 1e-4 for the
+    four checks together).  Power, a measured margin: over seeds 0-6 the mean gain from K = 1 to
+    1000 was 1.4-3.4 nats per datum (4.8-7.4 of its over-covering standard errors; the steps
+    1→10, 10→100, 100→1000: 1.1-2.6, 0.10-0.79, 0.06-0.55), so it must exceed 0.5 nat: an
+    estimator without the importance weighting gains nothing.
+    """
     x, _ = curved_distance_data("sphere", n=64)
     x = (x - x.mean(0)) / x.std()
     vae = ManifoldVAE(16, "poincare", 2, hidden=(16,), likelihood="gaussian", obs_scale=0.3)
     _train(vae, x, 30)
-    est = {k: iwae_log_marginal(vae.model, vae.guide, x, num_particles=k, chunk_size=100).mean() for k in (1, 10, 100, 1000)}
-    assert est[1] < est[10] < est[100] < est[1000], est
-    # the bound for K=1 is the ELBO: agrees with SVI's estimate up to Monte Carlo error
-    elbo = -Trace_ELBO(num_particles=200, vectorize_particles=True).loss(vae.model, vae.guide, x) / x.shape[0]
-    assert abs(est[1] - elbo) < 0.1 * abs(elbo) + 1.0
+    ks = (1, 10, 100, 1000)
+    est = {k: iwae_log_marginal(vae.model, vae.guide, x, num_particles=k, chunk_size=100).detach() for k in ks}
+    n = x.shape[0]
+    for k1, k2 in zip(ks[:-1], ks[1:], strict=True):
+        diff = est[k2] - est[k1]
+        st.assert_mc_bound(diff.mean(), diff.std() / n**0.5, lower=0.0, what=f"IWAE_{k2} - IWAE_{k1}", alpha=st.ALPHA / 4)
+    assert (est[1000] - est[1]).mean() > 0.5, est
+    # the bound for K=1 is the ELBO: SVI's 200-particle estimate has a standard error 14x smaller
+    elbo = -Trace_ELBO(num_particles=200, vectorize_particles=True).loss(vae.model, vae.guide, x) / n
+    st.assert_mc_estimate(est[1].mean(), est[1].std() / n**0.5, elbo, what="IWAE_1 vs ELBO", alpha=st.ALPHA / 4)
 
 
 def _curvature_after_training(kind, seed=0, steps=400):
@@ -51,11 +69,11 @@ def _curvature_after_training(kind, seed=0, steps=400):
     (curvature +1) or near the nodes of a binary tree in the hyperbolic plane
     (curvature -1); the decoder has the same form, x_j = b_j + s_j d_κ(z, a_j),
     with learned landmarks a_j, so only the latent curvature decides whether the
-    distances can be reproduced.  Checked offline on seeds 0-5 with this exact
-    setting: κ ∈ [0.43, 0.51] on the sphere (6/6 positive), κ ∈ [-1.55, -0.56]
-    on the tree (6/6 negative).
+    distances can be reproduced.  ``seed``: the stream ``tests.statistical.seed(seed)``
+    (data, initialisation and training).
     """
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(st.seed(seed))
+    pyro.clear_param_store()  # a fresh model per run (several runs share the process under st.majority)
     x, _ = curved_distance_data(kind, n=256, tree_depth=3, tree_step=1.0, tree_noise=0.2)
     x = (x - x.mean(0)) / x.std()
     vae = ManifoldVAE(x.shape[1], "stereographic", 2, hidden=(32,), likelihood="gaussian", decoder="landmark", activation=torch.nn.Tanh)
@@ -65,24 +83,27 @@ def _curvature_after_training(kind, seed=0, steps=400):
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_learned_curvature_is_positive_on_sphere_data():
-    assert _curvature_after_training("sphere") > 0.1
+    """An optimisation outcome: κ = 0.43-0.51 over seeds 0-8 (sd 0.02), far above 0.1: one run."""
+    k = _curvature_after_training("sphere")
+    assert k > 0.1, k
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_learned_curvature_is_negative_on_tree_data():
-    assert _curvature_after_training("tree") < -0.1
+    """An optimisation outcome with a wider spread: κ = -1.62 to -0.59 over seeds 0-9 (mean -1.30,
+    sd 0.30; -0.56 on one of seeds 0-5 of an earlier setting).  A majority of 2 of 3 independent
+    seeds must give κ < -0.1 (two runs unless they disagree): with a per-seed failure rate q the
+    test fails with probability 3q² - 2q³ (q = 1%: 3e-4)."""
+    st.majority(lambda i: (lambda k: (k < -0.1, k))(_curvature_after_training("tree", seed=300 + i)), n=3, need=2,
+                what="learned curvature on tree data < -0.1")
 
 
-@pytest.mark.slow
-def test_dynamic_curvature_differs_between_conditions():
-    """Label 0: spherical-cap data, label 1: hyperbolic-tree data, one model, κ = g(label).
-
-    Both labels start at κ = 0; the landmark decoder (one set of landmarks per
-    label) makes the latent geometry decide the fit.  Checked offline on seeds
-    0-5 with this exact setting (see the report for the values).
-    """
-    pyro.set_rng_seed(0)
+def _dynamic_curvatures(seed):
+    pyro.set_rng_seed(st.seed(seed))
+    pyro.clear_param_store()
     xs, _ = curved_distance_data("sphere", n=192, n_anchors=15)
     xt, _ = curved_distance_data("tree", n=192, n_anchors=15, tree_depth=3, tree_step=1.0, tree_noise=0.2)
     xs = (xs - xs.mean(0)) / xs.std()
@@ -94,7 +115,19 @@ def test_dynamic_curvature_differs_between_conditions():
     )
     assert (vae.kappa(None, torch.tensor([0, 1])) == 0).all()  # starts flat for both
     _train(vae, x, 600, lab, curvature_lr=0.01)
-    k = vae.kappa(None, torch.tensor([0, 1])).squeeze(-1)
+    return vae.kappa(None, torch.tensor([0, 1])).squeeze(-1).detach()
+
+
+@pytest.mark.slow
+@pytest.mark.statistical
+def test_dynamic_curvature_differs_between_conditions():
+    """Label 0: spherical-cap data, label 1: hyperbolic-tree data, one model, κ = g(label).
+
+    Both labels start at κ = 0; the landmark decoder (one set of landmarks per
+    label) makes the latent geometry decide the fit.  An optimisation outcome with a small
+    spread: over seeds 0-4, κ_sphere = 0.27-0.31 and κ_tree = -2.57 to -2.46, far from ±0.1: one run.
+    """
+    k = _dynamic_curvatures(0)
     assert k[0] > 0.1 and k[1] < -0.1, k
 
 
