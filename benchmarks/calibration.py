@@ -189,17 +189,19 @@ def main(argv=None):
     info = machine()
     print(f"calibration: seeds {seeds}, jobs {args.jobs}, {info['cpu']} ({info['cores']} cores)", flush=True)
     results, walls = {}, {}
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         for s in seeds:
             xml = Path(tmp) / f"seed_{s}.xml"
             _, walls[s] = run_seed(s, args.jobs, args.pytest_args, xml, args.timeout)
             results[s] = parse_junit(xml) if xml.exists() else {}
-    rows = table(results, seeds)
-    missing = [s for s in seeds if not results[s]]
-    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(rows, seeds, info, walls, argv_text, args.max_failures, missing)
+            # the table so far after every seed: an interrupted run still leaves its record
+            done = list(results)
+            missing = [d for d in done if not results[d]]
+            rows = table(results, done)
+            text = markdown(rows, done, info, walls, argv_text, args.max_failures, missing)
+            Path(args.out).write_text(text)
     print("\n" + text)
-    Path(args.out).write_text(text)
     print(f"wrote {args.out}")
     return 1 if missing or any(r["failures"] > args.max_failures for r in rows) else 0
 
