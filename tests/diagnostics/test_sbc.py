@@ -25,7 +25,6 @@ import scipy.stats
 import torch
 from pyro import poutine
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
-from pyro.ops.integrator import potential_grad
 
 import dlmppl as dl
 from dlmppl.diagnostics import (
@@ -41,6 +40,7 @@ from dlmppl.diagnostics import (
 )
 from dlmppl.distributions import ManifoldUniform, VonMisesFisher, WrappedNormal
 from dlmppl.inference import RiemannianHMC
+from tests.inference._targets import SymplecticEulerHMC
 from tests.statistical import assert_ks, assert_mc_estimate, assert_pvalues, seed
 
 # --------------------------------------------------------------------------- helpers
@@ -424,22 +424,6 @@ def test_sbc_svi_manifold_guide():
 # --------------------------------------------------------------------------- Riemannian HMC
 
 
-class _SymplecticEulerHMC(RiemannianHMC):
-    """A deliberately broken integrator: a full momentum step then a full geodesic step
-    (symplectic Euler, as geoopt's RHMC): volume preserving but not reversible, so the
-    Metropolis step does not correct it (same as tests/inference/test_hmc.py)."""
-
-    def _leapfrog(self, z, r, aux, step_size, num_steps=1):
-        z, r = dict(z), dict(r)
-        grads = aux
-        for _ in range(num_steps):
-            for name, g in self._geometries.items():
-                r[name] = r[name] - step_size * g.rgrad(z[name], grads[name])
-                z[name], r[name] = g.flow(z[name], r[name], step_size)
-            grads, pe = potential_grad(self.potential_fn, z)
-        return z, r, grads, pe
-
-
 def vmf_model(n=3, obs=None):
     """mu uniform on S², three vMF directions of known concentration 2 around it."""
     mu = pyro.sample("mu", ManifoldUniform(dl.manifolds.Sphere(), (3,), dtype=torch.float64))
@@ -502,7 +486,7 @@ def test_sbc_fails_for_a_broken_integrator():
     """The sphere test with only the integrator changed, and more simulations: the failure must be
     certain, not likely (with 30 draws per chain and 60 simulations DLMPPL_TEST_SEED 0-9 gave p from
     4e-20 to 1e-7; as here, 40 draws and 80 simulations, seeds 0-3 gave 1e-20 to 3e-14)."""
-    inf = MCMCInference(lambda m: _SymplecticEulerHMC(m, **_SPHERE_HMC), **_SPHERE_RUN)
+    inf = MCMCInference(lambda m: SymplecticEulerHMC(m, **_SPHERE_HMC), **_SPHERE_RUN)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its chains are also sticky: the thinning warning is expected
         res = sbc(vmf_model, inf, 80, observed="obs", num_draws=10, seed=seed(8), progress=False)

@@ -9,9 +9,11 @@ import pyro
 import pyro.distributions as dist
 import scipy.stats
 import torch
+from pyro.ops.integrator import potential_grad
 
 from dlmppl import manifolds
 from dlmppl.distributions.base import ManifoldDistribution
+from dlmppl.inference.hmc import RiemannianHMC
 
 
 class TiltedSphere(ManifoldDistribution):
@@ -94,3 +96,18 @@ def mixed_posterior_means(obs):
     a = coth - 1 / t  # mean resultant length of vMF(κR) on S^2
     return float((w * kap).sum()), (w * a).sum() * s / r
 
+
+class SymplecticEulerHMC(RiemannianHMC):
+    """A deliberately broken integrator, for tests of the tests: a full momentum step then a
+    full geodesic step (symplectic Euler, as geoopt's RHMC): volume preserving but not
+    reversible, so the Metropolis step does not correct it and the chain's law is wrong."""
+
+    def _leapfrog(self, z, r, aux, step_size, num_steps=1):
+        z, r = dict(z), dict(r)
+        grads = aux
+        for _ in range(num_steps):
+            for name, g in self._geometries.items():
+                r[name] = r[name] - step_size * g.rgrad(z[name], grads[name])
+                z[name], r[name] = g.flow(z[name], r[name], step_size)
+            grads, pe = potential_grad(self.potential_fn, z)
+        return z, r, grads, pe
