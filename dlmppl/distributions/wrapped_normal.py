@@ -278,6 +278,52 @@ def _lorentz_max_radius(dtype: torch.dtype, k: torch.Tensor) -> torch.Tensor:
     return R * (big - torch.log(R).clamp_min(0))
 
 
+def radius_limit(manifold, like: torch.Tensor) -> torch.Tensor:
+    """Largest distance from the origin (Riemannian units) whose points ``like.dtype`` represents.
+
+    ``kmath.max_radius(dtype)/√c`` in a κ-stereographic model with κ = -c < 0 (15.25/√c in
+    float32, 35.35/√c in float64), :func:`_lorentz_max_radius` on the hyperboloid, ``inf``
+    elsewhere (κ ≥ 0, spheres, Euclidean space).  Detached; the shape of the curvature
+    (``()`` or ``batch + (1,)``).  The representability check of :class:`WrappedNormal` and
+    :class:`RiemannianNormal` compares ``d(o, loc) + reach`` with it.
+    """
+    kind = _manifold_kind(manifold)
+    p = _param(kind, manifold, like).detach()
+    if kind == "lorentz":
+        return _lorentz_max_radius(like.dtype, p)
+    if kind == "stereo":
+        R = kmath.max_radius(like.dtype) / (-p).clamp_min(torch.finfo(p.dtype).tiny).sqrt()
+        return torch.where(p < 0, R, torch.full_like(p, math.inf))  # κ ≥ 0: no boundary
+    return torch.full_like(p, math.inf)
+
+
+def keep_representable(manifold, tangent: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink an encoder's location ``tangent`` and ``scale`` so that a wrapped normal stays representable.
+
+    For a location ``exp_o(tangent)`` (``tangent`` ``batch + (d,)`` in Riemannian units, so
+    ``d(o, loc) = ‖tangent‖``) and ``scale`` ``batch + (d,)``: ``‖tangent‖`` is capped at
+    ``0.9 R`` and ``scale`` at ``(0.98 R - ‖tangent‖) / q`` (``R`` = :func:`radius_limit`,
+    ``q`` the reach quantile of :class:`WrappedNormal`'s check), so the check passes by
+    construction.  Where ``R = inf`` (no boundary) both are returned unchanged.  A cap is a
+    clamp (zero gradient beyond it, like the saturation of a bounded activation): it stops an
+    untrained or diverging encoder from asking for a law that the dtype cannot represent,
+    instead of the ``ValueError`` the distribution raises then.
+    """
+    limit = radius_limit(manifold, tangent)
+    if not bool(torch.isfinite(limit).any()):
+        return tangent, scale
+    q = _chi_isf(tangent.shape[-1], _UNREPRESENTABLE_MASS)
+    if limit.dim() and limit.shape[-1] != 1:  # a curvature of shape batch (not batch + (1,))
+        limit = limit.unsqueeze(-1)
+    r = tangent.norm(dim=-1, keepdim=True)
+    r_max = 0.9 * limit
+    over = r > r_max  # never where limit = inf; the unselected branch keeps finite gradients
+    r_cap = torch.where(over, r_max, r)
+    tangent = tangent * torch.where(over, r_cap / r.clamp_min(torch.finfo(r.dtype).tiny), torch.ones_like(r))
+    s_max = (0.98 * limit - r_cap) / q
+    return tangent, torch.minimum(scale, s_max)
+
+
 def _check_representable(cls: str, kind: str, p: torch.Tensor, loc: torch.Tensor, reach: torch.Tensor) -> None:
     """``ValueError`` naming ``scale``/``loc`` when draws may leave what ``loc.dtype`` represents.
 

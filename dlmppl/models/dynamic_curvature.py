@@ -167,12 +167,15 @@ class DynamicCurvatureVAE(PyroModule):
     # -- networks ---------------------------------------------------------
     def encode(self, x: torch.Tensor, kappa: torch.Tensor):
         """``q(z | x)``: a wrapped normal on ``M_κ``, batch ``(N,)``."""
-        from ..distributions.wrapped_normal import WrappedNormal
+        from ..distributions.wrapped_normal import WrappedNormal, keep_representable
 
         h = self.encoder(x)
         a, b = h[..., : self.latent_dim], h[..., self.latent_dim :]
+        M = self.manifold(kappa)
+        # negative κ: cap the radius and scale where the dtype cannot represent the draws
+        a, scale = keep_representable(M, a, nn.functional.softplus(b) + 1e-4)
         loc = kmath.project(kmath.expmap0(a / 2, kappa), kappa)
-        return WrappedNormal(self.manifold(kappa), loc, nn.functional.softplus(b) + 1e-4)
+        return WrappedNormal(M, loc, scale)
 
     def prior(self, kappa: torch.Tensor):
         """``p(z) = WN_κ(0, prior_scale² I)``, batch ``kappa.shape[:-1]``."""

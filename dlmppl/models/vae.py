@@ -176,7 +176,17 @@ class LatentComponent(nn.Module):
         return kmath.dist(zz, anchors, k.unsqueeze(-1) if k.dim() else k)
 
     def posterior(self, a: torch.Tensor, b: torch.Tensor):
-        """``q(z | x)`` from encoder heads ``a`` (location) and ``b`` (scale), batch ``a.shape[:-1]``."""
+        """``q(z | x)`` from encoder heads ``a`` (location) and ``b`` (scale), batch ``a.shape[:-1]``.
+
+        Hyperbolic latents: the location's radius and the scale are capped where the dtype
+        cannot represent the draws (:func:`dlmppl.distributions.wrapped_normal.keep_representable`;
+        radius 15.25/√c in float32 for the Poincaré ball).
+        """
+        if self.kind in ("poincare", "stereographic", "lorentz") and self.posterior_kind == "wrapped":
+            from ..distributions.wrapped_normal import keep_representable
+
+            a, scale = keep_representable(self.manifold, a, nn.functional.softplus(b) + 1e-4)
+            return self._wrapped(self.loc_from_tangent(a), scale)
         loc = self.loc_from_tangent(a)
         if self.kind == "euclidean":
             return dist.Normal(loc, nn.functional.softplus(b) + 1e-4).to_event(1)
@@ -189,9 +199,12 @@ class LatentComponent(nn.Module):
             from ..distributions.power_spherical import PowerSpherical
 
             return PowerSpherical(loc, conc)
+        return self._wrapped(loc, nn.functional.softplus(b) + 1e-4)
+
+    def _wrapped(self, loc, scale):
         from ..distributions.wrapped_normal import WrappedNormal
 
-        return WrappedNormal(self.manifold, loc, nn.functional.softplus(b) + 1e-4)
+        return WrappedNormal(self.manifold, loc, scale)
 
     def prior(self, like: torch.Tensor, batch):
         """``p(z)`` with batch shape ``batch``."""
