@@ -295,10 +295,13 @@ def _naive_dw_dkappa(t, kappa, d):
 
 @pytest.mark.statistical
 def test_gradient_test_fails_without_the_correction(monkeypatch):
-    """Test of the test: with the uncorrected reparameterisation gradient, the comparison above fails."""
+    """Test of the test: with the uncorrected reparameterisation gradient, the comparison above fails.
+
+    The bias is 4.6-6.3 standard errors at 20 000 draws (seeds 0-9; missed on calibration seeds 7
+    and 9 against the 4.76 bound), 10-12.6 at 80 000."""
     monkeypatch.setattr(vmf_mod, "vmf_dw_dkappa", _naive_dw_dkappa)
     with pytest.raises(AssertionError, match="standard errors"):
-        _assert_agree(*_fd_vs_pathwise(6, 5.0))  # d = 6: Wood's rejection sampler is used
+        _assert_agree(*_fd_vs_pathwise(6, 5.0, n=80_000))  # d = 6: Wood's rejection sampler is used
 
 
 def _loc_gradients(mu, kappa, b, n):
