@@ -96,7 +96,10 @@ def _even_fn(u, pos_fn, neg_fn, coeffs, divide=True):
     fp, fn = pos_fn(up), neg_fn(un)
     if divide:
         fp, fn = fp / up, fn / un
-    return torch.where(pos, fp, torch.where(neg, fn, _series(u, coeffs)))
+    # the series only at |u| ≤ eps: at a huge u (κ d² over a vanishing denominator, near-antipodal
+    # points of a κ > 0 model) it overflows, and 0·inf in its masked-out gradient is NaN
+    small = torch.where(pos | neg, torch.zeros_like(u), u)
+    return torch.where(pos, fp, torch.where(neg, fn, _series(small, coeffs)))
 
 
 _T_COEFFS = (1.0, 1.0 / 3, 2.0 / 15, 17.0 / 315, 62.0 / 2835)
@@ -125,7 +128,9 @@ def _C(u):
 
 def _H(u):
     # arsin_κ(t) = t H(κ t²): asin(√u)/√u, asinh(√-u)/√-u (only used for u ≤ eps when u > 0)
-    return _even_fn(u, lambda s: torch.asin(s.clamp(max=1.0)), torch.asinh, _H_COEFFS)
+    # the positive branch only ever sees √u ≤ √eps ≪ 1 (or the placeholder 1 of _even_fn, where
+    # asin' is infinite: the clamp at 1/2 keeps its masked-out gradient finite, 0 instead of NaN)
+    return _even_fn(u, lambda s: torch.asin(s.clamp(max=0.5)), torch.asinh, _H_COEFFS)
 
 
 def _artanh(x):
@@ -320,12 +325,18 @@ def _dist_parts(x, y, k):
     px = 1 + k * _sqnorm(x)
     py = 1 + k * _sqnorm(y)
     p = (px * py).clamp_min(tiny)
-    dd = (p - k * diff2).clamp_min(tiny)
+    # p - κ|x-y|² cancels to 0 near antipodal points of a κ > 0 model (float32 training found
+    # them: NaN gradients through 1/dd); below its rounding noise eps·p it is held at eps·p, a
+    # finite value and gradient (the distance there is π/√κ to within the same noise)
+    dd = torch.maximum(p - k * diff2, torch.finfo(x.dtype).eps * p)
     ut = k * diff2 / p
     use_t = ut <= _switch_eps(x.dtype)
     ratio_t = _H(torch.where(use_t, ut, torch.zeros_like(ut))) / p.sqrt()
-    uw = torch.where(use_t, torch.ones_like(ut), k * diff2 / dd)
-    ratio_w = _A(uw) / dd.sqrt()
+    # masked-out entries get benign placeholders in numerator and denominator alike, so that their
+    # (discarded) gradients stay finite: 0·inf would make them NaN (near-antipodal points at κ > 0)
+    dd_w = torch.where(use_t, torch.ones_like(dd), dd)
+    uw = torch.where(use_t, torch.ones_like(ut), k * diff2) / dd_w
+    ratio_w = _A(uw) / dd_w.sqrt()
     return diff, px, dd, torch.where(use_t, ratio_t, ratio_w)
 
 
