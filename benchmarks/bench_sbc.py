@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
 
 import pyro
 import torch
+from calibration import machine  # benchmarks/ is on sys.path when this script runs
 from pyro import poutine
 from pyro.infer import MCMC
 
@@ -77,19 +76,6 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"pyro-ppl {pyro.__version__}")
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sims", type=int, default=8, help="simulations per method (default 8)")
@@ -98,6 +84,7 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     n = args.sims
+    info = machine()  # benchmarks/calibration.py's record of the CPU and versions
     inf = MCMCInference(kernel, num_samples=NUM_SAMPLES, warmup_steps=WARMUP)
 
     t_a, ranks = timed(lambda: hand_loop(n))
@@ -113,7 +100,8 @@ def main(argv=None):
     lines = [
         "# SBC: `dlmppl.diagnostics.sbc` vs a hand-written loop (benchmarks/bench_sbc.py)",
         "",
-        f"- date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; machine: {machine()}",
+        f"- date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; machine: {info['cpu']}, {info['cores']} cores; "
+        f"Python {info['python']}, torch {info['torch']}, pyro-ppl {info['pyro']}",
         f"- model: mu ~ vMF(north, 2) on S^2, {N_OBS} observations vMF(mu, 5); RiemannianNUTS, "
         f"{WARMUP} warm-up + {NUM_SAMPLES} draws, {NUM_DRAWS} ranked draws; {n} simulations per method",
         "",
