@@ -11,12 +11,8 @@ tolerance that depends on ``x.dtype`` (:func:`tolerance`).
 
 from __future__ import annotations
 
-import geoopt
 import torch
 from torch.distributions import constraints as _tc
-
-from . import lmath
-from . import manifolds as _m
 
 __all__ = ["ManifoldConstraint", "manifold", "tolerance", "violation"]
 
@@ -33,50 +29,23 @@ def tolerance(dtype: torch.dtype) -> float:
 
 
 def violation(M, x: torch.Tensor) -> torch.Tensor:
-    """How far each point of ``x`` is from ``M`` (0 on the manifold).
+    """How far each point of ``x`` is from ``M`` (0 on the manifold): the family's
+    :meth:`~dlmppl.geometry.Geometry.violation`.
 
     Sphere: ``|‖x‖ - 1|``; Lorentz: ``|⟨x,x⟩_L + k| / (1 + x_0²)``; Stiefel:
     ``max |XᵀX - I|``; SPD: asymmetry ``max|X - Xᵀ| / max|X|`` (and ``inf`` when a
     Cholesky factorisation fails); κ-stereographic with κ<0: how far a point
     reaches past the ball ``κ‖x‖² > -1`` (``inf`` outside); Euclidean: 0 for
-    finite points.  Others: distance to ``M.projx(x)``.  Shape: one value per
-    point, ``batch_shape``.  Non-finite points give ``inf``.
+    finite points.  Shape: one value per point, ``batch_shape``.  Non-finite
+    points give ``inf``.
     """
-    base = _m._base(M)
+    from .geometry import geometry_of
+
     if not torch.is_floating_point(x):
         x = x.to(torch.get_default_dtype())
     finite = _all_finite(x, M.ndim)
-    if isinstance(base, geoopt.Sphere):
-        v = (x.norm(dim=-1) - 1).abs()
-    elif isinstance(base, geoopt.Lorentz):
-        # as |x_0 - hypot(√k, |x_s|)| (x_0 + ...) / (1 + x_0²): x_0² overflows in float32 beyond radius 44
-        v = lmath.violation(x, torch.as_tensor(base.k, dtype=x.dtype, device=x.device))
-    elif isinstance(base, geoopt.Stereographic):
-        k = torch.as_tensor(base.k, dtype=x.dtype, device=x.device)
-        one_plus = 1 + k * x.pow(2).sum(-1, keepdim=True)
-        v = torch.where(one_plus > 0, torch.zeros_like(one_plus), torch.full_like(one_plus, float("inf"))).squeeze(-1)
-    elif isinstance(base, geoopt.Stiefel):
-        p = x.shape[-1]
-        eye = torch.eye(p, dtype=x.dtype, device=x.device)
-        v = (x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2))
-    elif isinstance(base, geoopt.SymmetricPositiveDefinite):
-        scale = x.abs().amax((-1, -2)).clamp_min(torch.finfo(x.dtype).tiny)
-        v = (x - x.transpose(-1, -2)).abs().amax((-1, -2)) / scale
-        sym = torch.where(finite[..., None, None], (x + x.transpose(-1, -2)) / 2, torch.eye(x.shape[-1], dtype=x.dtype, device=x.device))
-        _, info = torch.linalg.cholesky_ex(sym)
-        v = torch.where(info == 0, v, torch.full_like(v, float("inf")))
-    elif isinstance(base, geoopt.Euclidean):
-        v = torch.zeros(x.shape[: x.dim() - base.ndim], dtype=x.dtype, device=x.device)
-    elif isinstance(base, geoopt.ProductManifold):
-        parts = [violation(mi, base.take_submanifold_value(x, i)) for i, mi in enumerate(base.manifolds)]
-        v = torch.stack(torch.broadcast_tensors(*parts), 0).amax(0)
-    else:
-        with torch.no_grad():
-            dims = tuple(range(-M.ndim, 0)) if M.ndim else ()
-            d = (M.projx(x) - x).abs()
-            v = d.amax(dims) if dims else d
-    v = torch.where(torch.broadcast_to(finite, v.shape) if finite.dim() <= v.dim() else finite, v, torch.full_like(v, float("inf")))
-    return v
+    v = geometry_of(M).violation(x)
+    return torch.where(torch.broadcast_to(finite, v.shape) if finite.dim() <= v.dim() else finite, v, torch.full_like(v, float("inf")))
 
 
 def _all_finite(x, ndim):
@@ -102,29 +71,10 @@ class ManifoldConstraint(_tc.Constraint):
         return violation(self.manifold, value) <= tol
 
     def __repr__(self):
-        name = type(_m._base(self.manifold)).__name__
+        from .geometry import geometry_of
+
         tol = "dtype-dependent" if self.tol is None else f"{self.tol:g}"
-        bound = _BOUNDS.get(name, "on the manifold")
-        return f"manifold({name}: {bound}, tol={tol})"
-
-
-_BOUNDS = {
-    "Sphere": "‖x‖ = 1",
-    "SphereExact": "‖x‖ = 1",
-    "Lorentz": "⟨x,x⟩_L = -k, x_0 > 0",
-    "Stereographic": "1 + κ‖x‖² > 0",
-    "StereographicExact": "1 + κ‖x‖² > 0",
-    "PoincareBall": "‖x‖ < 1/√c",
-    "PoincareBallExact": "‖x‖ < 1/√c",
-    "SphereProjection": "any finite x",
-    "SphereProjectionExact": "any finite x",
-    "Stiefel": "XᵀX = I",
-    "CanonicalStiefel": "XᵀX = I",
-    "EuclideanStiefel": "XᵀX = I",
-    "EuclideanStiefelExact": "XᵀX = I",
-    "SymmetricPositiveDefinite": "X = Xᵀ, X ≻ 0",
-    "Euclidean": "finite",
-}
+        return f"manifold({type(self.manifold).__name__}: {geometry_of(self.manifold).bounds}, tol={tol})"
 
 
 def manifold(M, tol: float | None = None) -> ManifoldConstraint:

@@ -14,6 +14,8 @@
   :func:`pairwise_distances` (geodesic distance matrices under any metric field).
 """
 
+from . import euclidean, lorentz, product, scaled, spd, sphere, stereographic, stiefel  # noqa: F401  (registrations)
+from .base import Geometry, geometry_of
 from .chadebec import ChadebecMetric
 from .distances import pairwise_distances
 from .geodesics import (
@@ -42,6 +44,8 @@ from .solvers import (
 from .steering import class_centroid, resample_curve, steer
 
 __all__ = [
+    "Geometry",
+    "geometry_of",
     "ChadebecMetric",
     "LearnedMetric",
     "pairwise_distances",

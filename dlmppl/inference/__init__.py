@@ -18,7 +18,7 @@ Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
 from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning, manifold_variance
-from .integrators import HMCGeometry, geometry_of, riemannian_leapfrog
+from .integrators import geometry_of, riemannian_leapfrog
 from .nuts import RiemannianNUTS
 from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
 from .softabs import SoftAbsIntegrator, softabs
@@ -28,7 +28,6 @@ __all__ = [
     "DivergenceWarning",
     "SamplerWarning",
     "StepSizeWarning",
-    "HMCGeometry",
     "SoftAbsIntegrator",
     "geometry_of",
     "riemannian_leapfrog",

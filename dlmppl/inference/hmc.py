@@ -31,8 +31,8 @@ with its leaves), so that a region where the log density is NaN, which no step
 size avoids, does not drive the step size to zero.  The number of leapfrog steps
 of an HMC iteration is capped (``max_num_steps``); the adapted step size is
 kept in ``[min_stepsize, max_stepsize]`` and, on manifolds whose geodesics close
-up (sphere, Stiefel, κ > 0), below :meth:`HMCGeometry.max_step
-<dlmppl.inference.integrators.HMCGeometry.max_step>`.  Problems are reported
+up (sphere, Stiefel, κ > 0), below :meth:`Geometry.max_step
+<dlmppl.geometry.Geometry.max_step>`.  Problems are reported
 as Stan reports them, with warnings of category :class:`SamplerWarning`
 (:class:`DivergenceWarning` when divergences dominate warm-up or occur after
 it, :class:`StepSizeWarning` when the step size collapses or the trajectory is
@@ -46,7 +46,6 @@ import math
 import warnings
 from collections import OrderedDict
 
-import geoopt
 import pyro
 import torch
 from pyro import poutine
@@ -65,10 +64,8 @@ from pyro.util import optional
 from torch.distributions import biject_to
 from torch.distributions.transforms import identity_transform
 
-from .. import lmath
-from .. import manifolds as _m
 from ..constraints import ManifoldConstraint, violation
-from .integrators import LorentzGeometry, SphereGeometry, geometry_of, potential_grad, riemannian_leapfrog
+from .integrators import geometry_of, potential_grad, riemannian_leapfrog
 
 __all__ = ["DivergenceWarning", "RiemannianHMC", "SamplerWarning", "StepSizeWarning"]
 
@@ -178,57 +175,24 @@ class _ManifoldSafeInit:
         return self.init_strategy(site)
 
 
-def _intrinsic_dim(manifold, shape) -> int:
-    """Total intrinsic dimension of a site of ``shape`` (batch + ambient event shape) on ``manifold``."""
-    base = _m._base(manifold)
-    if isinstance(base, (geoopt.Stiefel, geoopt.SymmetricPositiveDefinite)):
-        event_ndim = 2
-    elif isinstance(base, geoopt.Euclidean):
-        event_ndim = int(getattr(base, "ndim", 0))
-    else:
-        event_ndim = 1
+def _intrinsic_dim(geometry, shape) -> int:
+    """Total intrinsic dimension of a site of ``shape`` (batch + ambient event shape)."""
     shape = tuple(shape)
-    event = shape[len(shape) - event_ndim :]
-    batch = shape[: len(shape) - event_ndim]
-    return max(_m.manifold_dim(manifold, event) * math.prod(batch), 1)
+    event = shape[len(shape) - geometry.ndim :]
+    batch = shape[: len(shape) - geometry.ndim]
+    return max(geometry.intrinsic_dim(event) * math.prod(batch), 1)
 
 
 def manifold_variance(geometry, draws, intrinsic_dim):
     r"""Per-dimension variance of draws on a manifold (scalar mass adaptation).
 
-    ``draws``: tensor of shape ``(n,) + site shape`` (ambient coordinates).
-    Returns ``E g_x̄(x - x̄, x - x̄) / intrinsic_dim``, a 0-dim tensor, with
-    ``x̄`` the ambient mean of the draws (a Fréchet-mean proxy) and ``g_x̄`` the
-    metric there (``geometry.covector``).  For a concentrated distribution
-    ``x - x̄`` is nearly tangent and this is the mean squared geodesic
-    distance to the mean over the dimension.  Sphere/Stiefel: the sum of the
-    ambient coordinate variances (sphere: the squared geodesic distance to the
-    normalised mean instead, exact for diffuse draws too); Lorentz: the variance of the frame
-    coordinates of ``log_c x`` at a draw ``c`` (cancellation-free far from the origin);
-    κ-stereographic: ``λ_x̄²`` times the ambient variance; SPD:
-    ``E tr(x̄⁻¹ Δ x̄⁻¹ Δ)``.  (Stan's windowed variance estimate, Carpenter et
-    al. 2017, applied isotropically on the manifold.)
+    ``draws``: tensor of shape ``(n,) + site shape`` (ambient coordinates).  Returns
+    :meth:`Geometry.spread <dlmppl.geometry.Geometry.spread>` ``/ intrinsic_dim``, a
+    0-dim tensor: about the mean squared geodesic distance to the mean over the
+    dimension (Stan's windowed variance estimate, Carpenter et al. 2017, applied
+    isotropically on the manifold).
     """
-    mean = draws.mean(0)
-    if isinstance(geometry, SphereGeometry):
-        # geodesic distance to the normalised mean (the chord underestimates it for diffuse draws)
-        mu = mean / mean.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(mean.dtype).tiny)
-        theta = torch.arccos((draws * mu).sum(-1).clamp(-1.0, 1.0))
-        return theta.pow(2).sum() / draws.shape[0] / intrinsic_dim
-    if isinstance(geometry, LorentzGeometry):
-        # ⟨x - x̄, x - x̄⟩_L cancels far from the origin (coordinates ~ e^ρ): take the variance of the
-        # frame coordinates of log_c(x) at a draw c instead (an orthonormal frame, dlmppl.lmath)
-        k = geometry._k(draws)
-        v = lmath.log_frame(draws[-1].expand_as(draws), draws, k)
-        # one Karcher step towards the Fréchet mean (the log at a draw 2σ out is distorted by
-        # the curvature: 9% low at σ = 0.3), then the frame coordinates at that centre
-        centre = lmath.exp_frame(draws[-1], v.mean(0), k)
-        v = lmath.log_frame(centre.expand_as(draws), draws, k)
-        v = v - v.mean(0)
-        return v.pow(2).sum() / draws.shape[0] / intrinsic_dim
-    d = draws - mean
-    sq = (geometry.covector(mean.expand_as(d), d) * d).sum() / draws.shape[0]
-    return sq.clamp_min(0) / intrinsic_dim
+    return geometry.spread(draws) / intrinsic_dim
 
 
 def _nan_to_inf(x):
@@ -252,7 +216,7 @@ class RiemannianHMC(HMC):
         generalised leapfrog (SoftAbs only).
     :param float min_stepsize, max_stepsize: bounds of the adapted step size
         (as in Pyro); on manifolds whose geodesics close up the upper bound is
-        also :meth:`~dlmppl.inference.integrators.HMCGeometry.max_step`.
+        also :meth:`~dlmppl.geometry.Geometry.max_step`.
     :param int max_num_steps: most leapfrog steps of one iteration (default
         1024, the gradient budget of a NUTS iteration at tree depth 10, or the
         ``num_steps`` given if larger): ``trajectory_length / step_size`` above
@@ -568,7 +532,7 @@ class RiemannianHMC(HMC):
 
     def _update_step_cap(self, z):
         """The largest step the adaptation may choose: ``max_stepsize``, and
-        :meth:`HMCGeometry.max_step` of every manifold site at its current mass."""
+        :meth:`~dlmppl.geometry.Geometry.max_step` of every manifold site at its current mass."""
         cap = float(self._max_stepsize)
         for name, g in self._geometries.items():
             cap = min(cap, g.max_step(z[name], self._inverse_masses[name]))
@@ -631,7 +595,7 @@ class RiemannianHMC(HMC):
                 draws = torch.stack(self._mass_window[name])
                 n = draws.shape[0]
                 if n >= 2:
-                    var = manifold_variance(g, draws, _intrinsic_dim(self._manifolds[name], draws.shape[1:]))
+                    var = manifold_variance(g, draws, _intrinsic_dim(g, draws.shape[1:]))
                     var = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
                     value = float(var)
                     if math.isfinite(value) and value > 0:

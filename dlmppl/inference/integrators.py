@@ -62,7 +62,7 @@ closed geodesic ``L`` (2π on the unit sphere) is the identity, so on a flat
 (Haar/uniform) target every step size is accepted and the step-size adaptation
 runs away (to 1e13 and beyond, where the trigonometric functions have lost
 every digit of the angle and the flow is no longer reversible).
-:meth:`HMCGeometry.max_step` is the step at which a typical velocity
+:meth:`~dlmppl.geometry.Geometry.max_step` is the step at which a typical velocity
 (``√(d/m)`` for intrinsic dimension ``d`` and scalar mass ``m``) travels half of
 ``L``: ``ε_max = (L/2) √(m/d)``; the kernels never adapt the step above it.
 
@@ -76,17 +76,13 @@ same for a trajectory and its reverse, so detailed balance is kept.
 
 from __future__ import annotations
 
-import math
-
-import geoopt
 import torch
 from pyro.ops.integrator import _EXCEPTION_HANDLERS
 
-from .. import kmath, lmath
-from .. import manifolds as _m
+from ..geometry import Geometry
+from ..geometry import geometry_of as _geometry_of
 
 __all__ = [
-    "HMCGeometry",
     "geometry_of",
     "potential_grad",
     "riemannian_leapfrog",
@@ -127,379 +123,15 @@ def potential_grad(potential_fn, z):
     return grads, potential_energy.detach()
 
 
-def _dot(a, b, ndim):
-    """Sum over the last ``ndim`` dims, keepdim."""
-    p = a * b
-    for i in range(ndim):
-        p = p.sum(-1 - i, keepdim=True)
-    return p
+def geometry_of(manifold) -> Geometry:
+    """The :class:`~dlmppl.geometry.Geometry` the HMC kernels use for ``manifold``.
 
-
-def _sym(a):
-    return 0.5 * (a + a.transpose(-1, -2))
-
-
-class HMCGeometry:
-    """What an HMC kernel needs of a manifold; points/vectors in ambient shape.
-
-    ``momentum(x)`` draws a velocity that is standard normal in an orthonormal
-    basis of ``T_x M``; ``kinetic(x, v)`` = ½ g_x(v, v) summed over every point;
-    ``covector(x, v)`` = the momentum ``G(x) v`` in ambient coordinates (so that
-    ``sum(covector * v) = g(v, v)``); ``rgrad(x, egrad)`` the Riemannian gradient;
-    ``flow(x, v, t)`` the exact geodesic flow; ``project(x, v)`` the round-off
-    clean-up (identity on the tangent bundle).
+    :func:`dlmppl.geometry.geometry_of` with the curvature detached from autograd;
+    ``ValueError`` for a family without an exact geodesic flow or a variant the
+    flows do not cover (``Scaled`` manifolds, spheres with a subspace projector,
+    SPD with a metric other than the affine-invariant one).
     """
-
-    name = "Euclidean"
-
-    def momentum(self, x):
-        return torch.randn_like(x)
-
-    def covector(self, x, v):
-        return v
-
-    def kinetic(self, x, v):
-        return 0.5 * (self.covector(x, v) * v).sum()
-
-    def rgrad(self, x, g):
-        return g
-
-    def flow(self, x, v, t):
-        return x + t * v, v
-
-    def project(self, x, v):
-        return x, v
-
-    def closed_geodesic_length(self, x) -> float:
-        """Length of the shortest closed geodesic (``inf`` where geodesics do not close)."""
-        return math.inf
-
-    def point_dim(self, x) -> int:
-        """Intrinsic dimension of one point of ``x`` (ambient shape ``batch + event``)."""
-        return max(int(x.shape[-1]), 1) if x.dim() else 1
-
-    def max_step(self, x, inverse_mass=1.0) -> float:
-        """Largest useful step ε on a manifold whose geodesics close up (``inf`` elsewhere).
-
-        With the velocity ``p / m`` of a momentum drawn as the kernels draw it
-        (``√m`` times :meth:`momentum`), a typical step travels
-        ``ε √(d / m)`` (``d`` = :meth:`point_dim`); ``ε_max = (L/2) √(m/d)``
-        makes that half of the shortest closed geodesic ``L``
-        (:meth:`closed_geodesic_length`), the largest step for which the
-        step-size adaptation still sees a step as larger than a smaller one.
-        A float (not a tensor): it is computed once per mass update.
-        """
-        length = self.closed_geodesic_length(x)
-        if not math.isfinite(length):
-            return math.inf
-        return 0.5 * length / math.sqrt(self.point_dim(x) * float(inverse_mass))
-
-
-class SphereGeometry(HMCGeometry):
-    name = "Sphere"
-
-    def momentum(self, x):
-        xi = torch.randn_like(x)
-        return xi - _dot(x, xi, 1) * x
-
-    def rgrad(self, x, g):
-        return g - _dot(x, g, 1) * x
-
-    def flow(self, x, v, t):
-        # great circle through x with unit direction u = v/s: x' = cos θ x + sin θ u,
-        # v' = s (cos θ u - sin θ x), θ = s t (no s·sin(st)/s round trip)
-        s = v.norm(dim=-1, keepdim=True)
-        tiny = s <= torch.finfo(v.dtype).tiny
-        u = v / torch.where(tiny, torch.ones_like(s), s)
-        theta = s * t
-        c, sn = torch.cos(theta), torch.sin(theta)
-        x_new = c * x + sn * u
-        v_new = s * (c * u - sn * x)
-        return self.project(x_new, v_new)
-
-    def project(self, x, v):
-        x = x / x.norm(dim=-1, keepdim=True)
-        return x, v - _dot(x, v, 1) * x
-
-    def closed_geodesic_length(self, x) -> float:
-        return 2 * math.pi
-
-    def point_dim(self, x) -> int:
-        return max(int(x.shape[-1]) - 1, 1)
-
-
-class StiefelGeometry(HMCGeometry):
-    name = "Stiefel"
-
-    def _proju(self, x, u):
-        return u - x @ _sym(x.transpose(-1, -2) @ u)
-
-    def momentum(self, x):
-        return self._proju(x, torch.randn_like(x))
-
-    def rgrad(self, x, g):
-        return self._proju(x, g)
-
-    def flow(self, x, v, t):
-        # Edelman et al.'s [x, v] expm(t[[A, -S], [I, A]]) in the orthonormal frame [x, Q],
-        # QR = v - xA: there the generator is the skew B = [[2A, -Rᵀ], [R, 0]], so every
-        # factor is orthogonal (see the module docstring)
-        n, p = x.shape[-2:]
-        a = x.transpose(-1, -2) @ v
-        a = 0.5 * (a - a.transpose(-1, -2))  # skew in exact arithmetic
-        ea = torch.linalg.matrix_exp(-t * a)
-        k = min(p, n - p)
-        if k == 0:  # n = p (orthogonal group): v = xA and the geodesic is x expm(tA)
-            x_new = x @ ea.transpose(-1, -2)
-            return self.project(x_new, x_new @ a)
-        w = v - x @ a  # normal component of v
-        # QR of [x, w]: the columns after the first p are orthonormal and orthogonal to x,
-        # also when w is rank deficient (n < 2p, or v with no normal component)
-        q = torch.linalg.qr(torch.cat([x, w], -1)).Q[..., p : p + k]
-        r = q.transpose(-1, -2) @ w  # (k, p)
-        zeros = torch.zeros(x.shape[:-2] + (k, k), dtype=x.dtype, device=x.device)
-        b = torch.cat([torch.cat([2 * a, -r.transpose(-1, -2)], -1), torch.cat([r, zeros], -1)], -2)
-        e = torch.linalg.matrix_exp(t * b)  # orthogonal, (p + k) x (p + k)
-        frame = torch.cat([x, q], -1)
-        x_new = frame @ e[..., :, :p] @ ea
-        v_new = frame @ (e @ torch.cat([a, r], -2)) @ ea
-        return self.project(x_new, v_new)
-
-    def project(self, x, v):
-        u, _, vh = torch.linalg.svd(x, full_matrices=False)
-        x = u @ vh
-        return x, self._proju(x, v)
-
-    def closed_geodesic_length(self, x) -> float:
-        # one column turning in a plane orthogonal to the others: a great circle (n > p);
-        # for n = p the shortest closed geodesics (a 2x2 rotation block) are √2 longer
-        n, p = x.shape[-2:]
-        return 2 * math.pi if n > p else 2 * math.pi * math.sqrt(2)
-
-    def point_dim(self, x) -> int:
-        n, p = x.shape[-2:]
-        return max(n * p - p * (p + 1) // 2, 1)
-
-
-class LorentzGeometry(HMCGeometry):
-    """Hyperboloid ``⟨x,x⟩_L = -k``, computed in the frame transported from the origin.
-
-    Far from the origin the ambient coordinates (size ``e^ρ``) make every Minkowski
-    product cancel (``⟨v,v⟩_L``, ``⟨x,v⟩_L``, ``cosh(st) x + ...``); momentum, kinetic
-    energy, gradient, flow and projection use the cancellation-free forms of
-    :mod:`dlmppl.lmath` instead, so that the flow conserves ``g(v, v)`` and is
-    reversible at radius 20-40 (float64).  ``covector`` is the exact Minkowski lowering
-    ``(-v_0, v_s)``; its plain sum with ``v`` cancels far out, ``kinetic`` does not.
-    """
-
-    name = "Lorentz"
-
-    def __init__(self, k):
-        self.k = k
-
-    def _k(self, x):
-        return torch.as_tensor(self.k, dtype=x.dtype, device=x.device).detach()
-
-    def momentum(self, x):
-        # standard normal frame coordinates, transported from the origin (an isometry)
-        return lmath.frame_to_ambient(x, torch.randn_like(x[..., 1:]), self._k(x))
-
-    def covector(self, x, v):
-        return torch.cat([-v[..., :1], v[..., 1:]], -1)
-
-    def kinetic(self, x, v):
-        # ½ |w|², w the frame coordinates of v: ⟨v,v⟩_L = |v_s|² - v_0² cancels (both ~ e^{2ρ})
-        return 0.5 * lmath.frame_from_ambient(x, v, self._k(x)).pow(2).sum()
-
-    def rgrad(self, x, g):
-        return lmath.egrad2rgrad(x, g, self._k(x))
-
-    def flow(self, x, v, t):
-        # exact geodesic flow, inward geodesics without cancellation (lmath.geodesic_flow)
-        return self.project(*lmath.geodesic_flow(x, v, t, self._k(x)))
-
-    def project(self, x, v):
-        # x_0 from x_s and v_0 from tangency: the identity on the tangent bundle
-        k = self._k(x)
-        x = lmath.project(x, k)
-        return x, lmath.to_tangent(x, v, k)
-
-
-class StereographicGeometry(HMCGeometry):
-    name = "Stereographic"
-
-    def __init__(self, k):
-        self.k = k
-
-    def _k(self, x):
-        return torch.as_tensor(self.k, dtype=x.dtype, device=x.device).detach()
-
-    def momentum(self, x):
-        return torch.randn_like(x) / kmath.lambda_x(x, self._k(x))
-
-    def covector(self, x, v):
-        return kmath.lambda_x(x, self._k(x)).pow(2) * v
-
-    def rgrad(self, x, g):
-        return g / kmath.lambda_x(x, self._k(x)).pow(2)
-
-    def flow(self, x, v, t):
-        k = self._k(x)
-        y = kmath.expmap(x, t * v, k)
-        w = kmath.parallel_transport(x, y, v, k)
-        return self.project(y, w)
-
-    def project(self, x, v):
-        return kmath.project(x, self._k(x)), v
-
-    def closed_geodesic_length(self, x) -> float:
-        # κ > 0: the stereographic sphere of radius 1/√κ (great circles of length 2π/√κ)
-        k = self._k(x)
-        k_max = float(k.max()) if k.numel() else 0.0
-        return 2 * math.pi / math.sqrt(k_max) if k_max > 0 else math.inf
-
-
-class SPDGeometry(HMCGeometry):
-    name = "SymmetricPositiveDefinite"
-
-    @staticmethod
-    def _sqrt_and_isqrt(x):
-        d, u = torch.linalg.eigh(_sym(x))
-        sd = d.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-        ut = u.transpose(-1, -2)
-        return (u * sd.unsqueeze(-2)) @ ut, (u / sd.unsqueeze(-2)) @ ut
-
-    def momentum(self, x):
-        a = torch.randn_like(x)
-        xh, _ = self._sqrt_and_isqrt(x)
-        return xh @ _sym(a) @ xh
-
-    def covector(self, x, v):
-        # X⁻¹VX⁻¹ in the eigenbasis of X (no inverse of an ill-conditioned matrix)
-        d, u = torch.linalg.eigh(_sym(x))
-        d = d.clamp_min(torch.finfo(x.dtype).tiny)
-        ut = u.transpose(-1, -2)
-        w = (ut @ _sym(v) @ u) / (d.unsqueeze(-1) * d.unsqueeze(-2))
-        return u @ w @ ut
-
-    def kinetic(self, x, v):
-        # ½ tr(X⁻¹VX⁻¹V) = ½ Σ_ij (QᵀVQ)_ij² / (λ_i λ_j) (X = QΛQᵀ): a sum of non-negative terms.
-        # Through X⁻¹ the trace cancels: relative error 0.6 at cond(X) = 1e12 and negative
-        # energies beyond, which let a chain accept a jump to eigenvalue 4e17; here 5e-7.
-        # A point that is numerically not positive definite has infinite energy.
-        d, u = torch.linalg.eigh(_sym(x))
-        w = u.transpose(-1, -2) @ _sym(v) @ u
-        denom = (d.unsqueeze(-1) * d.unsqueeze(-2)).clamp_min(torch.finfo(x.dtype).tiny)
-        quad = (w.pow(2) / denom).sum((-1, -2))
-        quad = torch.where(d.min(-1).values > 0, quad, torch.full_like(quad, float("inf")))
-        return 0.5 * quad.sum()
-
-    def rgrad(self, x, g):
-        return x @ _sym(g) @ x
-
-    def flow(self, x, v, t):
-        xh, xih = self._sqrt_and_isqrt(x)
-        w = _sym(xih @ v @ xih)
-        lam, q = torch.linalg.eigh(w)
-        e = torch.exp(t * lam).unsqueeze(-2)
-        qt = q.transpose(-1, -2)
-        x_new = xh @ ((q * e) @ qt) @ xh
-        v_new = xh @ ((q * (lam.unsqueeze(-2) * e)) @ qt) @ xh
-        return self.project(x_new, v_new)
-
-    def project(self, x, v):
-        return _sym(x), _sym(v)
-
-    def point_dim(self, x) -> int:
-        n = x.shape[-1]
-        return n * (n + 1) // 2
-
-
-class ProductGeometry(HMCGeometry):
-    name = "ProductManifold"
-
-    def __init__(self, manifold):
-        self.manifold = manifold
-        self.parts = [geometry_of(m) for m in manifold.manifolds]
-        self.slices = manifold.slices
-        self.shapes = manifold.shapes
-
-    def _split(self, x):
-        batch = x.shape[:-1]
-        return [x[..., sl].reshape(batch + tuple(sh)) for sl, sh in zip(self.slices, self.shapes, strict=True)]
-
-    def _join(self, parts, batch):
-        return torch.cat([p.reshape(batch + (-1,)) for p in parts], -1)
-
-    def _map(self, fn, x, *others):
-        batch = x.shape[:-1]
-        xs = self._split(x)
-        os_ = [self._split(o) for o in others]
-        out = [fn(g, xi, *[o[i] for o in os_]) for i, (g, xi) in enumerate(zip(self.parts, xs, strict=True))]
-        return out, batch
-
-    def momentum(self, x):
-        out, batch = self._map(lambda g, xi: g.momentum(xi), x)
-        return self._join(out, batch)
-
-    def covector(self, x, v):
-        out, batch = self._map(lambda g, xi, vi: g.covector(xi, vi), x, v)
-        return self._join(out, batch)
-
-    def rgrad(self, x, gr):
-        out, batch = self._map(lambda g, xi, gi: g.rgrad(xi, gi), x, gr)
-        return self._join(out, batch)
-
-    def flow(self, x, v, t):
-        out, batch = self._map(lambda g, xi, vi: g.flow(xi, vi, t), x, v)
-        return self._join([o[0] for o in out], batch), self._join([o[1] for o in out], batch)
-
-    def project(self, x, v):
-        out, batch = self._map(lambda g, xi, vi: g.project(xi, vi), x, v)
-        return self._join([o[0] for o in out], batch), self._join([o[1] for o in out], batch)
-
-    def point_dim(self, x) -> int:
-        return sum(g.point_dim(xi) for g, xi in zip(self.parts, self._split(x), strict=True))
-
-    def max_step(self, x, inverse_mass=1.0) -> float:
-        # momenta are drawn part by part, so each part's typical speed is √(d_i/m)
-        return min(g.max_step(xi, inverse_mass) for g, xi in zip(self.parts, self._split(x), strict=True))
-
-
-def geometry_of(manifold) -> HMCGeometry:
-    """The :class:`HMCGeometry` of a (dlmppl/geoopt) manifold.
-
-    Supported: Sphere (any dimension), Stiefel (embedded metric), Lorentz,
-    κ-stereographic (Stereographic, PoincareBall, SphereProjection, fixed
-    curvature of either sign), SymmetricPositiveDefinite (affine-invariant
-    metric), Euclidean, and ProductManifold of these.  Raises ``ValueError``
-    otherwise.
-    """
-    base = _m._base(manifold)
-    if base is not manifold:
-        raise ValueError(f"geometry_of: Scaled manifolds are not supported by the HMC kernels, got {manifold}")
-    if isinstance(base, geoopt.ProductManifold):
-        return ProductGeometry(base)
-    if isinstance(base, geoopt.Sphere):
-        if getattr(base, "projector", None) is not None:
-            raise ValueError("geometry_of: spheres with a subspace projector are not supported")
-        return SphereGeometry()
-    if isinstance(base, geoopt.Stiefel):
-        return StiefelGeometry()
-    if isinstance(base, geoopt.Lorentz):
-        return LorentzGeometry(base.k)
-    if isinstance(base, geoopt.Stereographic):
-        return StereographicGeometry(base.k)
-    if isinstance(base, geoopt.SymmetricPositiveDefinite):
-        if str(base.default_metric.value) != "AIM":
-            raise ValueError("geometry_of: SPD manifolds are supported with the affine-invariant metric only")
-        return SPDGeometry()
-    if isinstance(base, geoopt.Euclidean):
-        return HMCGeometry()
-    raise ValueError(
-        f"geometry_of: no exact geodesic flow for {type(base).__name__}; supported: Sphere, Stiefel, "
-        "Lorentz, Stereographic/PoincareBall/SphereProjection, SymmetricPositiveDefinite, Euclidean, ProductManifold"
-    )
+    return _geometry_of(manifold).for_hmc()
 
 
 def riemannian_leapfrog(
@@ -514,7 +146,7 @@ def riemannian_leapfrog(
             vector ``p`` in ``T_x M`` (manifold sites; velocity ``p / m``).
         potential_fn: dict → scalar potential energy.
         kinetic_grad: Pyro's mass-matrix ``kinetic_grad`` for the Euclidean sites.
-        geometries: dict site → :class:`HMCGeometry` for manifold sites.
+        geometries: dict site → :class:`~dlmppl.geometry.Geometry` (:func:`geometry_of`) for manifold sites.
         step_size: ε (negative to integrate backwards).
         z_grads: Euclidean gradients of the potential at ``z`` (recomputed if None).
         inverse_masses: dict site → float ``1/m`` for manifold sites (default 1).

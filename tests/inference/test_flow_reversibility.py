@@ -2,7 +2,7 @@
 
 * On flat targets (Haar measure on Stiefel, the uniform sphere) every step is
   accepted, so the step-size adaptation used to run away (to 1e13 and beyond);
-  it must stay below the documented cap ``HMCGeometry.max_step``.
+  it must stay below the documented cap ``Geometry.max_step``.
 * At the adapted step (and at the cap on compact manifolds) the flow for ``t``
   then ``-t`` must return to the start, to 1e-9 in float64, on every manifold
   the kernels support; and so must the whole leapfrog trajectory with the
