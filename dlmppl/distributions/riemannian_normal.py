@@ -79,12 +79,8 @@ from .wrapped_normal import (
     _check_curvature,
     _check_finite_scale,
     _check_representable,
-    _intrinsic_dim,
-    _manifold_kind,
-    _param,
+    _geometry,
     _safe_norm,
-    exp_frame,
-    log_frame,
 )
 
 __all__ = ["RiemannianNormal", "riemannian_normal_log_normalizer"]
@@ -360,8 +356,8 @@ class RiemannianNormal(ManifoldDistribution):
     has_rsample = True
 
     def __init__(self, manifold, loc, scale, validate_args=None):
-        kind = _manifold_kind(manifold)
-        if kind not in ("stereo", "lorentz"):
+        g = _geometry(manifold, "RiemannianNormal")
+        if not hasattr(g, "radius_limit"):  # the families that can be hyperbolic
             raise ValueError(
                 f"manifold: RiemannianNormal needs hyperbolic space (PoincareBall, Stereographic with κ ≤ 0 "
                 f"or Lorentz), got {type(manifold).__name__}"
@@ -373,25 +369,25 @@ class RiemannianNormal(ManifoldDistribution):
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
         if scale.dim() == 0 or scale.shape[-1] != 1:
             scale = scale.unsqueeze(-1)
-        d = _intrinsic_dim(kind, loc.shape[-1])
+        d = g.intrinsic_dim(loc.shape[-1:])
         if d < 1:
             raise ValueError(f"loc: the manifold has dimension {d} for points of shape {tuple(loc.shape)}")
-        p = _param(kind, manifold, loc)
+        p = g.sectional_curvature(loc)
         p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
         batch_shape = broadcast_batch_shapes("RiemannianNormal", loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
         self.manifold = manifold
-        self._kind = kind
+        self._geometry = g
         self._dim = d
         self.loc = loc.expand(batch_shape + loc.shape[-1:])
         self.scale = scale.expand(batch_shape + (1,))
         if validate_args if validate_args is not None else torch.distributions.Distribution._validate_args:
-            self._check_curvature(p)  # before the support check of loc, which needs a valid curvature
+            self._check_curvature(loc)  # before the support check of loc, which needs a valid curvature
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
         if self._validate_args:
             _check_finite_scale(self.scale)
-            _check_representable("RiemannianNormal", kind, p, self.loc, self._reach(p))
+            _check_representable("RiemannianNormal", self._geometry, self.loc, self._reach(self._c()))
 
-    def _reach(self, p):
+    def _reach(self, c):
         """Bound on ``d(loc, z)`` except for probability :data:`_UNREPRESENTABLE_MASS` (shape ``batch_shape + (1,)``).
 
         ``r = σ t`` with ``t`` of density ``g``: ``log g`` is 1-strongly concave, so
@@ -400,16 +396,17 @@ class RiemannianNormal(ManifoldDistribution):
         satisfies ``m² = n · xm coth(xm) ≤ n (1 + x m)``, so ``m ≤ (n x + √(n²x² + 4n))/2``.
         """
         n = self._dim - 1
-        c = torch.as_tensor(self._c(p), dtype=self.scale.dtype, device=self.scale.device)
+        c = torch.as_tensor(c, dtype=self.scale.dtype, device=self.scale.device)
         x = c.clamp_min(0).sqrt() * self.scale
         m = 0.5 * (n * x + (n * n * x * x + 4 * n).sqrt())
         u = -float(torch.special.ndtri(torch.tensor(_UNREPRESENTABLE_MASS / 2, dtype=torch.float64)))
         return self.scale * (m + u)
 
-    def _check_curvature(self, p):
-        _check_curvature(self._kind, p)
-        if self._kind == "stereo" and (p > 0).any():
-            raise ValueError(f"curvature: RiemannianNormal needs κ ≤ 0 (hyperbolic space), got {p}")
+    def _check_curvature(self, like):
+        _check_curvature(self._geometry, like)
+        K = self._geometry.sectional_curvature(like)
+        if (K > 0).any():
+            raise ValueError(f"curvature: RiemannianNormal needs κ ≤ 0 (hyperbolic space), got {K}")
 
     @property
     def arg_constraints(self):
@@ -419,15 +416,15 @@ class RiemannianNormal(ManifoldDistribution):
     def dim(self) -> int:
         return self._dim
 
-    def _c(self, p):
-        """``c = -κ ≥ 0``."""
-        return -p if self._kind == "stereo" else 1.0 / p
+    def _c(self):
+        """``c = -κ ≥ 0`` (κ the sectional curvature)."""
+        return -self._geometry.sectional_curvature(self.loc)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(RiemannianNormal, _instance)
         batch_shape = self._expanded_batch_shape(batch_shape)
         new.manifold = self.manifold
-        new._kind = self._kind
+        new._geometry = self._geometry
         new._dim = self._dim
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.scale = self.scale.expand(batch_shape + (1,))
@@ -437,8 +434,7 @@ class RiemannianNormal(ManifoldDistribution):
 
     def log_normalizer(self) -> torch.Tensor:
         """``log Z``, shape ``batch_shape``."""
-        p = _param(self._kind, self.manifold, self.loc)
-        c = self._c(p)
+        c = self._c()
         out = riemannian_normal_log_normalizer(self.scale, c, self._dim)
         return out.expand(self.batch_shape + (1,)).squeeze(-1)
 
@@ -446,16 +442,14 @@ class RiemannianNormal(ManifoldDistribution):
         if self._validate_args:
             self._validate_sample(value)
         value = self._floating(value)
-        p = _param(self._kind, self.manifold, self.loc)
-        v = log_frame(self._kind, p, self.loc, value)
+        v = self._geometry.log_frame(self.loc, value)
         r2 = v.pow(2).sum(-1, keepdim=True)
-        log_z = riemannian_normal_log_normalizer(self.scale, self._c(p), self._dim)
+        log_z = riemannian_normal_log_normalizer(self.scale, self._c(), self._dim)
         return (-0.5 * r2 / self.scale.pow(2) - log_z).squeeze(-1)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
-        p = _param(self._kind, self.manifold, self.loc)
-        c = torch.as_tensor(self._c(p), dtype=self.loc.dtype, device=self.loc.device)
+        c = torch.as_tensor(self._c(), dtype=self.loc.dtype, device=self.loc.device)
         y = (c * self.scale * self.scale).expand(self.batch_shape + (1,))
         with torch.no_grad():
             t = sample_radius(y.clamp_min(0).sqrt(), self._dim - 1, sample_shape)
@@ -463,7 +457,7 @@ class RiemannianNormal(ManifoldDistribution):
             t = _ImplicitRadius.apply(y.expand(t.shape), t, self._dim - 1)
         xi = torch.randn(shape[:-1] + (self._dim,), dtype=self.loc.dtype, device=self.loc.device)
         xi = xi / _safe_norm(xi)
-        return exp_frame(self._kind, p, self.loc, (t * self.scale) * xi)
+        return self._geometry.exp_frame(self.loc, (t * self.scale) * xi)
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():

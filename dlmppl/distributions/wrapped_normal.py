@@ -88,13 +88,12 @@ from __future__ import annotations
 import functools
 import math
 
-import geoopt
 import torch
 from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
-from .. import kmath, lmath
-from .. import manifolds as _manifolds
+from .. import kmath
+from ..geometry import geometry_of
 from .base import ManifoldDistribution, broadcast_batch_shapes
 
 __all__ = ["WrappedNormal"]
@@ -102,149 +101,46 @@ __all__ = ["WrappedNormal"]
 _LOG_2PI = math.log(2 * math.pi)
 
 
-# ----------------------------------------------------------------------------------------------
-# geometry helpers: Riemannian coordinates in the transported frame, for each manifold kind
+def _geometry(manifold, cls="WrappedNormal"):
+    """The family of ``manifold`` if it has frame coordinates (constant curvature), else ``ValueError``."""
+    g = geometry_of(manifold)
+    if not hasattr(g, "exp_frame"):
+        raise ValueError(
+            f"manifold: {cls} needs a constant-curvature manifold with frame coordinates: a κ-stereographic "
+            "model (Stereographic, PoincareBall, SphereProjection), Lorentz, Sphere or Euclidean(ndim=1), "
+            f"got {type(manifold).__name__}"
+        )
+    if g.ndim != 1:
+        raise ValueError(f"manifold: {type(manifold).__name__} must have ndim=1, got ndim={g.ndim}")
+    return g
 
 
-def _check_curvature(kind: str, p: torch.Tensor) -> None:
+def _check_curvature(g, like) -> None:
     """``ValueError`` naming ``curvature`` for a NaN/inf curvature or a Lorentz ``k ≤ 0``."""
-    if not torch.isfinite(p).all():
-        raise ValueError(f"curvature: the manifold's curvature must be finite, got {p}")
-    if kind == "lorentz" and not (p > 0).all():
-        raise ValueError(f"curvature: Lorentz k must be > 0, got {p}")
-
-
-def _manifold_kind(manifold) -> str:
-    base = _manifolds._base(manifold)
-    if base is not manifold:
-        raise ValueError(f"manifold: Scaled manifolds are not supported, got {manifold!r}")
-    if isinstance(base, geoopt.Stereographic):
-        return "stereo"
-    if isinstance(base, geoopt.Lorentz):
-        return "lorentz"
-    if isinstance(base, geoopt.Sphere):
-        return "sphere"
-    if isinstance(base, geoopt.Euclidean):
-        if base.ndim != 1:
-            raise ValueError(f"manifold: Euclidean space must have ndim=1, got ndim={base.ndim}")
-        return "euclid"
-    raise ValueError(
-        "manifold: expected a κ-stereographic model (Stereographic, PoincareBall, SphereProjection), "
-        f"Lorentz, Sphere or Euclidean(ndim=1), got {type(manifold).__name__}"
-    )
-
-
-def _intrinsic_dim(kind: str, n: int) -> int:
-    return n - 1 if kind in ("lorentz", "sphere") else n
-
-
-def _param(kind: str, manifold, like: torch.Tensor) -> torch.Tensor:
-    """κ for the stereographic model, ``k`` (hyperboloid parameter) for Lorentz."""
-    if kind == "stereo":
-        return torch.as_tensor(_manifolds.curvature(manifold)).to(dtype=like.dtype, device=like.device)
-    if kind == "lorentz":
-        return torch.as_tensor(manifold.k).to(dtype=like.dtype, device=like.device)
-    return torch.ones((), dtype=like.dtype, device=like.device)
-
-
-def _sectional(kind: str, p: torch.Tensor) -> torch.Tensor:
-    if kind == "stereo":
-        return p
-    if kind == "lorentz":
-        return -1.0 / p
-    if kind == "sphere":
-        return p
-    return torch.zeros_like(p)
+    K = g.sectional_curvature(like)
+    if not torch.isfinite(K).all():
+        raise ValueError(f"curvature: the manifold's curvature must be finite, got {K}")
+    if hasattr(g, "check_curvature"):
+        g.check_curvature(like)
 
 
 def _safe_norm(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
 
 
-def _sphere_axis(loc: torch.Tensor) -> torch.Tensor:
-    r"""``n`` (``(..., d)``) with ``n nᵀ = μ_s μ_sᵀ / (1 + μ_0)``, the rank-one part of the transport ``e_0 → loc``.
+def radius_limit(manifold, like: torch.Tensor) -> torch.Tensor:
+    """Largest distance from the origin (Riemannian units) whose points ``like.dtype`` represents.
 
-    ``n = μ_s / √(1 + μ_0)`` for ``μ_0 ≥ 0`` and ``n = √(1 - μ_0) μ_s/|μ_s|`` for ``μ_0 < 0``
-    (equal on the sphere, as ``|μ_s|² = (1 - μ_0)(1 + μ_0)``): no division by the vanishing
-    ``1 + μ_0`` near ``-e_0``.  At ``loc = -e_0`` exactly, where the transported frame has
-    no limit, ``μ_s/|μ_s|`` is replaced by ``e_1``: the frame there is ``(-e_1, e_2, …, e_d)``,
-    the limit along the great circle from ``e_0`` through ``e_1``.
+    ``kmath.max_radius(dtype)/√c`` in a κ-stereographic model with κ = -c < 0 (15.25/√c in
+    float32, 35.35/√c in float64), ``√k (log(max) - 4 - log √k)`` on the hyperboloid, ``inf``
+    elsewhere (κ ≥ 0, spheres, Euclidean space): the family's ``radius_limit``.  Detached;
+    the shape of the curvature (``()`` or ``batch + (1,)``).  The representability check of
+    :class:`WrappedNormal` and :class:`RiemannianNormal` compares ``d(o, loc) + reach`` with it.
     """
-    loc = loc / _safe_norm(loc)
-    mu0, mus = loc[..., :1], loc[..., 1:]
-    north = mu0 >= 0
-    one = torch.ones_like(mu0)
-    n_north = mus / torch.where(north, 1 + mu0, one).sqrt()
-    m2 = mus.pow(2).sum(-1, keepdim=True)
-    has_dir = m2 > 0
-    e1 = torch.zeros_like(mus)
-    e1[..., 0] = 1
-    nhat = torch.where(has_dir, mus / torch.where(has_dir, m2, one).sqrt(), e1)
-    n_south = nhat * torch.where(north, one, 1 - mu0).sqrt()
-    return torch.where(north, n_north, n_south)
-
-
-def _sphere_frame(loc: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Ambient tangent vector at ``loc`` with frame coordinates ``v``: ``[-⟨μ_s, v⟩, v - ⟨n, v⟩ n]``."""
-    n = _sphere_axis(loc)
-    mus = loc[..., 1:] / _safe_norm(loc)
-    return torch.cat([-(mus * v).sum(-1, keepdim=True), v - (n * v).sum(-1, keepdim=True) * n], -1)
-
-
-def _sphere_frame_t(loc: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Frame coordinates of a tangent vector ``u`` at ``loc`` (the transpose of :func:`_sphere_frame`)."""
-    n = _sphere_axis(loc)
-    mus = loc[..., 1:] / _safe_norm(loc)
-    us = u[..., 1:]
-    return us - u[..., :1] * mus - (n * us).sum(-1, keepdim=True) * n
-
-
-def exp_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``exp_loc`` of the tangent vector with coordinates ``v`` in the transported frame.
-
-    ``p``: κ (stereographic) or ``k`` (Lorentz); ``loc``: ``(..., n)``; ``v``:
-    ``(..., d)``; all broadcast.  Returns points ``(..., n)``.
-    """
-    if kind == "euclid":
-        return loc + v
-    if kind == "stereo":
-        # cancellation-free closed form (no intermediate point near the boundary); the
-        # projection moves only draws the dtype cannot tell from the boundary (module docstring)
-        return kmath.project(kmath.expmap_coords(loc, v, p), p)
-    r = _safe_norm(v)
-    if kind == "lorentz":
-        # cancellation-free boost of exp_o(v) (dlmppl.lmath): accurate far from the origin
-        return lmath.exp_frame(loc, v, p)
-    if kind == "sphere":
-        u = _sphere_frame(loc, v)
-        z = torch.cos(r) * loc + torch.sinc(r / math.pi) * u
-        return z / _safe_norm(z)
-    raise AssertionError(kind)
-
-
-def log_frame(kind: str, p: torch.Tensor, loc: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Coordinates ``v`` (``(..., d)``) of ``log_loc(z)`` in the transported frame (inverse of :func:`exp_frame`)."""
-    if kind == "euclid":
-        return z - loc
-    if kind == "stereo":
-        return kmath.logmap_coords(loc, z, p)
-    if kind == "lorentz":
-        # y seen from loc without the cancelling Minkowski product (dlmppl.lmath)
-        return lmath.log_frame(loc, z, p)
-    if kind == "sphere":
-        c = (loc * z).sum(-1, keepdim=True)
-        w = z - c * loc
-        nw = _safe_norm(w)
-        r = torch.atan2(nw, c)
-        u = w * (r / nw)
-        return _sphere_frame_t(loc, u)
-    raise AssertionError(kind)
-
-
-def sphere_dist(loc: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Great-circle distance on the unit sphere, ``(..., 1)``, accurate near 0 and π."""
-    c = (loc * z).sum(-1, keepdim=True)
-    return torch.atan2(_safe_norm(z - c * loc), c)
+    g = _geometry(manifold)
+    if hasattr(g, "radius_limit"):
+        return g.radius_limit(like)
+    return torch.full_like(g.sectional_curvature(like).detach(), math.inf)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,36 +161,6 @@ def _check_finite_scale(scale: torch.Tensor) -> None:
     bad = ~torch.isfinite(scale)
     if bool(bad.any()):
         raise ValueError(f"scale: must be finite (0 < scale < inf), got {int(bad.sum())} NaN/inf value(s)")
-
-
-def _lorentz_max_radius(dtype: torch.dtype, k: torch.Tensor) -> torch.Tensor:
-    """Largest radius (Riemannian units) of Lorentz(k) points whose coordinates ``√k cosh(ρ/√k)`` stay finite.
-
-    ``ρ/√k ≤ log(max/√k) - 4`` (a margin of e^4 below overflow): about ``84.7`` curvature
-    radii in float32 and ``705.8`` in float64 for ``k = 1``.
-    """
-    big = math.log(torch.finfo(dtype).max) - 4.0
-    R = k.sqrt()
-    return R * (big - torch.log(R).clamp_min(0))
-
-
-def radius_limit(manifold, like: torch.Tensor) -> torch.Tensor:
-    """Largest distance from the origin (Riemannian units) whose points ``like.dtype`` represents.
-
-    ``kmath.max_radius(dtype)/√c`` in a κ-stereographic model with κ = -c < 0 (15.25/√c in
-    float32, 35.35/√c in float64), :func:`_lorentz_max_radius` on the hyperboloid, ``inf``
-    elsewhere (κ ≥ 0, spheres, Euclidean space).  Detached; the shape of the curvature
-    (``()`` or ``batch + (1,)``).  The representability check of :class:`WrappedNormal` and
-    :class:`RiemannianNormal` compares ``d(o, loc) + reach`` with it.
-    """
-    kind = _manifold_kind(manifold)
-    p = _param(kind, manifold, like).detach()
-    if kind == "lorentz":
-        return _lorentz_max_radius(like.dtype, p)
-    if kind == "stereo":
-        R = kmath.max_radius(like.dtype) / (-p).clamp_min(torch.finfo(p.dtype).tiny).sqrt()
-        return torch.where(p < 0, R, torch.full_like(p, math.inf))  # κ ≥ 0: no boundary
-    return torch.full_like(p, math.inf)
 
 
 def keep_representable(manifold, tangent: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,54 +190,34 @@ def keep_representable(manifold, tangent: torch.Tensor, scale: torch.Tensor) -> 
     return tangent, torch.minimum(scale, s_max)
 
 
-def _check_representable(cls: str, kind: str, p: torch.Tensor, loc: torch.Tensor, reach: torch.Tensor) -> None:
-    """``ValueError`` naming ``scale``/``loc`` when draws may leave what ``loc.dtype`` represents.
+def _check_representable(cls: str, g, loc: torch.Tensor, reach: torch.Tensor) -> None:
+    """``ValueError`` naming ``scale`` when draws may leave what ``loc.dtype`` represents.
 
     ``reach`` (``batch_shape + (1,)``, Riemannian units) bounds the distance of a draw
     from ``loc`` except for probability :data:`_UNREPRESENTABLE_MASS`; a draw can then be
-    at most ``d(o, loc) + reach`` from the origin, which must stay within
-    ``kmath.max_radius(dtype)/√c`` in the Poincaré ball (module docstring; only κ < 0 has a
-    boundary) and within :func:`_lorentz_max_radius` on the hyperboloid, whose coordinates
-    grow like ``e^ρ`` and overflow beyond it.
+    at most ``d(o, loc) + reach`` from the origin, which must stay within the family's
+    ``radius_limit`` (only hyperbolic families have one: the Poincaré ball's boundary, the
+    hyperboloid's coordinates that grow like ``e^ρ``).
     """
-    if kind not in ("stereo", "lorentz") or loc.numel() == 0:
+    if not hasattr(g, "radius_limit") or loc.numel() == 0:
         return
-    p, loc, reach = p.detach(), loc.detach(), reach.detach()
-    if kind == "lorentz":
-        rho = lmath.dist0(loc, p, keepdim=True)
-        limit = _lorentz_max_radius(loc.dtype, p)
-        far = torch.broadcast_tensors(rho + reach - limit, rho)[0]
-        if bool((far > 0).any()):
-            i = int(far.reshape(-1).argmax())
-            rho_i = float(rho.expand(far.shape).reshape(-1)[i])
-            reach_i = float(reach.expand(far.shape).reshape(-1)[i])
-            lim_i = float(torch.as_tensor(limit).expand(far.shape).reshape(-1)[i])
-            raise ValueError(
-                f"scale: {cls} with loc at hyperbolic radius {rho_i:.4g} and scale reaching {reach_i:.4g} "
-                f"(except for probability {_UNREPRESENTABLE_MASS:g}) puts mass beyond radius {lim_i:.4g} from the "
-                f"origin, where the Lorentz coordinates overflow {loc.dtype}; use "
-                + ("float64, " if torch.finfo(loc.dtype).eps > 1e-15 else "")
-                + "a smaller scale, or a loc nearer the origin"
-            )
+    loc, reach = loc.detach(), reach.detach()
+    limit = g.radius_limit(loc)
+    if not bool(torch.isfinite(limit).any()):
         return
-    neg = p < 0
-    if not bool(neg.any()):
-        return
-    s = torch.where(neg, -p, torch.zeros_like(p)).sqrt()
-    rho = kmath.dist0(loc, p, keepdim=True)
-    far = s * (rho + reach)
-    limit = kmath.max_radius(loc.dtype)
-    far = torch.where(neg, far, torch.zeros_like(far)).expand(torch.broadcast_shapes(far.shape, rho.shape))
-    if bool((far > limit).any()):
+    rho = g.dist(g.origin(loc.shape[-1:], loc.dtype, loc.device), loc).unsqueeze(-1)
+    far = torch.broadcast_tensors(rho + reach - limit, rho)[0]
+    far = torch.where(torch.isfinite(far), far, torch.full_like(far, -math.inf))
+    if bool((far > 0).any()):
         i = int(far.reshape(-1).argmax())
         rho_i = float(rho.expand(far.shape).reshape(-1)[i])
         reach_i = float(reach.expand(far.shape).reshape(-1)[i])
-        c_i = float((s * s).expand(far.shape).reshape(-1)[i])
+        lim_i = float(limit.expand(far.shape).reshape(-1)[i])
+        K_i = float(g.sectional_curvature(loc).detach().expand(far.shape).reshape(-1)[i])
         raise ValueError(
             f"scale: {cls} with loc at hyperbolic radius {rho_i:.4g} and scale reaching {reach_i:.4g} "
-            f"(except for probability {_UNREPRESENTABLE_MASS:g}) puts mass beyond radius "
-            f"{limit / math.sqrt(c_i):.4g} from the origin (curvature -{c_i:.4g}), the largest {loc.dtype} can "
-            "represent in the Poincaré ball; use "
+            f"(except for probability {_UNREPRESENTABLE_MASS:g}) puts mass beyond radius {lim_i:.4g} from the "
+            f"origin (curvature {K_i:.4g}) of {g.name}, the largest {loc.dtype} can represent there; use "
             + ("float64, " if torch.finfo(loc.dtype).eps > 1e-15 else "")
             + "a smaller scale, or a loc nearer the origin"
         )
@@ -411,13 +257,13 @@ class WrappedNormal(ManifoldDistribution):
     has_rsample = True
 
     def __init__(self, manifold, loc, scale, validate_args=None):
-        kind = _manifold_kind(manifold)
+        g = _geometry(manifold)
         if not isinstance(loc, torch.Tensor):
             loc = torch.as_tensor(loc, dtype=torch.get_default_dtype())
         if loc.dim() < 1:
             raise ValueError(f"loc: expected a point of shape batch_shape + (n,), got shape {tuple(loc.shape)}")
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-        d = _intrinsic_dim(kind, loc.shape[-1])
+        d = g.intrinsic_dim(loc.shape[-1:])
         if d < 1:
             raise ValueError(f"loc: the manifold has dimension {d} for points of shape {tuple(loc.shape)}")
         if scale.dim() >= 1 and scale.shape[-1] == d and d > 1:
@@ -427,25 +273,22 @@ class WrappedNormal(ManifoldDistribution):
         else:
             isotropic = True
             scale = scale.unsqueeze(-1)
-        p = _param(kind, manifold, loc)
+        p = g.sectional_curvature(loc)
         p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
         batch_shape = broadcast_batch_shapes("WrappedNormal", loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
         self.manifold = manifold
-        self._kind = kind
+        self._geometry = g
         self._dim = d
         self._isotropic = isotropic
         self.loc = loc.expand(batch_shape + loc.shape[-1:])
         self.scale = scale.expand(batch_shape + scale.shape[-1:])
         if validate_args if validate_args is not None else torch.distributions.Distribution._validate_args:
-            self._check_curvature(p)  # before the support check of loc, which needs a valid curvature
+            _check_curvature(g, loc)  # before the support check of loc, which needs a valid curvature
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
         if self._validate_args:
             _check_finite_scale(self.scale)
             reach = self.scale.amax(-1, keepdim=True) * _chi_isf(d, _UNREPRESENTABLE_MASS)
-            _check_representable("WrappedNormal", kind, p, self.loc, reach)
-
-    def _check_curvature(self, p):
-        _check_curvature(self._kind, p)
+            _check_representable("WrappedNormal", g, self.loc, reach)
 
     @property
     def arg_constraints(self):
@@ -459,13 +302,13 @@ class WrappedNormal(ManifoldDistribution):
     @property
     def curvature(self) -> torch.Tensor:
         """Sectional curvature (shape ``()`` or ``batch_shape + (1,)``)."""
-        return _sectional(self._kind, _param(self._kind, self.manifold, self.loc))
+        return self._geometry.sectional_curvature(self.loc)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(WrappedNormal, _instance)
         batch_shape = self._expanded_batch_shape(batch_shape)
         new.manifold = self.manifold
-        new._kind = self._kind
+        new._geometry = self._geometry
         new._dim = self._dim
         new._isotropic = self._isotropic
         new.loc = self.loc.expand(batch_shape + self.event_shape)
@@ -476,37 +319,26 @@ class WrappedNormal(ManifoldDistribution):
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
-        p = _param(self._kind, self.manifold, self.loc)
-        if self._kind == "sphere" and self._isotropic:
+        g = self._geometry
+        if g.embedded and self._isotropic:
+            # embedded metric: the projection of an ambient standard normal is standard normal on T_loc
             eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-            u = self.scale * (eps - (eps * self.loc).sum(-1, keepdim=True) * self.loc)
-            r = _safe_norm(u)
-            z = torch.cos(r) * self.loc + torch.sinc(r / math.pi) * u
-            return z / _safe_norm(z)
+            return g.project(g.exp(self.loc, self.scale * g.proju(self.loc, eps)), self.loc)[0]
         eps = torch.randn(shape[:-1] + (self._dim,), dtype=self.loc.dtype, device=self.loc.device)
-        return exp_frame(self._kind, p, self.loc, eps * self.scale)
-
-    def _may_wrap(self) -> bool:
-        if self._kind == "sphere":
-            return True
-        if self._kind != "stereo":
-            return False
-        base = _manifolds._base(self.manifold)
-        return not isinstance(base, geoopt.PoincareBall)
+        return g.exp_frame(self.loc, eps * self.scale)
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         value = self._floating(value)
-        kind, d = self._kind, self._dim
-        p = _param(kind, self.manifold, self.loc)
-        kappa = _sectional(kind, p)
+        g, d = self._geometry, self._dim
+        kappa = g.sectional_curvature(self.loc)
         scale = self.scale
-        if kind == "sphere" and self._isotropic:
-            r = sphere_dist(self.loc, value)
+        if g.embedded and self._isotropic:
+            r = g.dist(self.loc, value).unsqueeze(-1)
             q = (r / scale).pow(2)  # (..., 1)
         else:
-            v = log_frame(kind, p, self.loc, value)
+            v = g.log_frame(self.loc, value)
             r = _safe_norm(v)
             q = (v / scale).pow(2).sum(-1, keepdim=True)
         if self._isotropic:
@@ -514,11 +346,11 @@ class WrappedNormal(ManifoldDistribution):
         else:
             log_det_scale = scale.log().sum(-1, keepdim=True)
         log_n = -0.5 * q - log_det_scale - 0.5 * d * _LOG_2PI
-        if kind == "euclid" or d == 1:
+        if g.flat or d == 1:
             lp = log_n
         else:
             lp = log_n - (d - 1) * kmath.log_sin_k_ratio(r, kappa)
-        if self._may_wrap():
+        if g.may_wrap():
             lp = lp + self._log_wrap_factor(r, q, kappa)
         return lp.squeeze(-1)
 

@@ -44,6 +44,10 @@ class Geometry:
     bounds = "on the manifold"
     #: Geodesics of this family close up (sphere, Stiefel, κ > 0): see :meth:`closed_geodesic_length`.
     compact = False
+    #: Flat (curvature 0 everywhere): the Fréchet mean is the average, no volume correction.
+    flat = False
+    #: The metric is the ambient one restricted to the tangent spaces (sphere, Stiefel).
+    embedded = False
 
     def __init__(self, manifold):
         self.manifold = manifold
@@ -149,6 +153,11 @@ class Geometry:
         f = self.frame(x)
         w = torch.randn(f.shape[: f.dim() - self.ndim], dtype=x.dtype, device=x.device)
         return (w.reshape(w.shape + (1,) * self.ndim) * f).sum(x.dim() - self.ndim)
+
+    def may_wrap(self) -> bool:
+        """Whether ``exp_x`` can reach a point along several geodesics of the same direction
+        (positive curvature: wrapped laws then sum over the preimages)."""
+        return False
 
     # -------------------------------------------------------------- HMC
 

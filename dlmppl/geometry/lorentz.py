@@ -106,6 +106,12 @@ class LorentzGeometry(Geometry):
 
     # ---------------------------------------------------------------- constant curvature: frame coordinates
 
+    def check_curvature(self, like):
+        """``ValueError`` naming ``curvature`` unless ``k > 0``."""
+        k = self.k(like)
+        if not bool((k > 0).all()):
+            raise ValueError(f"curvature: Lorentz k must be > 0, got {k}")
+
     def sectional_curvature(self, like):
         return -1.0 / self.k(like)
 

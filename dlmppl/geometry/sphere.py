@@ -51,6 +51,10 @@ class SphereGeometry(Geometry):
     name = "Sphere"
     bounds = "‖x‖ = 1"
     compact = True
+    embedded = True
+
+    def may_wrap(self) -> bool:
+        return True
 
     def exp(self, x, v):
         r = _safe_norm(v)

@@ -108,6 +108,10 @@ class StiefelGeometry(Geometry):
     bounds = "XᵀX = I"
     compact = True
 
+    @property
+    def embedded(self):
+        return not self.canonical
+
     def __init__(self, manifold):
         super().__init__(manifold)
         self.canonical = not isinstance(manifold, geoopt.EuclideanStiefel)

@@ -21,8 +21,9 @@ from dlmppl.distributions.riemannian_normal import (
     riemannian_normal_log_normalizer,
     sample_radius,
 )
-from dlmppl.distributions.wrapped_normal import WrappedNormal, exp_frame, log_frame
+from dlmppl.distributions.wrapped_normal import WrappedNormal
 from tests import statistical as st
+from tests.distributions._frames import exp_frame, log_frame
 from tests.helpers import log_sphere_area, uniform_sphere
 
 D = torch.float64

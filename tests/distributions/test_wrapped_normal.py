@@ -12,8 +12,9 @@ from scipy import stats
 import dlmppl.distributions.wrapped_normal as wn_mod
 from dlmppl import kmath
 from dlmppl import manifolds as M
-from dlmppl.distributions.wrapped_normal import WrappedNormal, exp_frame, log_frame
+from dlmppl.distributions.wrapped_normal import WrappedNormal
 from tests import statistical as st
+from tests.distributions._frames import exp_frame, log_frame
 from tests.helpers import (
     integrate_on_sphere,
     integrate_polar,
