@@ -11,11 +11,11 @@
 * learned metric fields (:mod:`.learned`, :mod:`.chadebec`, issue 8):
   :class:`LearnedMetric` with :func:`volume_regularizer` and
   :func:`smoothness_regularizer`, :class:`ChadebecMetric`, and
-  :func:`pairwise_distances` (geodesic distance matrices under any metric field).
+  :func:`metric_distances` (geodesic distance matrices under any metric field).
 """
 
 from .chadebec import ChadebecMetric
-from .distances import pairwise_distances
+from .distances import metric_distances
 from .geodesics import (
     distance,
     expmap,
@@ -44,7 +44,7 @@ from .steering import class_centroid, resample_curve, steer
 __all__ = [
     "ChadebecMetric",
     "LearnedMetric",
-    "pairwise_distances",
+    "metric_distances",
     "smoothness_regularizer",
     "volume_regularizer",
     "ChartMetric",
