@@ -1,4 +1,4 @@
-"""Geodesics and metric fields (issue 7).
+"""Geodesics and metric fields.
 
 * closed-form geodesics on every supported manifold (:mod:`.geodesics`):
   :func:`geodesic`, :func:`interpolate`, :func:`distance`, :func:`shoot`,
@@ -8,7 +8,7 @@
 * solvers under a metric field (:mod:`.solvers`): :func:`curve_length`,
   :func:`curve_energy`, :func:`connecting_geodesic`, :func:`shooting_geodesic`;
 * steering (:mod:`.steering`): :func:`steer`, :func:`class_centroid`;
-* learned metric fields (:mod:`.learned`, :mod:`.chadebec`, issue 8):
+* learned metric fields (:mod:`.learned`, :mod:`.chadebec`):
   :class:`LearnedMetric` with :func:`volume_regularizer` and
   :func:`smoothness_regularizer`, :class:`ChadebecMetric`, and
   :func:`metric_distances` (geodesic distance matrices under any metric field).

@@ -13,27 +13,18 @@
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
-from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning, manifold_variance
-from .integrators import HMCGeometry, geometry_of, riemannian_leapfrog
+from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning
 from .nuts import RiemannianNUTS
-from .optim import RiemannianAdam, RiemannianSGD, manifold_of_param
-from .softabs import SoftAbsIntegrator, softabs
+from .optim import RiemannianAdam, RiemannianSGD
 
 __all__ = [
     "AutoManifoldNormal",
     "DivergenceWarning",
     "SamplerWarning",
     "StepSizeWarning",
-    "HMCGeometry",
-    "SoftAbsIntegrator",
-    "geometry_of",
-    "riemannian_leapfrog",
-    "softabs",
     "RiemannianAdam",
     "RiemannianHMC",
     "RiemannianNUTS",
     "RiemannianSGD",
     "init_to_manifold_sample",
-    "manifold_of_param",
-    "manifold_variance",
 ]
