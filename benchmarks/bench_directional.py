@@ -26,8 +26,7 @@ import scipy
 import torch
 from scipy import stats
 
-from dlmppl.distributions.power_spherical import PowerSpherical
-from dlmppl.distributions.von_mises_fisher import VonMisesFisher
+from dlmppl.distributions import PowerSpherical, VonMisesFisher
 
 N = 10_000
 

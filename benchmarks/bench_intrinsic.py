@@ -16,11 +16,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.mixture import GaussianMixture
 
-from dlmppl.geometry import connecting_geodesic
-from dlmppl.geometry.chadebec import ChadebecMetric
-from dlmppl.geometry.learned import LearnedMetric
-from dlmppl.models import ManifoldVAE
-from dlmppl.models.intrinsic import chadebec_metric, intrinsic_codes
+from dlmppl.geometry import ChadebecMetric, LearnedMetric, connecting_geodesic
+from dlmppl.models import ManifoldVAE, chadebec_metric, intrinsic_codes
 
 QUICK = "--quick" in sys.argv
 N_TRAIN, N_GEN, LATENT, STEPS = 200, 1000, 8, (300 if QUICK else 2500)

@@ -29,8 +29,8 @@ from pyro.infer.reparam import ProjectedNormalReparam
 from pyro.ops.stats import effective_sample_size
 
 import dlmppl
-from dlmppl.distributions.uniform import ManifoldUniform
-from dlmppl.inference.nuts import RiemannianNUTS
+from dlmppl.distributions import ManifoldUniform
+from dlmppl.inference import RiemannianNUTS
 
 
 def _ess(x):

@@ -21,7 +21,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from dlmppl.datasets import branching_diffusion, digits
-from dlmppl.inference.optim import RiemannianAdam
+from dlmppl.inference import RiemannianAdam
 from dlmppl.models import ManifoldVAE
 
 torch.set_num_threads(1)

@@ -19,7 +19,7 @@ import time
 import geoopt
 import torch
 
-from dlmppl.distributions.wrapped_normal import WrappedNormal
+from dlmppl.distributions import WrappedNormal
 
 
 def _time_pair(fa, fb, rounds=15):

@@ -24,6 +24,8 @@ hyperboloid ``⟨x, x⟩_L = -k`` with curvature ``-1/k``.  Use
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import geoopt
@@ -82,6 +84,32 @@ __all__ = [
 ]
 
 
+def _last_dim_only(cls):
+    """Make the ``dim`` argument of ``cls``'s own methods mean what it says.
+
+    :mod:`dlmppl.kmath` and :mod:`dlmppl.lmath` act on the last dimension; geoopt's
+    signatures (and geoopt's own calls) carry ``dim``, so any other ``dim`` than the
+    last is a ``ValueError`` instead of being silently ignored.
+    """
+
+    def checked(fn):
+        @functools.wraps(fn)
+        def method(self, *args, dim=-1, **kwargs):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            last = tensors[-1].dim() - 1 if tensors else -1
+            if dim not in (-1, last):
+                raise ValueError(f"dim: {type(self).__name__}.{fn.__name__} acts on the last dimension (dim=-1), got dim={dim}")
+            return fn(self, *args, **kwargs)
+
+        return method
+
+    for name, fn in list(vars(cls).items()):
+        if inspect.isfunction(fn) and "dim" in inspect.signature(fn).parameters:
+            setattr(cls, name, checked(fn))
+    return cls
+
+
+@_last_dim_only
 class _KappaMath:
     """Overrides of geoopt's stereographic methods with :mod:`dlmppl.kmath`."""
 
@@ -213,6 +241,7 @@ class Stereographic(_KappaMath, geoopt.Stereographic):
         return f"k={k.item():.4g}" if k.numel() == 1 else f"k: tensor{tuple(k.shape)}"
 
 
+@_last_dim_only
 class StereographicExact(Stereographic, geoopt.StereographicExact):
     __doc__ = "κ-stereographic model whose retraction is the exact exponential map."
 
@@ -297,6 +326,7 @@ class SphereProjectionExact(SphereProjection, StereographicExact, geoopt.SphereP
     __doc__ = "Stereographic sphere whose retraction is the exact exponential map."
 
 
+@_last_dim_only
 class Lorentz(geoopt.Lorentz):
     __doc__ = (
         "Hyperboloid ``⟨x, x⟩_L = -k`` (curvature ``-1/k``) whose ``k`` may be a number,\n"

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -82,3 +87,26 @@ def test_repr_names_the_bound():
     r = repr(manifold(M.Sphere()))
     assert "Sphere" in r and "‖x‖ = 1" in r
     assert "1/√c" in repr(manifold(M.PoincareBall()))
+
+
+_PARAM_WITHOUT_INFERENCE = """
+import sys
+import pyro, torch
+import dlmppl.constraints as C
+import dlmppl.distributions
+import dlmppl.manifolds as M
+assert "dlmppl.inference" not in sys.modules, sorted(m for m in sys.modules if m.startswith("dlmppl"))
+p = pyro.param("p", torch.tensor([3.0, 4.0]), constraint=C.manifold(M.Sphere()))
+torch.testing.assert_close(p.detach(), torch.tensor([0.6, 0.8]))
+assert isinstance(torch.distributions.transform_to(C.manifold(M.Sphere())), C.ManifoldProjection)
+assert isinstance(torch.distributions.biject_to(C.ball(0.5)), C.BallTransform)
+"""
+
+
+def test_registrations_come_with_the_constraints():
+    """``pyro.param(..., constraint=manifold(M))`` works with only the constraints and distributions
+    imported (a fresh interpreter: the test session has imported dlmppl.inference long ago)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", _PARAM_WITHOUT_INFERENCE], env=env, cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -107,3 +107,17 @@ def test_lorentz_curvature_from_a_network_keeps_its_graph():
     L.dist0(x).sum().backward()
     assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
     assert (net.weight.grad != 0).any()
+
+
+def test_dim_argument_is_honoured_not_ignored():
+    """dlmppl's stereographic and Lorentz methods act on the last dimension: that dim is accepted
+    (geoopt passes it through), any other is a ValueError rather than silently ignored."""
+    x = torch.randn(4, 3, dtype=torch.float64) * 0.1
+    P = M.PoincareBall(1.0)
+    torch.testing.assert_close(P.dist(x, x.flip(0), dim=1), P.dist(x, x.flip(0)))
+    with pytest.raises(ValueError, match="dim"):
+        P.dist(x, x.flip(0), dim=0)
+    L = M.Lorentz()
+    y = L.expmap0(torch.cat([torch.zeros(4, 1, dtype=x.dtype), x], -1))
+    with pytest.raises(ValueError, match="dim"):
+        L.inner(y, y, dim=0)

@@ -3,7 +3,8 @@
 arviz 0.x: ``from_dict(posterior=..., sample_stats=..., ...)`` returns an
 ``InferenceData``; arviz 1.x (arviz-base): ``from_dict({"posterior": {...}, ...})``
 returns an ``xarray.DataTree``.  Both expose groups as ``obj["posterior"]`` /
-``obj.posterior`` and write netCDF with ``to_netcdf``.  Everything in
+``obj.posterior`` and write netCDF with ``to_netcdf``.  PSIS is ``az.psislw`` in 0.x
+and ``arviz_stats``'s array interface in 1.x.  Everything in
 :mod:`dlmppl.diagnostics` goes through the helpers below.
 """
 
@@ -19,7 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["az", "ARVIZ_1", "from_dict", "group_names", "get_group", "set_var_attrs", "rhat_ess", "from_netcdf"]
+__all__ = ["az", "ARVIZ_1", "from_dict", "group_names", "get_group", "set_var_attrs", "rhat_ess", "from_netcdf", "psislw"]
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 _GROUP_KEYWORDS = "posterior" in inspect.signature(az.from_dict).parameters
@@ -83,3 +84,25 @@ def rhat_ess(x: np.ndarray) -> dict[str, np.ndarray]:
         out["ess_bulk"] = np.asarray(az.ess(ds, method="bulk")["x"].values, dtype=float).reshape(-1)
         out["ess_tail"] = np.asarray(az.ess(ds, method="tail")["x"].values, dtype=float).reshape(-1)
     return out
+
+
+def psislw(log_weights: np.ndarray, reff: float = 1.0, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed log weights and k̂ of float64 ``log_weights`` ``(..., S)``, draws on the last axis.
+
+    ``az.psislw`` in arviz 0.x; in 1.x ``arviz_stats``, which takes log-likelihoods (the
+    negated log weights) and always normalises: there the unnormalised weights are
+    recovered from the smallest weight, which the smoothing leaves unchanged.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # arviz warns about large k̂; callers report k̂ themselves
+        if hasattr(az, "psislw"):
+            lw, k = az.psislw(log_weights, reff=reff, normalize=normalize)
+            return np.asarray(lw), np.asarray(k)
+        from arviz_stats.base import array_stats
+
+        lw, k = array_stats.psislw(-log_weights, r_eff=reff)
+    lw, k = np.asarray(lw), np.asarray(k)
+    if not normalize:
+        i = np.argmin(log_weights, axis=-1)[..., None]
+        lw = lw + np.take_along_axis(log_weights - lw, i, -1)
+    return lw, k

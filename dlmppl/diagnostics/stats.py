@@ -17,10 +17,7 @@ r"""Manifold-aware posterior statistics and importance-sampling diagnostics.
   coordinate; the principal tangent coordinates keep it apart (see the tests).
 * :func:`psislw`, :func:`pareto_khat`: Pareto-smoothed importance sampling
   (Vehtari, Simpson, Gelman, Yao & Gabry 2024, "Pareto smoothed importance
-  sampling", JMLR 25), generalized Pareto fit of Zhang & Stephens (2009,
-  Technometrics 51) with the weakly informative prior on k̂ used by ``loo`` and
-  arviz; a self-contained implementation, so the result does not depend on
-  the arviz version (checked against ``arviz.psislw`` in the tests).
+  sampling", JMLR 25) by arviz (:mod:`._compat`), on arrays or tensors.
 * :func:`psis_diagnostic`: k̂ of the importance weights ``p(x, z) / q(z)`` of a
   variational guide (Yao, Vehtari, Simpson & Gelman 2018, "Yes, but did it
   work?: Evaluating variational inference", ICML).
@@ -31,10 +28,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyro
-import pyro.poutine as poutine
 import torch
 
+from ..inference import importance as _importance
 from . import _compat
 
 __all__ = [
@@ -354,39 +350,8 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
 # --------------------------------------------------------------------------- PSIS
 
 
-def _gpd_fit(x: np.ndarray, prior_k: float = 10.0, prior_bs: float = 3.0):
-    """Generalized Pareto fit of sorted positive exceedances ``x`` (Zhang & Stephens 2009).
-
-    Profile likelihood over ``θ = -k/σ`` on a quasi-random grid, posterior mean
-    of θ, then a weakly informative prior pulling ``k`` towards 0.5 (Vehtari et
-    al. 2024, Appendix C).  Returns ``(k, σ)``.
-    """
-    n = x.size
-    m = 30 + int(math.sqrt(n))
-    j = np.arange(1, m + 1, dtype=np.float64)
-    theta = 1.0 / x[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (prior_bs * x[int(n / 4 + 0.5) - 1])
-    k = np.log1p(-theta[:, None] * x[None, :]).mean(1)  # profile MLE of the shape for each θ
-    loglik = n * (np.log(-theta / k) - k - 1.0)
-    # normalised posterior weights over the grid, computed stably
-    wts = np.exp(loglik - loglik.max())
-    wts = wts / wts.sum()
-    keep = wts >= 10 * np.finfo(float).eps
-    wts = wts[keep] / wts[keep].sum()
-    th = float((theta[keep] * wts).sum())
-    k_hat = float(np.log1p(-th * x).mean())
-    sigma = -k_hat / th
-    k_hat = (n * k_hat + prior_k * 0.5) / (n + prior_k)
-    return k_hat, sigma
-
-
-def _gpd_quantile(p, k, sigma):
-    if abs(k) < np.finfo(float).eps:
-        return -sigma * np.log1p(-p)
-    return sigma * np.expm1(-k * np.log1p(-p)) / k
-
-
 def psislw(log_weights, reff: float = 1.0, normalize: bool = True):
-    """Pareto-smoothed log importance weights (Vehtari et al. 2024).
+    """Pareto-smoothed log importance weights (Vehtari et al. 2024), by arviz.
 
     Parameters
     ----------
@@ -399,7 +364,8 @@ def psislw(log_weights, reff: float = 1.0, normalize: bool = True):
 
     Returns
     -------
-    (smoothed log weights ``(..., S)``, k̂ ``(...)``) as numpy arrays.  The
+    (smoothed log weights ``(..., S)``, k̂ ``(...)``) as float64 numpy arrays, from
+    ``az.psislw`` (arviz 0.x) or ``arviz_stats`` (arviz 1.x): the
     ``M = ceil(min(S/5, 3 sqrt(S/reff)))`` largest weights are replaced by the
     expected order statistics of the generalized Pareto fit to their
     exceedances, truncated at the largest raw weight.  k̂ is ``inf`` when
@@ -414,100 +380,21 @@ def psislw(log_weights, reff: float = 1.0, normalize: bool = True):
         lw = np.asarray(log_weights)
         eps = np.finfo(lw.dtype).eps if np.issubdtype(lw.dtype, np.floating) else np.finfo(float).eps
         lw = lw.astype(np.float64)
-    shape = lw.shape[:-1]
-    flat = lw.reshape(-1, lw.shape[-1]).copy()
-    ks = np.empty(flat.shape[0])
-    for i in range(flat.shape[0]):
-        row = flat[i]
-        if row.max() - row.min() <= math.sqrt(eps) * (1.0 + abs(row.max())):
-            # equal up to rounding: an exact proposal, bounded weights
-            ks[i] = -math.inf
-            flat[i] = -math.log(row.size) if normalize else row
-            continue
-        flat[i], ks[i] = _psis_1d(row, reff, normalize)
-    return flat.reshape(lw.shape), ks.reshape(shape)
-
-
-def _psis_1d(lw, reff, normalize):
-    s = lw.size
-    m = int(math.ceil(min(s / 5.0, 3.0 * math.sqrt(s / reff))))
-    mx = lw.max()
-    x = lw - mx
-    order = np.argsort(x)
-    cutoff = max(x[order[-m - 1]], math.log(np.finfo(float).tiny))
-    tail = np.nonzero(x > cutoff)[0]
-    if tail.size <= 4:
-        k = math.inf
-    else:
-        tail = tail[np.argsort(x[tail])]
-        exc = np.exp(x[tail]) - math.exp(cutoff)
-        k, sigma = _gpd_fit(exc)
-        if np.isfinite(k) and sigma > 0:
-            p = (np.arange(tail.size) + 0.5) / tail.size
-            x[tail] = np.minimum(np.log(_gpd_quantile(p, k, sigma) + math.exp(cutoff)), 0.0)
+    flat = lw.reshape(-1, lw.shape[-1])
+    out, ks = flat.copy(), np.full(flat.shape[0], -math.inf)
+    # equal up to rounding: an exact proposal, bounded weights (arviz would fail or report inf)
+    top = flat.max(-1, initial=-math.inf)
+    const = top - flat.min(-1, initial=math.inf) <= math.sqrt(eps) * (1.0 + np.abs(top))
     if normalize:
-        x = x - (np.log(np.exp(x - x.max()).sum()) + x.max())
-    else:
-        x = x + mx
-    return x, k
+        out[const] = -math.log(flat.shape[-1])
+    if not const.all():
+        out[~const], ks[~const] = _compat.psislw(flat[~const], reff=reff, normalize=normalize)
+    return out.reshape(lw.shape), ks.reshape(lw.shape[:-1])
 
 
 def pareto_khat(log_weights, reff: float = 1.0):
     """Pareto k̂ of importance weights given as log weights ``(..., S)`` (see :func:`psislw`)."""
     return psislw(log_weights, reff=reff)[1]
-
-
-def _plate_nesting(model, guide, args, kwargs):
-    gtr = poutine.trace(guide).get_trace(*args, **kwargs)
-    mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(*args, **kwargs)
-    nest = 0
-    for tr in (gtr, mtr):
-        for site in tr.nodes.values():
-            if site["type"] == "sample":
-                for f in site["cond_indep_stack"]:
-                    if f.dim is not None:
-                        nest = max(nest, -f.dim)
-    return nest
-
-
-def _per_particle(tr, num, nest):
-    tr.compute_log_prob()
-    total = None
-    for site in tr.nodes.values():
-        if site["type"] != "sample":
-            continue
-        lp = site["log_prob"]
-        if lp.dim() > nest + 1:
-            raise ValueError("unexpected batch dims left of the particle plate")
-        if lp.dim() > nest:
-            lp = lp.reshape(lp.shape[: lp.dim() - nest] + (-1,)).sum(-1)
-            lp = lp.reshape(-1).expand(num) if lp.numel() == 1 else lp.reshape(num)
-        else:
-            lp = lp.sum().expand(num)
-        total = lp if total is None else total + lp
-    return total
-
-
-def _log_weights_vectorized(model, guide, num, nest, args, kwargs):
-    def wrap(fn):
-        def f(*a, **k):
-            with pyro.plate("_dlmppl_particles", num, dim=-(nest + 1)):
-                return fn(*a, **k)
-
-        return f
-
-    gtr = poutine.trace(wrap(guide)).get_trace(*args, **kwargs)
-    mtr = poutine.trace(poutine.replay(wrap(model), trace=gtr)).get_trace(*args, **kwargs)
-    return _per_particle(mtr, num, nest) - _per_particle(gtr, num, nest)
-
-
-def _log_weights_loop(model, guide, num, args, kwargs):
-    out = []
-    for _ in range(num):
-        gtr = poutine.trace(guide).get_trace(*args, **kwargs)
-        mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(*args, **kwargs)
-        out.append(mtr.log_prob_sum() - gtr.log_prob_sum())
-    return torch.stack(out)
 
 
 def psis_diagnostic(
@@ -539,13 +426,13 @@ def psis_diagnostic(
             try:
                 nest = max_plate_nesting
                 if nest is None:
-                    nest = _plate_nesting(model, guide, args, kwargs)
-                lw = _log_weights_vectorized(model, guide, num_particles, nest, args, kwargs)
+                    nest = _importance.plate_nesting(model, guide, args, kwargs)
+                lw = _importance.log_weights(model, guide, args, kwargs, num_particles, nest)
                 if lw.shape != (num_particles,):
                     lw = None
             except Exception:
                 lw = None
         if lw is None:
-            lw = _log_weights_loop(model, guide, num_particles, args, kwargs)
+            lw = _importance.log_weight_loop(model, guide, args, kwargs, num_particles)
     k = float(pareto_khat(lw))
     return (k, lw) if return_log_weights else k

@@ -11,13 +11,7 @@ from .intrinsic import IntrinsicUniform
 from .power_spherical import PowerSpherical
 from .riemannian_normal import RiemannianNormal, riemannian_normal_log_normalizer
 from .uniform import ManifoldUniform, log_volume
-from .von_mises_fisher import (
-    VonMisesFisher,
-    bessel_iv_ratio,
-    log_bessel_iv,
-    vmf_log_normalizer,
-    vmf_mean_resultant_length,
-)
+from .von_mises_fisher import VonMisesFisher, vmf_log_normalizer, vmf_mean_resultant_length
 from .wrapped_normal import WrappedNormal
 
 __all__ = [
@@ -28,8 +22,6 @@ __all__ = [
     "RiemannianNormal",
     "VonMisesFisher",
     "WrappedNormal",
-    "bessel_iv_ratio",
-    "log_bessel_iv",
     "log_volume",
     "riemannian_normal_log_normalizer",
     "vmf_log_normalizer",

@@ -41,7 +41,7 @@ from torch.distributions import constraints as _tc
 from .. import constraints as _constraints
 from .. import manifolds as _manifolds
 
-__all__ = ["ManifoldDistribution", "SphericalLocConcentration"]
+__all__ = ["ManifoldDistribution", "ManifoldLocScale", "SphericalLocConcentration"]
 
 
 def _validation_on(validate_args) -> bool:
@@ -312,6 +312,69 @@ class SphericalLocConcentration(ManifoldDistribution):
         new.manifold = self.manifold
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
+        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+
+class ManifoldLocScale(ManifoldDistribution):
+    """Base of the location–scale families on a manifold (``WrappedNormal``, ``RiemannianNormal``).
+
+    ``loc``: points of shape ``batch_shape + (n,)``; ``scale``: positive and finite, with a
+    trailing dimension (``1`` for an isotropic scale, ``d`` for a diagonal one); the
+    manifold's curvature may carry a batch ``batch_shape + (1,)``; the three broadcast (a
+    ``ValueError`` naming them when they do not).  A subclass reads its manifold's
+    :class:`~dlmppl.geometry.Geometry` with ``_geometry_of(manifold)`` (``ValueError`` for
+    an unsupported family; the intrinsic dimension ``d`` and the sectional curvature come
+    from it) and shapes its scale with ``_scale_shape(scale, d)``; with validation on it
+    checks ``_check_curvature(loc)`` before the support check of ``loc`` (which needs a
+    valid curvature) and ``_check_law()`` after the parameter checks.  ``expand`` keeps
+    the attributes named in ``_expand_attrs``.
+    """
+
+    has_rsample = True
+    _expand_attrs = ("_geometry", "_dim")
+
+    def __init__(self, manifold, loc, scale, validate_args=None):
+        owner = type(self).__name__
+        g = self._geometry_of(manifold)
+        if not isinstance(loc, torch.Tensor):
+            loc = torch.as_tensor(loc, dtype=torch.get_default_dtype())
+        if loc.dim() < 1:
+            raise ValueError(f"loc: expected a point of shape batch_shape + (n,), got shape {tuple(loc.shape)}")
+        scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
+        d, p = g.intrinsic_dim(loc.shape[-1:]), g.sectional_curvature(loc)
+        if d < 1:
+            raise ValueError(f"loc: the manifold has dimension {d} for points of shape {tuple(loc.shape)}")
+        scale = self._scale_shape(scale, d)
+        p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
+        batch_shape = broadcast_batch_shapes(owner, loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
+        self.manifold, self._geometry, self._dim = manifold, g, d
+        self.loc = loc.expand(batch_shape + loc.shape[-1:])
+        self.scale = scale.expand(batch_shape + scale.shape[-1:])
+        if _validation_on(validate_args):
+            self._check_curvature(loc)
+        super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
+        if self._validate_args:
+            self._check_law()
+
+    @property
+    def arg_constraints(self):
+        return {"loc": _constraints.manifold(self.manifold), "scale": _tc.positive}
+
+    @property
+    def dim(self) -> int:
+        """Intrinsic dimension ``d``."""
+        return self._dim
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = self._expanded_batch_shape(batch_shape)
+        new.manifold = self.manifold
+        for name in self._expand_attrs:
+            setattr(new, name, getattr(self, name))
+        new.loc = self.loc.expand(batch_shape + self.event_shape)
+        new.scale = self.scale.expand(batch_shape + self.scale.shape[-1:])
         ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new

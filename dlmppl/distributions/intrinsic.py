@@ -32,79 +32,12 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution
-from torch.distributions import biject_to, transform_to
 from torch.distributions import constraints as _tc
-from torch.distributions.transforms import Transform
 
+from ..constraints import ball
 from .base import check_expand, check_value_shape
 
-__all__ = ["IntrinsicUniform", "ball", "BallConstraint", "BallTransform", "log_volume_grid"]
-
-
-class BallConstraint(_tc.Constraint):
-    """Vectors of Euclidean norm ``< radius`` (the open ball), ``event_dim = 1``."""
-
-    event_dim = 1
-
-    def __init__(self, radius: float):
-        if not radius > 0:
-            raise ValueError(f"radius must be > 0, got {radius}")
-        self.radius = float(radius)
-        super().__init__()
-
-    def check(self, value):
-        return value.norm(dim=-1) < self.radius
-
-    def __repr__(self):
-        return f"{type(self).__name__}(radius={self.radius})"
-
-
-def ball(radius: float) -> BallConstraint:
-    """The constraint ``‖z‖ < radius`` (``biject_to``/``transform_to`` give :class:`BallTransform`)."""
-    return BallConstraint(radius)
-
-
-class BallTransform(Transform):
-    r"""Bijection ``R^d → B(0, R)``, ``y = R x / √(1 + ‖x‖²)``, ``event_dim = 1``.
-
-    Inverse ``x = y / √(R² − ‖y‖²)``; ``log|det J| = d log R − (d+2)/2 · log(1 + ‖x‖²)``
-    (a radial map ``y = f(r) x/r`` has ``det J = f'(r) (f(r)/r)^{d-1}``), smooth at 0.
-    """
-
-    domain = _tc.real_vector
-    bijective = True
-    sign = +1
-
-    def __init__(self, radius: float, cache_size: int = 0):
-        super().__init__(cache_size=cache_size)
-        self.radius = float(radius)
-
-    @property
-    def codomain(self):
-        return ball(self.radius)
-
-    def __eq__(self, other):
-        return isinstance(other, BallTransform) and other.radius == self.radius
-
-    def with_cache(self, cache_size=1):
-        return self if self._cache_size == cache_size else BallTransform(self.radius, cache_size=cache_size)
-
-    def _call(self, x):
-        return self.radius * x * torch.rsqrt(1 + x.pow(2).sum(-1, keepdim=True))
-
-    def _inverse(self, y):
-        s = (self.radius**2 - y.pow(2).sum(-1, keepdim=True)).clamp_min(torch.finfo(y.dtype).tiny)
-        return y * torch.rsqrt(s)
-
-    def log_abs_det_jacobian(self, x, y):
-        d = x.shape[-1]
-        return d * math.log(self.radius) - 0.5 * (d + 2) * torch.log1p(x.pow(2).sum(-1))
-
-
-@biject_to.register(BallConstraint)
-@transform_to.register(BallConstraint)
-def _ball_transform(constraint):
-    return BallTransform(constraint.radius)
+__all__ = ["IntrinsicUniform", "log_volume_grid"]
 
 
 class IntrinsicUniform(TorchDistribution):

@@ -59,7 +59,13 @@ from the envelope ``N(m, 1)`` (proposals ``t ≤ 0`` are rejected).  For
 ``∫_0^∞ g / (g(m) √(2π))``; in the Euclidean limit ``c σ² → 0`` it is
 0.658 for ``d = 2``, 0.693 for ``d = 5`` and tends to ``1/√2`` as ``d`` grows,
 and it increases towards 1 as ``σ√c`` grows (the radial law becomes normal
-with unit variance in ``t``); the tests measure it (≥ 0.65 on their grid).  ``sample`` is not reparameterised (``has_rsample = False``).
+with unit variance in ``t``); the tests measure it (≥ 0.65 on their grid).
+
+Gradients.  ``rsample`` is reparameterised (``has_rsample = True``): the draw is
+``exp_μ(σ t ξ)``, differentiable in ``loc``, ``scale`` and the curvature, with the
+gradient of the rejection-sampled ``t`` with respect to ``x² = c σ²`` given implicitly
+(Figurnov, Mohamed & Mnih 2018, "Implicit Reparameterization Gradients"; ``_dt_dy``);
+``sample`` is ``rsample`` without gradients.
 """
 
 from __future__ import annotations
@@ -69,11 +75,9 @@ import math
 
 import numpy as np
 import torch
-from torch.distributions import constraints as _tc
 
-from .. import constraints as _constraints
 from .. import kmath
-from .base import ManifoldDistribution, broadcast_batch_shapes
+from .base import ManifoldLocScale
 from .wrapped_normal import (
     _UNREPRESENTABLE_MASS,
     _check_curvature,
@@ -331,7 +335,7 @@ class _ImplicitRadius(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
-class RiemannianNormal(ManifoldDistribution):
+class RiemannianNormal(ManifoldLocScale):
     r"""Riemannian normal ``∝ exp(-d(loc, z)² / (2 scale²))`` on hyperbolic space; see the module docstring.
 
     Args:
@@ -353,39 +357,22 @@ class RiemannianNormal(ManifoldDistribution):
     ``rsample`` adds implicit reparameterisation gradients (module docstring).
     """
 
-    has_rsample = True
-
-    def __init__(self, manifold, loc, scale, validate_args=None):
+    @staticmethod
+    def _geometry_of(manifold):
         g = _geometry(manifold, "RiemannianNormal")
         if not hasattr(g, "radius_limit"):  # the families that can be hyperbolic
             raise ValueError(
                 f"manifold: RiemannianNormal needs hyperbolic space (PoincareBall, Stereographic with κ ≤ 0 "
                 f"or Lorentz), got {type(manifold).__name__}"
             )
-        if not isinstance(loc, torch.Tensor):
-            loc = torch.as_tensor(loc, dtype=torch.get_default_dtype())
-        if loc.dim() < 1:
-            raise ValueError(f"loc: expected a point of shape batch_shape + (n,), got shape {tuple(loc.shape)}")
-        scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-        if scale.dim() == 0 or scale.shape[-1] != 1:
-            scale = scale.unsqueeze(-1)
-        d = g.intrinsic_dim(loc.shape[-1:])
-        if d < 1:
-            raise ValueError(f"loc: the manifold has dimension {d} for points of shape {tuple(loc.shape)}")
-        p = g.sectional_curvature(loc)
-        p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
-        batch_shape = broadcast_batch_shapes("RiemannianNormal", loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
-        self.manifold = manifold
-        self._geometry = g
-        self._dim = d
-        self.loc = loc.expand(batch_shape + loc.shape[-1:])
-        self.scale = scale.expand(batch_shape + (1,))
-        if validate_args if validate_args is not None else torch.distributions.Distribution._validate_args:
-            self._check_curvature(loc)  # before the support check of loc, which needs a valid curvature
-        super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
-        if self._validate_args:
-            _check_finite_scale(self.scale)
-            _check_representable("RiemannianNormal", self._geometry, self.loc, self._reach(self._c()))
+        return g
+
+    def _scale_shape(self, scale, d):
+        return scale if scale.dim() and scale.shape[-1] == 1 else scale.unsqueeze(-1)
+
+    def _check_law(self):
+        _check_finite_scale(self.scale)
+        _check_representable("RiemannianNormal", self._geometry, self.loc, self._reach(self._c()))
 
     def _reach(self, c):
         """Bound on ``d(loc, z)`` except for probability :data:`_UNREPRESENTABLE_MASS` (shape ``batch_shape + (1,)``).
@@ -408,29 +395,9 @@ class RiemannianNormal(ManifoldDistribution):
         if (K > 0).any():
             raise ValueError(f"curvature: RiemannianNormal needs κ ≤ 0 (hyperbolic space), got {K}")
 
-    @property
-    def arg_constraints(self):
-        return {"loc": _constraints.manifold(self.manifold), "scale": _tc.positive}
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
     def _c(self):
         """``c = -κ ≥ 0`` (κ the sectional curvature)."""
         return -self._geometry.sectional_curvature(self.loc)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(RiemannianNormal, _instance)
-        batch_shape = self._expanded_batch_shape(batch_shape)
-        new.manifold = self.manifold
-        new._geometry = self._geometry
-        new._dim = self._dim
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.scale = self.scale.expand(batch_shape + (1,))
-        super(RiemannianNormal, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def log_normalizer(self) -> torch.Tensor:
         """``log Z``, shape ``batch_shape``."""

@@ -89,12 +89,10 @@ import functools
 import math
 
 import torch
-from torch.distributions import constraints as _tc
 
-from .. import constraints as _constraints
 from .. import kmath
 from ..geometry import geometry_of
-from .base import ManifoldDistribution, broadcast_batch_shapes
+from .base import ManifoldLocScale
 
 __all__ = ["WrappedNormal"]
 
@@ -228,7 +226,7 @@ def _wrap_count(sqrt_k_sigma_max: float, d: int) -> int:
     return int(min(math.ceil((t * sqrt_k_sigma_max + math.pi) / (2 * math.pi)), 10_000))
 
 
-class WrappedNormal(ManifoldDistribution):
+class WrappedNormal(ManifoldLocScale):
     r"""Wrapped normal ``exp_loc(PT_{o→loc}(v))``, ``v ~ N(0, diag σ²)``; see the module docstring.
 
     Args:
@@ -254,68 +252,29 @@ class WrappedNormal(ManifoldDistribution):
     radius the dtype represents, raise ``ValueError`` (module docstring).
     """
 
-    has_rsample = True
+    _geometry_of = staticmethod(_geometry)
+    _expand_attrs = ("_geometry", "_dim", "_isotropic")
 
-    def __init__(self, manifold, loc, scale, validate_args=None):
-        g = _geometry(manifold)
-        if not isinstance(loc, torch.Tensor):
-            loc = torch.as_tensor(loc, dtype=torch.get_default_dtype())
-        if loc.dim() < 1:
-            raise ValueError(f"loc: expected a point of shape batch_shape + (n,), got shape {tuple(loc.shape)}")
-        scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-        d = g.intrinsic_dim(loc.shape[-1:])
-        if d < 1:
-            raise ValueError(f"loc: the manifold has dimension {d} for points of shape {tuple(loc.shape)}")
-        if scale.dim() >= 1 and scale.shape[-1] == d and d > 1:
-            isotropic = False
-        elif scale.dim() >= 1 and scale.shape[-1] == 1:
-            isotropic = True
-        else:
-            isotropic = True
-            scale = scale.unsqueeze(-1)
-        p = g.sectional_curvature(loc)
-        p_batch = p.shape[:-1] if p.dim() >= 1 else torch.Size()
-        batch_shape = broadcast_batch_shapes("WrappedNormal", loc=loc.shape[:-1], scale=scale.shape[:-1], curvature=p_batch)
-        self.manifold = manifold
-        self._geometry = g
-        self._dim = d
-        self._isotropic = isotropic
-        self.loc = loc.expand(batch_shape + loc.shape[-1:])
-        self.scale = scale.expand(batch_shape + scale.shape[-1:])
-        if validate_args if validate_args is not None else torch.distributions.Distribution._validate_args:
-            _check_curvature(g, loc)  # before the support check of loc, which needs a valid curvature
-        super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
-        if self._validate_args:
-            _check_finite_scale(self.scale)
-            reach = self.scale.amax(-1, keepdim=True) * _chi_isf(d, _UNREPRESENTABLE_MASS)
-            _check_representable("WrappedNormal", g, self.loc, reach)
+    def _scale_shape(self, scale, d):
+        """Isotropic ``batch + (1,)`` (a ``batch`` scale gets its trailing 1) or diagonal ``batch + (d,)``."""
+        if scale.dim() >= 1 and (scale.shape[-1] == 1 or (scale.shape[-1] == d and d > 1)):
+            self._isotropic = scale.shape[-1] == 1
+            return scale
+        self._isotropic = True
+        return scale.unsqueeze(-1)
 
-    @property
-    def arg_constraints(self):
-        return {"loc": _constraints.manifold(self.manifold), "scale": _tc.positive}
+    def _check_curvature(self, like):
+        _check_curvature(self._geometry, like)
 
-    @property
-    def dim(self) -> int:
-        """Intrinsic dimension ``d``."""
-        return self._dim
+    def _check_law(self):
+        _check_finite_scale(self.scale)
+        reach = self.scale.amax(-1, keepdim=True) * _chi_isf(self._dim, _UNREPRESENTABLE_MASS)
+        _check_representable("WrappedNormal", self._geometry, self.loc, reach)
 
     @property
     def curvature(self) -> torch.Tensor:
         """Sectional curvature (shape ``()`` or ``batch_shape + (1,)``)."""
         return self._geometry.sectional_curvature(self.loc)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(WrappedNormal, _instance)
-        batch_shape = self._expanded_batch_shape(batch_shape)
-        new.manifold = self.manifold
-        new._geometry = self._geometry
-        new._dim = self._dim
-        new._isotropic = self._isotropic
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.scale = self.scale.expand(batch_shape + self.scale.shape[-1:])
-        super(WrappedNormal, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
@@ -335,7 +294,8 @@ class WrappedNormal(ManifoldDistribution):
         kappa = g.sectional_curvature(self.loc)
         scale = self.scale
         if g.embedded and self._isotropic:
-            r = g.dist(self.loc, value).unsqueeze(-1)
+            # at least √tiny, as the frame path's norm: the wrap factor divides by r²
+            r = g.dist(self.loc, value).unsqueeze(-1).clamp_min(torch.finfo(value.dtype).tiny ** 0.5)
             q = (r / scale).pow(2)  # (..., 1)
         else:
             v = g.log_frame(self.loc, value)

@@ -1,4 +1,4 @@
-"""Geodesics and metric fields (issue 7).
+"""Geodesics and metric fields.
 
 * closed-form geodesics on every supported manifold (:mod:`.geodesics`):
   :func:`geodesic`, :func:`interpolate`, :func:`distance`, :func:`shoot`,
@@ -8,16 +8,16 @@
 * solvers under a metric field (:mod:`.solvers`): :func:`curve_length`,
   :func:`curve_energy`, :func:`connecting_geodesic`, :func:`shooting_geodesic`;
 * steering (:mod:`.steering`): :func:`steer`, :func:`class_centroid`;
-* learned metric fields (:mod:`.learned`, :mod:`.chadebec`, issue 8):
+* learned metric fields (:mod:`.learned`, :mod:`.chadebec`):
   :class:`LearnedMetric` with :func:`volume_regularizer` and
   :func:`smoothness_regularizer`, :class:`ChadebecMetric`, and
-  :func:`pairwise_distances` (geodesic distance matrices under any metric field).
+  :func:`metric_distances` (geodesic distance matrices under any metric field).
 """
 
 from . import euclidean, lorentz, product, scaled, spd, sphere, stereographic, stiefel  # noqa: F401  (registrations)
 from .base import Geometry, geometry_of
 from .chadebec import ChadebecMetric
-from .distances import pairwise_distances
+from .distances import metric_distances
 from .geodesics import (
     distance,
     expmap,
@@ -48,7 +48,7 @@ __all__ = [
     "geometry_of",
     "ChadebecMetric",
     "LearnedMetric",
-    "pairwise_distances",
+    "metric_distances",
     "smoothness_regularizer",
     "volume_regularizer",
     "ChartMetric",

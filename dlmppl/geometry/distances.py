@@ -1,6 +1,6 @@
 r"""Pairwise geodesic distance matrices under a metric field (ground costs for OT / PH losses).
 
-``pairwise_distances(metric, x, y)`` returns ``D[i, j] = dist_G(xᵢ, yⱼ)``, the
+``metric_distances(metric, x, y)`` returns ``D[i, j] = dist_G(xᵢ, yⱼ)``, the
 length of the connecting geodesic found by
 :func:`dlmppl.geometry.connecting_geodesic` (minimum of the discrete curve
 energy, Arvanitidis et al., "Latent space oddity", ICLR 2018), all pairs solved
@@ -30,10 +30,10 @@ import torch
 from .metrics import MetricField
 from .solvers import connecting_geodesic, curve_length
 
-__all__ = ["paired_distances", "pairwise_distances"]
+__all__ = ["paired_metric_distances", "metric_distances"]
 
 
-def pairwise_distances(
+def metric_distances(
     metric,
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -45,7 +45,9 @@ def pairwise_distances(
     max_iter: int = 200,
     tol: float | None = None,
 ):
-    r"""Geodesic distance matrix ``(n, m)`` between ``x`` ``(n, d)`` and ``y`` ``(m, d)`` under ``metric``.
+    r"""Geodesic distance matrix ``(n, m)`` between ``x`` ``(n, d)`` and ``y`` ``(m, d)`` under a metric field, by curve optimisation.
+
+    For closed-form distances on a geoopt manifold see :func:`dlmppl.losses.manifold_distances`.
 
     Parameters
     ----------
@@ -80,7 +82,7 @@ def pairwise_distances(
         ii = torch.arange(n, device=x.device).repeat_interleave(m)
         jj = torch.arange(m, device=x.device).repeat(n)
         a, b = x[ii], y[jj]
-    L = paired_distances(metric, a, b, n_points, method=method, condition=condition, batch_size=batch_size,
+    L = paired_metric_distances(metric, a, b, n_points, method=method, condition=condition, batch_size=batch_size,
                          max_iter=max_iter, tol=tol)
     if sym:
         D = torch.zeros((n, m), dtype=L.dtype, device=L.device).index_put((ii, jj), L).index_put((jj, ii), L)
@@ -89,7 +91,7 @@ def pairwise_distances(
     return D
 
 
-def paired_distances(
+def paired_metric_distances(
     metric,
     a: torch.Tensor,
     b: torch.Tensor,
@@ -103,7 +105,7 @@ def paired_distances(
 ):
     r"""Geodesic distances ``dist_G(aₖ, bₖ)`` between matching rows of ``a`` and ``b`` ``(P, d)``, shape ``(P,)``.
 
-    The per-pair solver behind :func:`pairwise_distances` (same arguments and
+    The per-pair solver behind :func:`metric_distances` (same arguments and
     cost, ``P`` pairs); the losses use it for the few critical edges of a
     persistence pairing.
     """

@@ -10,34 +10,21 @@
 * VI: :func:`RiemannianAdam` / :func:`RiemannianSGD` (Pyro optimisers that
   step manifold parameters along their manifold) and the autoguide
   :class:`AutoManifoldNormal`.
-
-Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
-(a projection whose unconstrained space is the ambient space), which
-``pyro.param(..., constraint=manifold(M))`` needs.
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
-from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning, manifold_variance
-from .integrators import geometry_of, riemannian_leapfrog
+from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning
 from .nuts import RiemannianNUTS
-from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
-from .softabs import SoftAbsIntegrator, softabs
+from .optim import RiemannianAdam, RiemannianSGD
 
 __all__ = [
     "AutoManifoldNormal",
     "DivergenceWarning",
     "SamplerWarning",
     "StepSizeWarning",
-    "SoftAbsIntegrator",
-    "geometry_of",
-    "riemannian_leapfrog",
-    "softabs",
-    "ManifoldProjection",
     "RiemannianAdam",
     "RiemannianHMC",
     "RiemannianNUTS",
     "RiemannianSGD",
     "init_to_manifold_sample",
-    "manifold_of_param",
-    "manifold_variance",
 ]

@@ -40,7 +40,6 @@ from torch.distributions import biject_to
 from .. import manifolds as _m
 from ..constraints import ManifoldConstraint
 from ..constraints import manifold as manifold_constraint
-from . import optim as _optim  # noqa: F401  (registers transform_to for manifold constraints)
 
 __all__ = ["AutoManifoldNormal", "init_to_manifold_sample"]
 

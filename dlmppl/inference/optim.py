@@ -24,13 +24,9 @@ itself overflows (a retraction to infinity) is put back, with its optimiser
 state, and the same error is raised.  Without this, geoopt writes NaN into the
 parameter and the error surfaces one step later, far from its cause.
 
-Importing this module registers ``transform_to(manifold(M))``: Pyro stores a
-constrained parameter as ``transform_to(constraint).inv(value)``.  For a
-manifold constraint the unconstrained space is the ambient space, ``inv`` is
-the identity and the forward map is ``M.projx`` (a no-op on the manifold, and a
-safety net if a Euclidean optimiser moves the tensor off it).  ``biject_to`` is
-deliberately *not* registered for manifold constraints: HMC kernels and
-autoguides dispatch on the constraint themselves.
+A ``pyro.param`` with a manifold constraint is stored through
+``transform_to(manifold(M))``, :class:`dlmppl.constraints.ManifoldProjection`
+(registered by :mod:`dlmppl.constraints`).
 """
 
 from __future__ import annotations
@@ -40,65 +36,10 @@ import pyro
 import torch
 from pyro.optim import PyroOptim
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER
-from torch.distributions import constraints as _tc
-from torch.distributions.transforms import Transform
 
 from ..constraints import ManifoldConstraint
 
-__all__ = ["RiemannianAdam", "RiemannianSGD", "ManifoldProjection", "manifold_of_param"]
-
-
-class ManifoldProjection(Transform):
-    """``x ↦ M.projx(x)`` from the ambient space onto ``M``; inverse: identity.
-
-    The ``transform_to`` of a :func:`dlmppl.constraints.manifold` constraint.
-    On the manifold both directions are the identity.  Not a bijection of the
-    ambient space, so it has no ``log_abs_det_jacobian`` and is never used as a
-    ``biject_to`` (no density is transformed through it).
-    """
-
-    bijective = False
-
-    def __init__(self, constraint: ManifoldConstraint, cache_size: int = 0):
-        self._constraint = constraint
-        super().__init__(cache_size=cache_size)
-
-    @property
-    def domain(self):
-        return _tc.independent(_tc.real, self._constraint.event_dim)
-
-    @property
-    def codomain(self):
-        return self._constraint
-
-    def with_cache(self, cache_size=1):
-        if self._cache_size == cache_size:
-            return self
-        return ManifoldProjection(self._constraint, cache_size=cache_size)
-
-    def __eq__(self, other):
-        return isinstance(other, ManifoldProjection) and other._constraint.manifold is self._constraint.manifold
-
-    def _call(self, x):
-        return self._constraint.manifold.projx(x)
-
-    def _inverse(self, y):
-        return y
-
-    def log_abs_det_jacobian(self, x, y):
-        raise NotImplementedError(
-            "ManifoldProjection is not a bijection: manifold constraints have no biject_to; "
-            "use a manifold distribution (dlmppl.distributions) instead of a transformed density"
-        )
-
-
-def _transform_to_manifold(constraint):
-    return ManifoldProjection(constraint)
-
-
-# registration is keyed on the class; idempotent if dlmppl.constraints ever does it too
-if ManifoldConstraint not in torch.distributions.transform_to._registry:
-    torch.distributions.transform_to.register(ManifoldConstraint)(_transform_to_manifold)
+__all__ = ["RiemannianAdam", "RiemannianSGD", "manifold_of_param"]
 
 
 def manifold_of_param(param: torch.Tensor):

@@ -1,7 +1,7 @@
 r"""Optimal-transport and persistent-homology regularizers with geodesic costs.
 
 * :func:`wasserstein` (exact, Sinkhorn, sliced; POT's torch backend),
-  :func:`pairwise_distance` (geodesic ground distances);
+  :func:`manifold_distances` (geodesic ground distances, closed form on a geoopt manifold);
 * :func:`persistence` (Vietoris–Rips diagrams differentiable in the points),
   :func:`cubical_persistence` (images / fields), :func:`rips_pairs`;
 * :func:`topological` (topological-autoencoder loss, Moor et al. 2020),
@@ -11,7 +11,7 @@ r"""Optimal-transport and persistent-homology regularizers with geodesic costs.
 """
 
 from .factor import factor
-from .ot import pairwise_distance, wasserstein
+from .ot import manifold_distances, wasserstein
 from .topology import (
     cubical_persistence,
     diagram_distance,
@@ -25,7 +25,7 @@ __all__ = [
     "cubical_persistence",
     "diagram_distance",
     "factor",
-    "pairwise_distance",
+    "manifold_distances",
     "persistence",
     "rips_pairs",
     "topological",

@@ -25,7 +25,7 @@ from .. import kmath, lmath
 from .. import manifolds as _m
 from ._checks import check_cloud, check_finite, check_int, check_power, validating
 
-__all__ = ["pairwise_distance", "wasserstein"]
+__all__ = ["manifold_distances", "wasserstein"]
 
 
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:
@@ -43,8 +43,11 @@ def _scalar_curvature(manifold, like: torch.Tensor) -> torch.Tensor:
     return k.reshape(())
 
 
-def pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
-    r"""Geodesic distances between every point of ``x`` and every point of ``y``.
+def manifold_distances(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
+    r"""Geodesic distances on ``manifold`` between every point of ``x`` and every point of ``y``, in closed form.
+
+    The ground distances of the OT and PH losses.  For a metric field, where no
+    closed form exists, it hands over to :func:`dlmppl.geometry.metric_distances`.
 
     Parameters
     ----------
@@ -60,7 +63,7 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.
         manifold: its own ``dist`` broadcast over pairs.  A metric field
         (:class:`dlmppl.geometry.MetricField`: pull-back, learned, Chadebec...):
         lengths of connecting geodesics from
-        :func:`dlmppl.geometry.pairwise_distances` (``n m`` batched L-BFGS
+        :func:`dlmppl.geometry.metric_distances` (``n m`` batched L-BFGS
         solves of 16-point discrete curves: orders of magnitude dearer than a
         closed form; see that module for the cost).
 
@@ -81,14 +84,14 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.
     if validating():
         check_finite(x, "x")
         check_finite(y, "y")
-    return _pairwise_distance(x, y, manifold)
+    return _manifold_distances(x, y, manifold)
 
 
-def _pairwise_distance(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
+def _manifold_distances(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
     if _is_metric_field(manifold):
-        from ..geometry.distances import pairwise_distances
+        from ..geometry.distances import metric_distances
 
-        return pairwise_distances(manifold, x, y)
+        return metric_distances(manifold, x, y)
     return _geodesic(x[:, None, :], y[None, :, :], manifold)
 
 
@@ -103,11 +106,11 @@ def _geodesic(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
     if manifold is None:
         return _safe_norm(x - y)
     if _is_metric_field(manifold):
-        from ..geometry.distances import paired_distances
+        from ..geometry.distances import paired_metric_distances
 
         x, y = torch.broadcast_tensors(x, y)
         shape = x.shape[:-1]
-        d = paired_distances(manifold, x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
+        d = paired_metric_distances(manifold, x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
         return d.reshape(shape)
     if isinstance(manifold, _m.Scaled):
         return manifold.dist(x, y)
@@ -129,7 +132,7 @@ def _cost(x: torch.Tensor, y: torch.Tensor, manifold=None, p: float = 2) -> torc
     The single place where ground costs are made, so that other notions of
     distance (e.g. metric fields) can be plugged in here.
     """
-    d = _pairwise_distance(x, y, manifold)
+    d = _manifold_distances(x, y, manifold)
     return d if p == 1 else d.pow(p)
 
 
@@ -248,7 +251,7 @@ def wasserstein(
 
     ``μ = Σ a_i δ_{x_i}``, ``ν = Σ b_j δ_{y_j}`` (uniform weights by default)
     and the ground cost is ``d(x, y)^p`` with ``d`` the geodesic distance of
-    ``manifold`` (see :func:`pairwise_distance`; Euclidean when ``None``, so
+    ``manifold`` (see :func:`manifold_distances`; Euclidean when ``None``, so
     ``p = 2`` gives the squared Euclidean cost).  Convention: the value is the
     *cost* ``W_p^p`` (for a point and its rotation by θ on the sphere: θ for
     ``p = 1``, θ² for ``p = 2``), as returned by ``ot.emd2``.

@@ -37,7 +37,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ._checks import check_cloud, check_distance_matrix, check_finite, check_int
-from .ot import _geodesic, _is_metric_field, pairwise_distance
+from .ot import _geodesic, _is_metric_field, manifold_distances
 
 __all__ = [
     "rips_pairs",
@@ -166,13 +166,13 @@ def _pairing_matrix(x: torch.Tensor, manifold, name: str) -> np.ndarray:
     precision (float64 for float64 points, float32 otherwise), so the peak
     memory is that array plus a few MB of temporaries, whatever the manifold's
     formula allocates per pair.  The values are the same formulas as the
-    gathered, differentiable ones (:func:`dlmppl.losses.pairwise_distance`).
+    gathered, differentiable ones (:func:`dlmppl.losses.manifold_distances`).
     """
     n, dim = x.shape
     tdt, ndt = _pairing_dtype(x.dtype)
     if manifold is not None and _is_metric_field(manifold):
         with torch.no_grad():
-            D = pairwise_distance(x.detach(), x.detach(), manifold).to(tdt).cpu().numpy().copy()
+            D = manifold_distances(x.detach(), x.detach(), manifold).to(tdt).cpu().numpy().copy()
     else:
         D = np.empty((n, n), dtype=ndt)
         step = max(1, _BLOCK // max(1, n * dim))

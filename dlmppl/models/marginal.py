@@ -11,25 +11,11 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import torch
-from pyro import poutine
+
+from ..inference.importance import log_weights
 
 __all__ = ["iwae_log_marginal"]
-
-
-def _per_datum_log_prob(trace, data_plate: str, batch_dim: int):
-    total = None
-    for site in trace.nodes.values():
-        if site["type"] != "sample":
-            continue
-        lp = site["fn"].log_prob(site["value"])
-        in_plate = any(f.name == data_plate for f in site["cond_indep_stack"])
-        if not in_plate:
-            # a global site: counted once, not once per datum
-            lp = lp / max(1, batch_dim)
-        total = lp if total is None else total + lp
-    return total
 
 
 @torch.no_grad()
@@ -52,29 +38,9 @@ def iwae_log_marginal(model, guide, *args, num_particles: int = 100, chunk_size:
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     chunks = []
-    done = 0
-    while done < num_particles:
+    for done in range(0, num_particles, chunk_size):
         k = min(chunk_size, num_particles - done)
-        plate = pyro.plate("_iwae_particles", k, dim=-(max_plate_nesting + 1))
-        with plate:
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        with plate:
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        n = _data_size(model_trace, data_plate)
-        log_p = _per_datum_log_prob(model_trace, data_plate, n)
-        log_q = _per_datum_log_prob(guide_trace, data_plate, n)
-        lw = log_p - log_q
-        lw = lw.reshape(k, -1) if lw.dim() >= 2 else lw.reshape(k, 1)
-        chunks.append(lw)
-        done += k
+        chunks.append(log_weights(model, guide, args, kwargs, k, max_plate_nesting, data_plate=data_plate))
     lw = torch.cat(chunks, 0)
     return torch.logsumexp(lw, 0) - math.log(num_particles)
 
-
-def _data_size(trace, data_plate):
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            for f in site["cond_indep_stack"]:
-                if f.name == data_plate:
-                    return f.size
-    return 1

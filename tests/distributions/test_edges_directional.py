@@ -26,11 +26,10 @@ from dlmppl.distributions import (
     ManifoldUniform,
     PowerSpherical,
     VonMisesFisher,
-    bessel_iv_ratio,
-    log_bessel_iv,
     vmf_log_normalizer,
     vmf_mean_resultant_length,
 )
+from dlmppl.distributions.von_mises_fisher import bessel_iv_ratio, log_bessel_iv
 from dlmppl.geometry import ConformalMetric
 
 F32, F64 = torch.float32, torch.float64

@@ -12,7 +12,8 @@ from scipy import stats
 from torch.autograd.functional import jacobian
 from torch.distributions import biject_to
 
-from dlmppl.distributions.intrinsic import BallTransform, IntrinsicUniform, ball, log_volume_grid
+from dlmppl.constraints import BallTransform, ball
+from dlmppl.distributions.intrinsic import IntrinsicUniform, log_volume_grid
 from dlmppl.geometry import ConformalMetric
 from dlmppl.models.intrinsic import batched_hmc, intrinsic_sample
 from tests import statistical as st

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlmppl.geometry import connecting_geodesic
-from dlmppl.geometry.distances import pairwise_distances
+from dlmppl.geometry.distances import metric_distances
 from dlmppl.geometry.learned import LearnedMetric, smoothness_regularizer, volume_regularizer
 from tests import statistical as st
 
@@ -57,7 +57,7 @@ def test_identity_network_gives_straight_line_geodesics(kind):
 def test_poincare_conformal_field_distances_match_closed_form():
     m = LearnedMetric(2, kind="conformal", net=PoincareScale(), eps=0.0)
     x = (0.65 * (2 * torch.rand(5, 2, dtype=D64) - 1)).requires_grad_(True)
-    D = pairwise_distances(m, x, n_points=24)
+    D = metric_distances(m, x, n_points=24)
     ref = poincare_distance(x[:, None], x[None])
     iu = torch.triu_indices(5, 5, 1)
     rel = (D[iu[0], iu[1]] - ref[iu[0], iu[1]]).abs() / ref[iu[0], iu[1]]
@@ -66,13 +66,13 @@ def test_poincare_conformal_field_distances_match_closed_form():
     torch.testing.assert_close(D, D.T)
     # rectangular case and gradients in the endpoints (envelope theorem)
     y = x[:2].detach().clone()
-    Dxy = pairwise_distances(m, x[2:], y, n_points=24)
+    Dxy = metric_distances(m, x[2:], y, n_points=24)
     torch.testing.assert_close(Dxy, D[2:, :2], rtol=1e-4, atol=1e-6)
     (g,) = torch.autograd.grad(D[iu[0], iu[1]].sum(), x)
     (gref,) = torch.autograd.grad(poincare_distance(x[iu[0]], x[iu[1]]).sum(), x)
     assert ((g - gref).norm() / gref.norm()) < 0.01
     # the straight segment is never shorter than the geodesic
-    Ds = pairwise_distances(m, x.detach(), method="straight", n_points=200)
+    Ds = metric_distances(m, x.detach(), method="straight", n_points=200)
     assert bool((Ds[iu[0], iu[1]] >= ref[iu[0], iu[1]].detach() * (1 - 1e-4)).all())
 
 

@@ -14,7 +14,7 @@ import torch
 
 from dlmppl import manifolds
 from dlmppl.distributions import RiemannianNormal, WrappedNormal
-from dlmppl.inference import geometry_of, riemannian_leapfrog
+from dlmppl.inference.integrators import geometry_of, riemannian_leapfrog
 from tests import lorentz_reference as ref
 
 D, F = torch.float64, torch.float32

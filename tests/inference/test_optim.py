@@ -4,8 +4,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 import dlmppl.manifolds as M
-from dlmppl.constraints import manifold, tolerance, violation
-from dlmppl.inference.optim import ManifoldProjection, RiemannianAdam, RiemannianSGD
+from dlmppl.constraints import ManifoldProjection, manifold, tolerance, violation
+from dlmppl.inference.optim import RiemannianAdam, RiemannianSGD
 
 
 def _noisy_sphere_steps(optim, steps, dim=5):

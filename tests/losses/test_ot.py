@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlmppl import kmath, manifolds
-from dlmppl.losses import pairwise_distance, wasserstein
+from dlmppl.losses import manifold_distances, wasserstein
 from dlmppl.losses.ot import _cost
 
 
@@ -136,19 +136,19 @@ def test_ground_costs_match_manifold_distances():
     x = 0.3 * torch.randn(5, 3, dtype=torch.float64)
     y = 0.3 * torch.randn(4, 3, dtype=torch.float64)
     # κ = 0: the stereographic model is Euclidean space with metric 4 δ
-    D0 = pairwise_distance(x, y, manifolds.Stereographic(0.0))
+    D0 = manifold_distances(x, y, manifolds.Stereographic(0.0))
     assert torch.allclose(D0, 2 * torch.cdist(x, y))
     for k in (-1.0, 0.7):
-        D = pairwise_distance(x, y, manifolds.Stereographic(k))
+        D = manifold_distances(x, y, manifolds.Stereographic(k))
         ref = geoopt.Stereographic(k).dist(x[:, None], y[None])
         assert torch.allclose(D, ref, atol=1e-10)
         assert torch.allclose(D, kmath.dist(x[:, None], y[None], torch.tensor(k, dtype=torch.float64)))
     L = geoopt.Lorentz(2.0)
     xl = L.expmap0(L.proju(L.origin(3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)))
     yl = L.expmap0(L.proju(L.origin(3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)))
-    assert torch.allclose(pairwise_distance(xl, yl, L), L.dist(xl[:, None], yl[None]), atol=1e-8)
+    assert torch.allclose(manifold_distances(xl, yl, L), L.dist(xl[:, None], yl[None]), atol=1e-8)
     xs, ys = _sphere_cloud(5), _sphere_cloud(4)
-    assert torch.allclose(pairwise_distance(xs, ys, manifolds.Sphere()), torch.arccos(xs @ ys.T))
+    assert torch.allclose(manifold_distances(xs, ys, manifolds.Sphere()), torch.arccos(xs @ ys.T))
     assert torch.allclose(_cost(x, y, None, 2), torch.cdist(x, y) ** 2)
 
 
@@ -157,7 +157,7 @@ def test_coincident_points_have_finite_gradients():
     x = x / x.norm(dim=-1, keepdim=True)
     for M in (None, manifolds.Sphere(), manifolds.Stereographic(0.0), manifolds.PoincareBall(1.0)):
         xx = (0.5 * x).clone().requires_grad_()
-        pairwise_distance(xx, xx, M).sum().backward()
+        manifold_distances(xx, xx, M).sum().backward()
         assert torch.isfinite(xx.grad).all()
 
 
