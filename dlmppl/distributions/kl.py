@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch.distributions.kl import register_kl
 
-from .. import manifolds as _manifolds
+from ..geometry import geometry_of
 from .power_spherical import PowerSpherical, _ps_divergences
 from .uniform import ManifoldUniform
 from .von_mises_fisher import VonMisesFisher, _vmf_divergences
@@ -41,7 +41,7 @@ __all__ = []
 
 
 def _check_sphere(q: ManifoldUniform, p, name: str):
-    if not _manifolds.is_sphere(q.manifold):
+    if type(geometry_of(q.manifold)) is not type(geometry_of(p.manifold)):
         raise ValueError(f"{name}: the uniform distribution must be on a sphere, got {type(q.manifold).__name__}")
     if q.event_shape != p.event_shape:
         raise ValueError(f"{name}: event shapes differ: {tuple(p.event_shape)} and {tuple(q.event_shape)}")

@@ -26,62 +26,28 @@ uniform distribution: they raise a ``ValueError`` naming the manifold.
 
 from __future__ import annotations
 
-import math
-
-import geoopt
 import torch
 
-from .. import manifolds as _manifolds
+from ..geometry import geometry_of
 from .base import ManifoldDistribution, check_expand
 
 __all__ = ["ManifoldUniform", "log_volume"]
 
-_NON_COMPACT = (
-    geoopt.Euclidean,
-    geoopt.Lorentz,
-    geoopt.SymmetricPositiveDefinite,
-    geoopt.UpperHalf,
-)
-
-
-def _mvlgamma(a: float, p: int) -> float:
-    return p * (p - 1) / 4 * math.log(math.pi) + sum(math.lgamma(a - j / 2) for j in range(p))
-
-
 def log_volume(manifold, event_shape) -> float:
     r"""log of the Riemannian volume of a compact ``manifold`` with points of ``event_shape``.
 
-    Sphere ``(d,)``: ``log 2 + (d/2) log π - lgamma(d/2)``; Stiefel ``(n, p)``:
-    ``p log 2 + (np/2) log π - log Γ_p(n/2)`` for the canonical metric, plus
-    ``p(p-1)/4 · log 2`` for the Euclidean (embedded) metric.  Raises ``ValueError``
-    naming the manifold when it is not compact or not supported.
+    The family's :meth:`~dlmppl.geometry.Geometry.log_volume`: sphere ``(d,)``:
+    ``log 2 + (d/2) log π - lgamma(d/2)``; Stiefel ``(n, p)``: ``p log 2 + (np/2) log π -
+    log Γ_p(n/2)`` for the canonical metric, plus ``p(p-1)/4 · log 2`` for the Euclidean
+    (embedded) metric.  Raises ``ValueError`` naming the manifold when it is not compact.
     """
     event_shape = tuple(int(s) for s in event_shape)
-    name = type(manifold).__name__
-    if isinstance(manifold, geoopt.Scaled):
-        raise ValueError(f"ManifoldUniform: manifold {name} (a rescaled manifold) is not supported")
-    base = manifold
-    if isinstance(base, geoopt.Sphere):
-        if len(event_shape) != 1 or event_shape[0] < 2:
-            raise ValueError(f"ManifoldUniform: event_shape of {name} must be (d,) with d >= 2, got {event_shape}")
-        d = event_shape[0]
-        return math.log(2.0) + d / 2 * math.log(math.pi) - math.lgamma(d / 2)
-    if isinstance(base, geoopt.Stiefel):
-        if len(event_shape) != 2 or event_shape[0] < event_shape[1] or event_shape[1] < 1:
-            raise ValueError(f"ManifoldUniform: event_shape of {name} must be (n, p) with n >= p >= 1, got {event_shape}")
-        n, p = event_shape
-        lv = p * math.log(2.0) + n * p / 2 * math.log(math.pi) - _mvlgamma(n / 2, p)
-        if not isinstance(base, geoopt.CanonicalStiefel):
-            lv += p * (p - 1) / 4 * math.log(2.0)
-        return lv
-    if isinstance(base, geoopt.Stereographic):
-        k = torch.as_tensor(base.k)
-        if (k <= 0).any():
-            raise ValueError(f"ManifoldUniform: manifold {name} (curvature <= 0) is not compact: it has no uniform distribution")
-        raise ValueError(f"ManifoldUniform: manifold {name} is not supported; use Sphere (the same space, embedded)")
-    if isinstance(base, _NON_COMPACT):
-        raise ValueError(f"ManifoldUniform: manifold {name} is not compact: it has no uniform distribution")
-    raise ValueError(f"ManifoldUniform: manifold {name} is not supported (Sphere and Stiefel manifolds are)")
+    lv = geometry_of(manifold).log_volume(event_shape)
+    if lv is None:
+        raise ValueError(
+            f"ManifoldUniform: manifold {type(manifold).__name__} is not compact: it has no uniform distribution"
+        )
+    return float(lv)
 
 
 def _size(name: str, shape) -> torch.Size:
@@ -117,7 +83,7 @@ class ManifoldUniform(ManifoldDistribution):
         self.manifold = manifold
         event_shape = _size("event_shape", event_shape)
         self._log_volume = log_volume(manifold, event_shape)
-        self._is_sphere = _manifolds.is_sphere(manifold)
+        self._geometry = geometry_of(manifold)
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
         if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise ValueError(f"dtype: ManifoldUniform needs a floating dtype, got {dtype!r}")
@@ -133,7 +99,7 @@ class ManifoldUniform(ManifoldDistribution):
         event_shape = _size("event_shape", event_shape)
         if not event_shape:  # (Pyro's generic test passes () for non-tensor arguments: it cannot name the shapes)
             raise ValueError("event_shape: ManifoldUniform.infer_shapes needs the event shape itself, (d,) or (n, p), got ()")
-        if isinstance(manifold, geoopt.Manifold):
+        if manifold is not None:
             log_volume(manifold, event_shape)
         return _size("batch_shape", batch_shape), event_shape
 
@@ -142,7 +108,7 @@ class ManifoldUniform(ManifoldDistribution):
         new = self._get_checked_instance(ManifoldUniform, _instance)
         new.manifold = self.manifold
         new._log_volume = self._log_volume
-        new._is_sphere = self._is_sphere
+        new._geometry = self._geometry
         new.dtype, new.device = self.dtype, self.device
         super(ManifoldUniform, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
@@ -155,13 +121,7 @@ class ManifoldUniform(ManifoldDistribution):
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
-        z = torch.randn(shape, dtype=self.dtype, device=self.device)
-        if self._is_sphere:
-            return z / z.norm(dim=-1, keepdim=True)
-        q, r = torch.linalg.qr(z)
-        sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
-        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-        return q * sign[..., None, :]
+        return self._geometry.random_uniform(shape, self.dtype, self.device)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -126,6 +126,12 @@ class Geometry:
         """Log of the total Riemannian volume (``None`` where it is infinite)."""
         return None
 
+    def random_uniform(self, shape, dtype=None, device=None):
+        """Exact draws of the uniform law (normalised volume) of a compact family, ``shape = batch + event``."""
+        raise ValueError(
+            f"ManifoldUniform: manifold {type(self.manifold).__name__} is not supported (Sphere and Stiefel manifolds are)"
+        )
+
     def frame(self, x):
         """Orthonormal basis of ``T_x M``: shape ``batch_shape + (d,) + event_shape``.
 

@@ -65,6 +65,9 @@ class ScaledGeometry(Geometry):
         v = self.base.log_volume(event_shape)
         return None if v is None else v + self.intrinsic_dim(event_shape) * math.log(float(self.scale))
 
+    def random_uniform(self, shape, dtype=None, device=None):
+        return self.base.random_uniform(shape, dtype, device)
+
     def mean_step(self, mean, points, w):
         g, gnorm, move = self.base.mean_step(mean, points, w)
         return g, gnorm * self.scale, move

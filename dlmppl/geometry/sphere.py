@@ -94,8 +94,17 @@ class SphereGeometry(Geometry):
         return o
 
     def log_volume(self, event_shape):
+        event_shape = tuple(event_shape)
+        if len(event_shape) != 1 or event_shape[0] < 2:
+            raise ValueError(
+                f"event_shape: points of {type(self.manifold).__name__} must have shape (d,) with d >= 2, got {event_shape}"
+            )
         n = int(event_shape[-1])  # area of S^{n-1}: 2 π^{n/2} / Γ(n/2)
         return math.log(2) + 0.5 * n * math.log(math.pi) - math.lgamma(0.5 * n)
+
+    def random_uniform(self, shape, dtype=None, device=None):
+        z = torch.randn(shape, dtype=dtype, device=device)  # normalised Gaussians (Muller 1959)
+        return z / z.norm(dim=-1, keepdim=True)
 
     def frame(self, x):
         d = x.shape[-1] - 1

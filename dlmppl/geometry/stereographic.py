@@ -66,6 +66,14 @@ class StereographicGeometry(Geometry):
         n = int(event_shape[-1])  # a sphere S^n of radius 1/√κ
         return math.log(2) + 0.5 * (n + 1) * math.log(math.pi) - math.lgamma(0.5 * (n + 1)) - 0.5 * n * torch.log(k)
 
+    def random_uniform(self, shape, dtype=None, device=None):
+        """κ > 0: a uniform point ``z`` of the unit sphere ``S^n`` in the chart, ``x = z_s / (√κ (1 + z_0))``
+        (the projection from the south pole of the sphere of radius ``1/√κ``, an isometry onto the model)."""
+        z = torch.randn(tuple(shape[:-1]) + (shape[-1] + 1,), dtype=dtype, device=device)
+        z = z / z.norm(dim=-1, keepdim=True)
+        k = self.k(z).detach()
+        return z[..., 1:] / (k.sqrt() * (1 + z[..., :1]))
+
     def frame(self, x):
         n = x.shape[-1]
         eye = torch.eye(n, dtype=x.dtype, device=x.device)

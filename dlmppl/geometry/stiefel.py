@@ -152,6 +152,25 @@ class StiefelGeometry(Geometry):
     def random_tangent(self, x):
         return _proju(x, torch.randn_like(x))
 
+    def log_volume(self, event_shape):
+        """``p log 2 + (np/2) log π - log Γ_p(n/2)`` (canonical metric), ``+ p(p-1)/4 · log 2`` (embedded)."""
+        event_shape = tuple(event_shape)
+        if len(event_shape) != 2 or event_shape[0] < event_shape[1] or event_shape[1] < 1:
+            raise ValueError(
+                f"event_shape: points of {type(self.manifold).__name__} must have shape (n, p) with n >= p >= 1, "
+                f"got {event_shape}"
+            )
+        n, p = event_shape
+        mvlgamma = p * (p - 1) / 4 * math.log(math.pi) + sum(math.lgamma(n / 2 - j / 2) for j in range(p))
+        lv = p * math.log(2.0) + n * p / 2 * math.log(math.pi) - mvlgamma
+        return lv if self.canonical else lv + p * (p - 1) / 4 * math.log(2.0)
+
+    def random_uniform(self, shape, dtype=None, device=None):
+        # QR of a Gaussian matrix with the sign correction of Mezzadri 2007
+        q, r = torch.linalg.qr(torch.randn(shape, dtype=dtype, device=device))
+        sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+        return q * torch.where(sign == 0, torch.ones_like(sign), sign)[..., None, :]
+
     # ---------------------------------------------------------------- HMC (embedded metric)
 
     def egrad2rgrad(self, x, g):
