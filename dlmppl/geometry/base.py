@@ -165,6 +165,18 @@ class Geometry:
         (positive curvature: wrapped laws then sum over the preimages)."""
         return False
 
+    def sliced_wasserstein(self, x, y, a, b, n_projections, p):
+        """Sliced ``W_p`` between weighted clouds ``x`` ``(n, D)``, ``y`` ``(m, D)`` (the ``p``-th root).
+
+        Default: POT's Euclidean slicing of the ambient coordinates (Bonneel et al. 2015);
+        the sphere overrides it with great-circle slices (Bonet et al. 2023).
+        """
+        import ot
+
+        proj = torch.randn(x.shape[-1], n_projections, dtype=x.dtype, device=x.device)
+        proj = proj / proj.norm(dim=0, keepdim=True)
+        return ot.sliced_wasserstein_distance(x, y, a, b, n_projections=n_projections, p=p, projections=proj)
+
     # -------------------------------------------------------------- HMC
 
     def flow(self, x, v, t):

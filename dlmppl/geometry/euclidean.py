@@ -25,7 +25,9 @@ class EuclideanGeometry(Geometry):
 
     def dist(self, x, y):
         d = y - x
-        return d.abs() if self.ndim == 0 else self._sum_event(d.pow(2)).sqrt()
+        # at least √tiny: finite (zero) gradients at coincident points
+        tiny = torch.finfo(d.dtype).tiny
+        return d.abs() if self.ndim == 0 else self._sum_event(d.pow(2)).clamp_min(tiny).sqrt()
 
     def violation(self, x):
         return torch.zeros(x.shape[: x.dim() - self.ndim], dtype=x.dtype, device=x.device)

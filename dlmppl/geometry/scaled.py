@@ -65,6 +65,11 @@ class ScaledGeometry(Geometry):
         v = self.base.log_volume(event_shape)
         return None if v is None else v + self.intrinsic_dim(event_shape) * math.log(float(self.scale))
 
+    def sliced_wasserstein(self, x, y, a, b, n_projections, p):
+        if type(self.base).sliced_wasserstein is not Geometry.sliced_wasserstein:
+            raise ValueError(f"manifold: sliced Wasserstein needs the unscaled {self.base.name}, got {self.manifold}")
+        return self.base.sliced_wasserstein(x, y, a, b, n_projections, p)
+
     def random_uniform(self, shape, dtype=None, device=None):
         return self.base.random_uniform(shape, dtype, device)
 

@@ -75,9 +75,18 @@ class SphereGeometry(Geometry):
         return torch.where(anti, torch.pi * t_hat, u * (theta / un))
 
     def dist(self, x, y):
-        # atan2 form: accurate near 0 and near π (arccos of the product is not)
-        c = (x * y).sum(-1)
-        return torch.atan2((y - c.unsqueeze(-1) * x).norm(dim=-1), c)
+        # chord form: accurate near 0 and near π (arccos of the product is not), finite gradients
+        # at coincident and antipodal points
+        return 2 * torch.atan2(_safe_norm(x - y).squeeze(-1), _safe_norm(x + y).squeeze(-1))
+
+    def sliced_wasserstein(self, x, y, a, b, n_projections, p):
+        """Spherical sliced ``W_p`` (Bonet et al. 2023, POT's ``sliced_wasserstein_sphere``), in arc length."""
+        import ot
+
+        z = torch.randn(n_projections, x.shape[-1], 2, dtype=x.dtype, device=x.device)
+        proj, _ = torch.linalg.qr(z)
+        # POT parametrises the great circles by [0, 1): rescale to arc length
+        return 2 * math.pi * ot.sliced_wasserstein_sphere(x, y, a, b, n_projections=n_projections, p=p, projections=proj)
 
     def proju(self, x, u):
         return u - (x * u).sum(-1, keepdim=True) * x

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 
+import geoopt
 import ot
 import torch
 
-from .. import kmath, lmath
-from .. import manifolds as _m
+from ..geometry import geometry_of
 from ._checks import check_cloud, check_finite, check_int, check_power, validating
 
 __all__ = ["manifold_distances", "wasserstein"]
@@ -33,14 +33,16 @@ def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     return v.pow(2).sum(-1).clamp_min(torch.finfo(v.dtype).tiny).sqrt()
 
 
-def _scalar_curvature(manifold, like: torch.Tensor) -> torch.Tensor:
-    k = _m.curvature(manifold).to(dtype=like.dtype, device=like.device)
-    if k.numel() != 1:
+_EUCLIDEAN = geoopt.Euclidean(1)
+
+
+def _one_curvature(geometry, like: torch.Tensor) -> None:
+    """Pairwise distances broadcast ``(n, 1, D)`` against ``(1, m, D)``: one curvature for all points."""
+    if hasattr(geometry, "sectional_curvature") and geometry.sectional_curvature(like).numel() != 1:
         raise ValueError(
             "manifold: pairwise distances need one curvature for all points, got a "
-            f"curvature of shape {tuple(k.shape)}"
+            f"curvature of shape {tuple(geometry.sectional_curvature(like).shape)}"
         )
-    return k.reshape(())
 
 
 def manifold_distances(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
@@ -56,11 +58,11 @@ def manifold_distances(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch
         points in ambient coordinates (``D = d + 1`` on ``S^d`` and the
         hyperboloid).
     manifold : geoopt manifold or None
-        ``None`` or Euclidean: ``‖x - y‖``; sphere: ``2 atan2(‖x - y‖, ‖x + y‖)``
-        (the arc length, with finite gradients at coincident and antipodal
-        points); κ-stereographic: :func:`dlmppl.kmath.dist` (smooth through
-        κ = 0); Lorentz(k): :func:`dlmppl.lmath.dist` (cancellation-free far from the origin); any other
-        manifold: its own ``dist`` broadcast over pairs.  A metric field
+        ``None``: ``‖x - y‖``; a manifold: its family's
+        :meth:`~dlmppl.geometry.Geometry.dist` broadcast over pairs (Euclidean ``‖x - y‖``; sphere
+        ``2 atan2(‖x - y‖, ‖x + y‖)``, finite gradients at coincident and antipodal points;
+        κ-stereographic :func:`dlmppl.kmath.dist`, smooth through κ = 0; Lorentz(k)
+        :func:`dlmppl.lmath.dist`, cancellation-free far from the origin).  A metric field
         (:class:`dlmppl.geometry.MetricField`: pull-back, learned, Chadebec...):
         lengths of connecting geodesics from
         :func:`dlmppl.geometry.metric_distances` (``n m`` batched L-BFGS
@@ -112,18 +114,9 @@ def _geodesic(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
         shape = x.shape[:-1]
         d = paired_metric_distances(manifold, x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
         return d.reshape(shape)
-    if isinstance(manifold, _m.Scaled):
-        return manifold.dist(x, y)
-    if _m.is_euclidean(manifold):
-        return _safe_norm(x - y)
-    if _m.is_sphere(manifold):
-        return 2 * torch.atan2(_safe_norm(x - y), _safe_norm(x + y))
-    if _m.is_stereographic(manifold):
-        return kmath.dist(x, y, _scalar_curvature(manifold, x))
-    if _m.is_lorentz(manifold):
-        # the Minkowski chord |x_s - y_s|² - (x_0 - y_0)² cancels far from the origin: lmath's form does not
-        return lmath.dist(x, y, manifold.k.to(dtype=x.dtype, device=x.device))
-    return manifold.dist(x, y)
+    g = geometry_of(manifold)
+    _one_curvature(g, x)
+    return g.dist(x, y)
 
 
 def _cost(x: torch.Tensor, y: torch.Tensor, manifold=None, p: float = 2) -> torch.Tensor:
@@ -348,22 +341,7 @@ def wasserstein(
     n_projections = check_int(n_projections, "n_projections", 1)
     if _is_metric_field(manifold):
         raise ValueError("manifold: sliced Wasserstein needs a manifold with closed-form projections, not a metric field")
-    d = x.shape[-1]
-    if manifold is not None and _m.is_sphere(manifold):
-        if isinstance(manifold, _m.Scaled):
-            raise ValueError("manifold: sliced Wasserstein needs the unit sphere")
-        z = torch.randn(n_projections, d, 2, dtype=x.dtype, device=x.device)
-        proj, _ = torch.linalg.qr(z)
-        # POT parametrises the great circles by [0, 1): rescale to arc length
-        sw = 2 * math.pi * ot.sliced_wasserstein_sphere(
-            x, y, a, b, n_projections=n_projections, p=p, projections=proj
-        )
-    else:
-        proj = torch.randn(d, n_projections, dtype=x.dtype, device=x.device)
-        proj = proj / proj.norm(dim=0, keepdim=True)
-        sw = ot.sliced_wasserstein_distance(
-            x, y, a, b, n_projections=n_projections, p=p, projections=proj
-        )
+    sw = geometry_of(manifold if manifold is not None else _EUCLIDEAN).sliced_wasserstein(x, y, a, b, n_projections, p)
     return sw if p == 1 else sw.pow(p)
 
 
