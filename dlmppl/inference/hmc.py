@@ -58,8 +58,9 @@ from pyro.infer.autoguide import (
     init_to_value,
 )
 from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.infer.enum import config_enumerate
 from pyro.infer.mcmc.hmc import HMC
-from pyro.infer.mcmc.util import initialize_model
+from pyro.infer.mcmc.util import _guess_max_plate_nesting, initialize_model
 from pyro.ops.integrator import _EXCEPTION_HANDLERS
 from pyro.util import optional
 from torch.distributions import biject_to
@@ -368,10 +369,14 @@ class RiemannianHMC(HMC):
 
     def _initialize_model_properties(self, model_args, model_kwargs):
         safe_init = _ManifoldSafeInit(self._init_strategy)
+        if self._max_plate_nesting is None:
+            self._max_plate_nesting = _guess_max_plate_nesting(self.model, model_args, model_kwargs)
+        # discrete sites are enumerated out of the potential, as in Pyro's initialize_model
+        enum_model = poutine.enum(config_enumerate(self.model), first_available_dim=-1 - self._max_plate_nesting)
 
         def init_trace():
             with poutine.block():
-                return poutine.trace(InitMessenger(safe_init)(self.model)).get_trace(*model_args, **model_kwargs)
+                return poutine.trace(InitMessenger(safe_init)(enum_model)).get_trace(*model_args, **model_kwargs)
 
         trace = init_trace()
         transforms = dict(self._user_transforms or {})
