@@ -7,7 +7,7 @@ sampled marginal log-likelihood).
 """
 
 from .dynamic_curvature import DynamicCurvatureVAE
-from .intrinsic import batched_hmc, chadebec_metric, intrinsic_codes, intrinsic_sample
+from .intrinsic import chadebec_metric, intrinsic_codes, intrinsic_sample
 from .marginal import iwae_log_marginal
 from .vae import LatentComponent, ManifoldVAE
 
@@ -15,7 +15,6 @@ __all__ = [
     "DynamicCurvatureVAE",
     "LatentComponent",
     "ManifoldVAE",
-    "batched_hmc",
     "chadebec_metric",
     "intrinsic_codes",
     "intrinsic_sample",
