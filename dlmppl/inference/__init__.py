@@ -17,22 +17,33 @@ Importing this module registers ``transform_to(dlmppl.constraints.manifold(M))``
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
-from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning, manifold_variance
-from .integrators import HMCGeometry, geometry_of, riemannian_leapfrog
+from .hmc import (
+    DivergenceWarning,
+    RiemannianHMC,
+    SamplerWarning,
+    SampleStats,
+    StepSizeWarning,
+    manifold_variance,
+)
+from .integrators import HMCGeometry, Integrator, geodesic_leapfrog, geometry_of, riemannian_leapfrog
 from .nuts import RiemannianNUTS
 from .optim import ManifoldProjection, RiemannianAdam, RiemannianSGD, manifold_of_param
-from .softabs import SoftAbsIntegrator, softabs
+from .softabs import SoftAbsIntegrator, softabs, softabs_integrator
 
 __all__ = [
     "AutoManifoldNormal",
     "DivergenceWarning",
+    "SampleStats",
     "SamplerWarning",
     "StepSizeWarning",
     "HMCGeometry",
     "SoftAbsIntegrator",
+    "Integrator",
+    "geodesic_leapfrog",
     "geometry_of",
     "riemannian_leapfrog",
     "softabs",
+    "softabs_integrator",
     "ManifoldProjection",
     "RiemannianAdam",
     "RiemannianHMC",

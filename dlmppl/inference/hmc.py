@@ -19,8 +19,9 @@ windowed schedule) to a regularised estimate of the per-dimension variance of
 the draws on the manifold, and is fixed during sampling; otherwise ``m_s = 1``.
 
 Per-draw statistics (arviz names) are returned by :meth:`diagnostics` under
-``"sample_stats"``; the manifold of each manifold site under
-``"manifold_sites"``.
+``"sample_stats"`` (a :class:`SampleStats`, printed as one line; they become the
+``sample_stats`` group of :func:`dlmppl.diagnostics.to_inference_data`); the
+manifold of each manifold site under ``"manifold_sites"``.
 
 **Robustness.**  A potential (or gradient) that is NaN or ±inf anywhere along a
 trajectory is a divergence: the proposal is rejected, the HMC trajectory stops
@@ -71,7 +72,7 @@ from .integrators import geodesic_leapfrog, geometry_of, potential_grad, traject
 from .softabs import softabs_integrator
 from .tree import _nan_to_inf
 
-__all__ = ["DivergenceWarning", "RiemannianHMC", "SamplerWarning", "StepSizeWarning", "manifold_variance"]
+__all__ = ["DivergenceWarning", "RiemannianHMC", "SampleStats", "SamplerWarning", "StepSizeWarning", "manifold_variance"]
 
 
 class SamplerWarning(RuntimeWarning):
@@ -177,6 +178,18 @@ class _ManifoldSafeInit:
                 value = site["fn"].sample().detach()
             return value
         return self.init_strategy(site)
+
+
+class SampleStats(dict):
+    """Per-draw statistics of one chain, ``{arviz name: 1-D tensor (num_samples,)}``.
+
+    A dict for :func:`dlmppl.diagnostics.to_inference_data` (its ``sample_stats``
+    group), printed as one line so that ``MCMC.diagnostics()`` reads as Pyro's
+    (per-site ``n_eff``/``r_hat``, ``divergences``, ``acceptance rate``)."""
+
+    def __repr__(self):
+        n = len(next(iter(self.values()))) if self else 0
+        return f"SampleStats({n} draws: {', '.join(self)})"
 
 
 def _numerical_error(e) -> bool:
@@ -451,8 +464,10 @@ class RiemannianHMC(HMC):
 
         ``"divergences"`` / ``"nonfinite"``: post-warm-up iterations (0-based)
         whose trajectory diverged / met a NaN or infinite potential;
-        ``"acceptance rate"``; ``"sample_stats"`` (arviz names, one value per
-        draw); ``"manifold_sites"``, ``"manifold_inverse_mass"``;
+        ``"acceptance rate"``; ``"sample_stats"``: a :class:`SampleStats`
+        (arviz names, one value per draw, for
+        :func:`~dlmppl.diagnostics.to_inference_data`; printed as one line);
+        ``"manifold_sites"``, ``"manifold_inverse_mass"``;
         ``"warmup"``: counts over warm-up (``iterations``, ``divergences``,
         ``nonfinite``, ``truncated`` trajectories), ``initial_step_size`` (the
         first adapted step), ``min_step_size``, ``step_size`` (the adapted
@@ -463,7 +478,7 @@ class RiemannianHMC(HMC):
         if self._warmup_steps is None:  # after cleanup: the last chain's
             return self._last_diagnostics
         n = max(self._t - self._warmup_steps, 1)
-        stats = {}
+        stats = SampleStats()
         for key, vals in self._stats.items():
             if key == "tree_depth" and not vals:
                 continue
