@@ -11,6 +11,13 @@ averaging (Hoffman & Gelman 2014) and diagonal or dense mass-matrix adaptation
 (Girolami & Calderhead 2011) with Betancourt's (2013) SoftAbs metric instead
 (:mod:`dlmppl.inference.softabs`).
 
+The kernel is a thin shell (the only code of the package that touches Pyro's
+private names): the integrator (an :class:`~dlmppl.inference.integrators.Integrator`,
+chosen once in ``setup``), the trajectory, the NUTS tree
+(:mod:`dlmppl.inference.tree`) and the manifold-mass and first-step-size
+adaptation (:mod:`dlmppl.inference.adaptation`) are functions of explicit
+state; the Euclidean step size and mass matrix use Pyro's ``WarmupAdapter``.
+
 Each manifold site ``s`` has a scalar (isotropic) mass ``m_s``: momentum
 ``p ~ N(0, m_s g)`` in its tangent space, kinetic energy ``½ g(p, p) / m_s``
 and velocity ``p / m_s``.  With ``adapt_mass_matrix=True`` (default) ``1/m_s``
@@ -638,7 +645,7 @@ class RiemannianHMC(HMC):
                 numerical_error=_numerical_error,
             )
         self._integrator = core
-        return core._replace(step=self._leapfrog, kinetic=self._velocity, momentum=self._initial_momentum)
+        return core._replace(step=self._leapfrog)
 
     def _find_reasonable_step_size(self, z):
         z, potential_energy, aux = self._fetch_from_cache()
@@ -701,6 +708,10 @@ class RiemannianHMC(HMC):
             if self._t > self._warmup_steps:
                 self._accept_cnt += 1
             return params
+        return self._transition(z, potential_energy, aux)
+
+    def _transition(self, z, potential_energy, aux):
+        """One HMC transition from the cached state; returns the new ``z``."""
         r = self._initial_momentum(z, aux)
         energy_current = potential_energy + self._velocity(z, r, aux)[0]
         num_steps = self.num_steps

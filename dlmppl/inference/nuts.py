@@ -82,14 +82,7 @@ class RiemannianNUTS(RiemannianHMC):
         self._max_tree_depth = int(max_tree_depth)
         self._max_sliced_energy = 1000
 
-    def sample(self, params):
-        z, potential_energy, aux = self._ensure_cache(params)
-        if len(z) == 0:
-            self._t += 1
-            self._mean_accept_prob = 1.0
-            if self._t > self._warmup_steps:
-                self._accept_cnt += 1
-            return z
+    def _transition(self, z, potential_energy, aux):
         with optional(pyro.validation_enabled(False), self._t < self._warmup_steps):
             info = nuts_transition(
                 self._hooks, z, potential_energy, aux, self.step_size, self._max_tree_depth,
