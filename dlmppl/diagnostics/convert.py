@@ -19,7 +19,8 @@ dlmppl's Riemannian kernels), a dict of draws, or an SVI guide (draws through
 * ``observed_data``.
 
 Kernel contract (dlmppl's kernels): ``kernel.diagnostics()`` per chain contains
-``"sample_stats"`` (dict of 1-D tensors, one value per post-warmup draw) and
+``"sample_stats"`` (a :class:`dlmppl.inference.SampleStats`: a dict of 1-D tensors,
+one value per post-warmup draw, printed as one line) and
 ``"manifold_sites"`` ({site: manifold class name}), besides Pyro's
 ``"divergences"`` (post-warmup draw indices).
 """

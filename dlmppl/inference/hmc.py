@@ -11,6 +11,13 @@ averaging (Hoffman & Gelman 2014) and diagonal or dense mass-matrix adaptation
 (Girolami & Calderhead 2011) with Betancourt's (2013) SoftAbs metric instead
 (:mod:`dlmppl.inference.softabs`).
 
+The kernel is a thin shell (the only code of the package that touches Pyro's
+private names): the integrator (an :class:`~dlmppl.inference.integrators.Integrator`,
+chosen once in ``setup``), the trajectory, the NUTS tree
+(:mod:`dlmppl.inference.tree`) and the manifold-mass and first-step-size
+adaptation (:mod:`dlmppl.inference.adaptation`) are functions of explicit
+state; the Euclidean step size and mass matrix use Pyro's ``WarmupAdapter``.
+
 Each manifold site ``s`` has a scalar (isotropic) mass ``m_s``: momentum
 ``p ~ N(0, m_s g)`` in its tangent space, kinetic energy ``½ g(p, p) / m_s``
 and velocity ``p / m_s``.  With ``adapt_mass_matrix=True`` (default) ``1/m_s``
@@ -19,8 +26,9 @@ windowed schedule) to a regularised estimate of the per-dimension variance of
 the draws on the manifold, and is fixed during sampling; otherwise ``m_s = 1``.
 
 Per-draw statistics (arviz names) are returned by :meth:`diagnostics` under
-``"sample_stats"``; the manifold of each manifold site under
-``"manifold_sites"``.
+``"sample_stats"`` (a :class:`SampleStats`, printed as one line; they become the
+``sample_stats`` group of :func:`dlmppl.diagnostics.to_inference_data`); the
+manifold of each manifold site under ``"manifold_sites"``.
 
 **Robustness.**  A potential (or gradient) that is NaN or ±inf anywhere along a
 trajectory is a divergence: the proposal is rejected, the HMC trajectory stops
@@ -57,17 +65,21 @@ from pyro.infer.autoguide import (
     init_to_value,
 )
 from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.infer.enum import config_enumerate
 from pyro.infer.mcmc.hmc import HMC
-from pyro.infer.mcmc.util import initialize_model
+from pyro.infer.mcmc.util import _guess_max_plate_nesting, initialize_model
 from pyro.ops.integrator import _EXCEPTION_HANDLERS
 from pyro.util import optional
 from torch.distributions import biject_to
 from torch.distributions.transforms import identity_transform
 
 from ..constraints import ManifoldConstraint, violation
-from .integrators import geometry_of, potential_grad, riemannian_leapfrog
+from .adaptation import find_reasonable_step_size, intrinsic_dim, manifold_variance, regularized_variance
+from .integrators import geodesic_leapfrog, geometry_of, potential_grad, trajectory
+from .softabs import softabs_integrator
+from .tree import _nan_to_inf
 
-__all__ = ["DivergenceWarning", "RiemannianHMC", "SamplerWarning", "StepSizeWarning"]
+__all__ = ["DivergenceWarning", "RiemannianHMC", "SampleStats", "SamplerWarning", "StepSizeWarning", "manifold_variance"]
 
 
 class SamplerWarning(RuntimeWarning):
@@ -175,28 +187,22 @@ class _ManifoldSafeInit:
         return self.init_strategy(site)
 
 
-def _intrinsic_dim(geometry, shape) -> int:
-    """Total intrinsic dimension of a site of ``shape`` (batch + ambient event shape)."""
-    shape = tuple(shape)
-    event = shape[len(shape) - geometry.ndim :]
-    batch = shape[: len(shape) - geometry.ndim]
-    return max(geometry.intrinsic_dim(event) * math.prod(batch), 1)
+class SampleStats(dict):
+    """Per-draw statistics of one chain, ``{arviz name: 1-D tensor (num_samples,)}``.
+
+    A dict for :func:`dlmppl.diagnostics.to_inference_data` (its ``sample_stats``
+    group), printed as one line so that ``MCMC.diagnostics()`` reads as Pyro's
+    (per-site ``n_eff``/``r_hat``, ``divergences``, ``acceptance rate``)."""
+
+    def __repr__(self):
+        n = len(next(iter(self.values()))) if self else 0
+        return f"SampleStats({n} draws: {', '.join(self)})"
 
 
-def manifold_variance(geometry, draws, intrinsic_dim):
-    r"""Per-dimension variance of draws on a manifold (scalar mass adaptation).
-
-    ``draws``: tensor of shape ``(n,) + site shape`` (ambient coordinates).  Returns
-    :meth:`Geometry.spread <dlmppl.geometry.Geometry.spread>` ``/ intrinsic_dim``, a
-    0-dim tensor: about the mean squared geodesic distance to the mean over the
-    dimension (Stan's windowed variance estimate, Carpenter et al. 2017, applied
-    isotropically on the manifold).
-    """
-    return geometry.spread(draws) / intrinsic_dim
-
-
-def _nan_to_inf(x):
-    return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
+def _numerical_error(e) -> bool:
+    """Whether ``e`` is a numerical failure that Pyro's registered handlers turn into a
+    rejection (a failed Cholesky factorisation...)."""
+    return any(h(e) for h in _EXCEPTION_HANDLERS.values())
 
 
 class RiemannianHMC(HMC):
@@ -298,7 +304,7 @@ class RiemannianHMC(HMC):
         self.softabs_alpha = float(softabs_alpha)
         self.fixed_point_iters = int(fixed_point_iters)
         self._geometries = {}
-        self._softabs = None
+        self._integrator = self._hooks = None
         self._inverse_masses = {}
         self._mass_window = {}
         if max_num_steps is None:
@@ -332,10 +338,14 @@ class RiemannianHMC(HMC):
 
     def _initialize_model_properties(self, model_args, model_kwargs):
         safe_init = _ManifoldSafeInit(self._init_strategy)
+        if self._max_plate_nesting is None:
+            self._max_plate_nesting = _guess_max_plate_nesting(self.model, model_args, model_kwargs)
+        # discrete sites are enumerated out of the potential, as in Pyro's initialize_model
+        enum_model = poutine.enum(config_enumerate(self.model), first_available_dim=-1 - self._max_plate_nesting)
 
         def init_trace():
             with poutine.block():
-                return poutine.trace(InitMessenger(safe_init)(self.model)).get_trace(*model_args, **model_kwargs)
+                return poutine.trace(InitMessenger(safe_init)(enum_model)).get_trace(*model_args, **model_kwargs)
 
         trace = init_trace()
         transforms = dict(self._user_transforms or {})
@@ -385,7 +395,7 @@ class RiemannianHMC(HMC):
             params = {k: transforms[k](trace.nodes[k]["value"].detach()) for k in names}
             if not params:
                 return params
-            grads, pe = potential_grad(potential_fn, params)
+            grads, pe = potential_grad(potential_fn, params, _numerical_error)
             bad = [k for k, g in grads.items() if not bool(torch.isfinite(g).all())]
             if bool(torch.isfinite(pe)) and not bad:
                 return params
@@ -449,20 +459,9 @@ class RiemannianHMC(HMC):
             z[name], _ = g.project(z[name], torch.zeros_like(z[name]))
         self._initial_params = z
         self._update_step_cap(z)
-        if self.metric == "softabs":
-            from .softabs import SoftAbsIntegrator
-
-            if self._geometries:
-                raise ValueError(
-                    "metric='softabs' needs every latent site Euclidean/unconstrained; "
-                    f"manifold sites {sorted(self._geometries)} found"
-                )
-            self._softabs = SoftAbsIntegrator(self.potential_fn, z, self.softabs_alpha, self.fixed_point_iters)
-            aux, potential_energy = self._softabs.prepare(z)
-            self._cache(z, potential_energy, aux)
-        else:
-            z_grads, potential_energy = potential_grad(self.potential_fn, z)
-            self._cache(z, potential_energy, z_grads)
+        self._hooks = self._make_integrator(z)
+        aux, potential_energy = self._integrator.init(z)
+        self._cache(z, potential_energy, aux)
         self._initialize_adapter()
         self._warmup_info["initial_step_size"] = float(self.step_size)
         self._warmup_info["min_step_size"] = float(self.step_size)
@@ -472,8 +471,10 @@ class RiemannianHMC(HMC):
 
         ``"divergences"`` / ``"nonfinite"``: post-warm-up iterations (0-based)
         whose trajectory diverged / met a NaN or infinite potential;
-        ``"acceptance rate"``; ``"sample_stats"`` (arviz names, one value per
-        draw); ``"manifold_sites"``, ``"manifold_inverse_mass"``;
+        ``"acceptance rate"``; ``"sample_stats"``: a :class:`SampleStats`
+        (arviz names, one value per draw, for
+        :func:`~dlmppl.diagnostics.to_inference_data`; printed as one line);
+        ``"manifold_sites"``, ``"manifold_inverse_mass"``;
         ``"warmup"``: counts over warm-up (``iterations``, ``divergences``,
         ``nonfinite``, ``truncated`` trajectories), ``initial_step_size`` (the
         first adapted step), ``min_step_size``, ``step_size`` (the adapted
@@ -484,7 +485,7 @@ class RiemannianHMC(HMC):
         if self._warmup_steps is None:  # after cleanup: the last chain's
             return self._last_diagnostics
         n = max(self._t - self._warmup_steps, 1)
-        stats = {}
+        stats = SampleStats()
         for key, vals in self._stats.items():
             if key == "tree_depth" and not vals:
                 continue
@@ -595,8 +596,8 @@ class RiemannianHMC(HMC):
                 draws = torch.stack(self._mass_window[name])
                 n = draws.shape[0]
                 if n >= 2:
-                    var = manifold_variance(g, draws, _intrinsic_dim(g, draws.shape[1:]))
-                    var = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
+                    var = manifold_variance(g, draws, intrinsic_dim(g, draws.shape[1:]))
+                    var = regularized_variance(var, n)
                     value = float(var)
                     if math.isfinite(value) and value > 0:
                         self._inverse_masses[name] = value
@@ -604,88 +605,56 @@ class RiemannianHMC(HMC):
             self._update_step_cap(z)
 
     # --------------------------------------------------------- Hamiltonian
-    def _sample_momentum(self, z):
-        if self._softabs is not None:
-            return None  # drawn from the aux state by the SoftAbs integrator
-        r = {}
-        sizes = self.mass_matrix_adapter.mass_matrix_size
-        if sizes:
-            pe = self._potential_energy_last
-            r_unscaled = {names: torch.randn(size, dtype=pe.dtype, device=pe.device) for names, size in sizes.items()}
-            r = self.mass_matrix_adapter.scale(r_unscaled, r_prototype=self.initial_params)
-        for name, g in self._geometries.items():
-            r[name] = g.momentum(z[name]) / math.sqrt(self._inverse_masses[name])
-        return r
-
+    # the integrator (chosen once in setup) does the work; these hooks keep its
+    # (z, r, aux) calling convention for subclasses and tests
     def _velocity(self, z, r, aux):
         """(kinetic energy, velocities dict, covectors dict) at (z, r)."""
-        if self._softabs is not None:
-            return self._softabs.kinetic(aux, r)
-        vel = self.mass_matrix_adapter.kinetic_grad(r)
-        cov = {}
-        ke = 0.0
-        for name, v in vel.items():
-            cov[name] = r[name]
-            ke = ke + (r[name] * v).sum()
-        for name, g in self._geometries.items():
-            v = r[name] * self._inverse_masses[name]  # velocity p / m
-            c = g.covector(z[name], r[name])  # momentum covector G(x) p (NUTS's U-turn criterion)
-            vel[name] = v
-            cov[name] = c
-            # g(p, p) / m from the geometry's own kinetic energy: sum(G(x)p · p) cancels far from
-            # the origin (Lorentz) or loses every digit when G(x) is ill-conditioned (SPD)
-            ke = ke + 2 * g.kinetic(z[name], r[name]) * self._inverse_masses[name]
-        return 0.5 * ke, vel, cov
+        return self._integrator.kinetic(z, r, aux)
 
     def _leapfrog(self, z, r, aux, step_size, num_steps=1):
-        if self._softabs is not None:
-            z, r, aux, pe = self._softabs.leapfrog(z, r, aux, step_size, num_steps)
-            return z, r, aux, torch.where(torch.isfinite(pe), pe, torch.full_like(pe, float("inf")))
-        return riemannian_leapfrog(
-            z,
-            r,
-            self.potential_fn,
-            self.mass_matrix_adapter.kinetic_grad,
-            self._geometries,
-            step_size,
-            num_steps,
-            z_grads=aux,
-            inverse_masses=self._inverse_masses,
-        )
+        return self._integrator.step(z, r, aux, step_size, num_steps)
 
     def _initial_momentum(self, z, aux):
-        if self._softabs is not None:
-            return self._softabs.sample_momentum(aux)
-        return self._sample_momentum(z)
+        return self._integrator.momentum(z, aux)
+
+    def _euclidean_momentum(self, z):
+        sizes = self.mass_matrix_adapter.mass_matrix_size
+        if not sizes:
+            return {}
+        pe = self._potential_energy_last
+        r_unscaled = {names: torch.randn(size, dtype=pe.dtype, device=pe.device) for names, size in sizes.items()}
+        return self.mass_matrix_adapter.scale(r_unscaled, r_prototype=self.initial_params)
+
+    def _make_integrator(self, z):
+        """The integrator of ``metric``: the geodesic leapfrog, or SoftAbs RMHMC. Its
+        ``step`` goes through :meth:`_leapfrog`, so that a subclass may replace it."""
+        if self.metric == "softabs":
+            if self._geometries:
+                raise ValueError(
+                    "metric='softabs' needs every latent site Euclidean/unconstrained; "
+                    f"manifold sites {sorted(self._geometries)} found"
+                )
+            core = softabs_integrator(self.potential_fn, z, self.softabs_alpha, self.fixed_point_iters)
+        else:
+            core = geodesic_leapfrog(
+                self.potential_fn,
+                self._geometries,
+                self._inverse_masses,
+                lambda r: self.mass_matrix_adapter.kinetic_grad(r),
+                self._euclidean_momentum,
+                numerical_error=_numerical_error,
+            )
+        self._integrator = core
+        return core._replace(step=self._leapfrog)
 
     def _find_reasonable_step_size(self, z):
-        # Pyro's heuristic (Hoffman & Gelman 2014, alg. 4) within [min_stepsize, step cap]
-        cap = self._step_cap
-        step_size = min(self.step_size, cap)
         z, potential_energy, aux = self._fetch_from_cache()
         if z is None:
-            return step_size
-
-        def delta(eps):
-            r = self._initial_momentum(z, aux)
-            e0 = potential_energy + self._velocity(z, r, aux)[0]
-            try:
-                z1, r1, aux1, pe1 = self._leapfrog(z, r, aux, eps)
-                e1 = pe1 + self._velocity(z1, r1, aux1)[0]
-            except Exception as e:  # numerical failure = too large a step
-                if any(h(e) for h in _EXCEPTION_HANDLERS.values()) or isinstance(e, (RuntimeError, ValueError)):
-                    return math.inf
-                raise
-            d = float((e1 - e0).detach())
-            return math.inf if math.isnan(d) else d
-
-        direction = 1 if self._direction_threshold < -delta(step_size) else -1
-        scale = 2.0**direction
-        new_direction = direction
-        while new_direction == direction and self._min_stepsize < step_size < cap:
-            step_size = scale * step_size
-            new_direction = 1 if self._direction_threshold < -delta(step_size) else -1
-        return min(max(step_size, self._min_stepsize), cap)
+            return min(self.step_size, self._step_cap)
+        return find_reasonable_step_size(
+            self._hooks, z, aux, potential_energy, self.step_size, min_step_size=self._min_stepsize,
+            max_step_size=self._step_cap, threshold=self._direction_threshold, numerical_error=_numerical_error,
+        )  # fmt: skip
 
     def _record(self, diverging, energy, accept_prob, n_steps, tree_depth=None, nonfinite=False):
         if self._t < self._warmup_steps:
@@ -726,33 +695,11 @@ class RiemannianHMC(HMC):
         z, potential_energy, aux = self._fetch_from_cache()
         if z is None:
             z = {k: v.detach() for k, v in params.items()}
-            if self._softabs is not None:
-                aux, potential_energy = self._softabs.prepare(z)
-            else:
-                aux, potential_energy = potential_grad(self.potential_fn, z)
+            aux, potential_energy = self._integrator.init(z)
             self._cache(z, potential_energy, aux)
         return z, potential_energy, aux
 
     # -------------------------------------------------------------- sample
-    def _trajectory(self, z, r, aux, energy_current, num_steps, checkpoints):
-        """``num_steps`` leapfrog steps in chunks of ``_CHECK_EVERY``, stopping at the
-        first chunk that met a non-finite potential (the proposal is rejected
-        whatever follows).  With ``checkpoints`` (a list), the Metropolis
-        acceptance at each chunk end is appended to it (warm-up only)."""
-        eps = self.step_size
-        if self._softabs is not None or num_steps <= _CHECK_EVERY:
-            return self._leapfrog(z, r, aux, eps, num_steps)
-        done = 0
-        while True:
-            n = min(_CHECK_EVERY, num_steps - done)
-            z, r, aux, pe = self._leapfrog(z, r, aux, eps, n)
-            done += n
-            if done >= num_steps or not bool(torch.isfinite(pe)):
-                return z, r, aux, pe
-            if checkpoints is not None:
-                e = pe + self._velocity(z, r, aux)[0]
-                checkpoints.append(torch.nan_to_num((energy_current - e).exp().clamp(max=1.0), nan=0.0))
-
     def sample(self, params):
         z, potential_energy, aux = self._ensure_cache(params)
         if len(z) == 0:
@@ -761,6 +708,10 @@ class RiemannianHMC(HMC):
             if self._t > self._warmup_steps:
                 self._accept_cnt += 1
             return params
+        return self._transition(z, potential_energy, aux)
+
+    def _transition(self, z, potential_energy, aux):
+        """One HMC transition from the cached state; returns the new ``z``."""
         r = self._initial_momentum(z, aux)
         energy_current = potential_energy + self._velocity(z, r, aux)[0]
         num_steps = self.num_steps
@@ -776,13 +727,15 @@ class RiemannianHMC(HMC):
                 "a step size this small usually means that the log density is NaN/inf or very curved "
                 "somewhere the trajectories reach",
             )
-        checkpoints = [] if warmup else None
+        checkpoints = []
         with optional(pyro.validation_enabled(False), warmup):
             try:
-                z_new, r_new, aux_new, pe_new = self._trajectory(z, r, aux, energy_current, num_steps, checkpoints)
+                z_new, r_new, aux_new, pe_new, checkpoints = trajectory(
+                    self._hooks, z, r, aux, self.step_size, num_steps, _CHECK_EVERY, energy_current if warmup else None
+                )
                 energy_new = pe_new + self._velocity(z_new, r_new, aux_new)[0]
             except Exception as e:
-                if any(h(e) for h in _EXCEPTION_HANDLERS.values()) or isinstance(e, RuntimeError):
+                if _numerical_error(e) or isinstance(e, RuntimeError):
                     energy_new = energy_current.new_tensor(float("inf"))
                     z_new = None
                 else:

@@ -76,28 +76,37 @@ same for a trajectory and its reverse, so detailed balance is kept.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
-from pyro.ops.integrator import _EXCEPTION_HANDLERS
 
 from ..geometry import Geometry
 from ..geometry import geometry_of as _geometry_of
 
 __all__ = [
+    "Integrator",
+    "geodesic_leapfrog",
     "geometry_of",
     "potential_grad",
     "riemannian_leapfrog",
+    "trajectory",
 ]
 
 
-def potential_grad(potential_fn, z):
+def potential_grad(potential_fn, z, numerical_error=None):
     """``(gradients, potential)`` of ``potential_fn`` at ``z`` (dict site → tensor).
 
     As :func:`pyro.ops.integrator.potential_grad`, except that a potential that
     does not depend on a site (a ``ManifoldUniform`` prior whose only other
     factor involves other sites), or on any site at all (a flat target), has a
     zero gradient there instead of raising "differentiated Tensor ... not used
-    in the graph".  Exceptions registered with Pyro's exception handlers (a
-    failed Cholesky factorisation...) give a NaN potential and zero gradients.
+    in the graph".  An exception for which ``numerical_error(e)`` is true (the
+    kernels pass Pyro's registered handlers: a failed Cholesky factorisation...)
+    gives a NaN potential and zero gradients.  A batched potential (one value per
+    chain, shape ``(K,)``) is differentiated through its sum: the chains are
+    independent, so each gets its own gradient.
     """
     keys, nodes = zip(*z.items(), strict=True)
     for node in nodes:
@@ -106,14 +115,14 @@ def potential_grad(potential_fn, z):
         try:
             potential_energy = potential_fn(z)
         except Exception as e:
-            if any(h(e) for h in _EXCEPTION_HANDLERS.values()):
+            if numerical_error is not None and numerical_error(e):
                 grads = {k: v.new_zeros(v.shape) for k, v in z.items()}
                 return grads, nodes[0].new_tensor(float("nan"))
             raise
         if not torch.is_tensor(potential_energy):
             potential_energy = nodes[0].new_tensor(float(potential_energy))
         if potential_energy.requires_grad:
-            grads = torch.autograd.grad(potential_energy, nodes, allow_unused=True)
+            grads = torch.autograd.grad(potential_energy.sum(), nodes, allow_unused=True)
         else:
             grads = (None,) * len(nodes)
     finally:
@@ -135,7 +144,8 @@ def geometry_of(manifold) -> Geometry:
 
 
 def riemannian_leapfrog(
-    z, r, potential_fn, kinetic_grad, geometries, step_size, num_steps=1, z_grads=None, inverse_masses=None
+    z, r, potential_fn, kinetic_grad, geometries, step_size, num_steps=1, z_grads=None, inverse_masses=None,
+    numerical_error=None,
 ):
     """``num_steps`` steps of the geodesic leapfrog (Byrne & Girolami 2013, alg. 1).
 
@@ -147,7 +157,8 @@ def riemannian_leapfrog(
         potential_fn: dict → scalar potential energy.
         kinetic_grad: Pyro's mass-matrix ``kinetic_grad`` for the Euclidean sites.
         geometries: dict site → :class:`~dlmppl.geometry.Geometry` (:func:`geometry_of`) for manifold sites.
-        step_size: ε (negative to integrate backwards).
+        step_size: ε (negative to integrate backwards; a tensor ``(K, 1)`` gives
+            each chain of a batched state its own step, Euclidean sites only).
         z_grads: Euclidean gradients of the potential at ``z`` (recomputed if None).
         inverse_masses: dict site → float ``1/m`` for manifold sites (default 1).
             With the scalar mass ``m`` the kinetic energy is ``½ g(p, p) / m``;
@@ -155,6 +166,8 @@ def riemannian_leapfrog(
             ``flow(x, p, ε/m)`` (the transported ``p`` keeps its norm), so the
             step is still an exact Hamiltonian flow: reversible and volume
             preserving for every fixed ``m``.
+        numerical_error: predicate on exceptions of ``potential_fn`` that mean a
+            NaN potential (see :func:`potential_grad`).
 
     Returns ``(z, r, z_grads, potential_energy)`` like
     :func:`pyro.ops.integrator.velocity_verlet`, except that
@@ -171,7 +184,7 @@ def riemannian_leapfrog(
     inverse_masses = inverse_masses or {}
     for _ in range(num_steps):
         if z_grads is None:
-            z_grads, potential_energy = potential_grad(potential_fn, z)
+            z_grads, potential_energy = potential_grad(potential_fn, z, numerical_error)
         for name in r:
             g = geometries.get(name)
             grad = z_grads[name] if g is None else g.rgrad(z[name], z_grads[name])
@@ -183,7 +196,7 @@ def riemannian_leapfrog(
                 z[name] = z[name] + step_size * vel[name]
             else:
                 z[name], r[name] = g.flow(z[name], r[name], step_size * inverse_masses.get(name, 1.0))
-        z_grads, potential_energy = potential_grad(potential_fn, z)
+        z_grads, potential_energy = potential_grad(potential_fn, z, numerical_error)
         bad = ~torch.isfinite(potential_energy)
         nonfinite = bad if nonfinite is None else nonfinite | bad
         for name in r:
@@ -193,3 +206,110 @@ def riemannian_leapfrog(
     if nonfinite is not None:
         potential_energy = torch.where(nonfinite, torch.full_like(potential_energy, float("inf")), potential_energy)
     return z, r, z_grads, potential_energy
+
+
+class Integrator(NamedTuple):
+    """A Hamiltonian integrator as four functions of explicit state (blackjax/numpyro style).
+
+    The state of a chain is ``(z, aux, potential_energy)``: ``z`` a dict site →
+    value, ``aux`` what the integrator keeps between steps (the gradients for the
+    geodesic leapfrog, the metric's eigendecomposition for SoftAbs).
+
+    * ``init(z) -> (aux, potential_energy)``;
+    * ``momentum(z, aux) -> r``: a draw of the momentum (dict site → tensor);
+    * ``kinetic(z, r, aux) -> (kinetic_energy, velocities, covectors)``: the
+      covectors are the momenta ``G(x) v`` in ambient coordinates (NUTS's
+      U-turn criterion pairs them with the velocities);
+    * ``step(z, r, aux, step_size, num_steps=1) -> (z, r, aux, potential_energy)``,
+      with ``potential_energy = +inf`` when it was NaN or ±inf anywhere on the way.
+
+    Implementations: :func:`geodesic_leapfrog` (Byrne & Girolami 2013) and
+    :func:`dlmppl.inference.softabs.softabs_integrator` (Betancourt 2013).
+    """
+
+    init: Callable
+    momentum: Callable
+    kinetic: Callable
+    step: Callable
+
+
+def _rsum(x, batch_ndim):
+    """Sum over all but the first ``batch_ndim`` dims."""
+    return x.reshape(x.shape[:batch_ndim] + (-1,)).sum(-1)
+
+
+def geodesic_leapfrog(
+    potential_fn, geometries, inverse_masses, kinetic_grad, euclidean_momentum, batch_ndim=0, numerical_error=None
+) -> Integrator:
+    """The geodesic leapfrog (Byrne & Girolami 2013, alg. 1) as an :class:`Integrator`.
+
+    Args:
+        potential_fn: dict → potential energy (scalar, or ``(K,)`` for ``K``
+            chains batched along the first ``batch_ndim`` dims of every site).
+        geometries: dict manifold site → :class:`~dlmppl.geometry.Geometry` (unbatched only:
+            their kinetic energy sums over every point).
+        inverse_masses: dict manifold site → float ``1/m_s``; read at each call,
+            so an adaptation may update it in place.
+        kinetic_grad: dict of momenta → dict of velocities ``M⁻¹ r`` of the
+            Euclidean sites (e.g. Pyro's ``BlockMassMatrix.kinetic_grad``).
+        euclidean_momentum: ``z`` → dict of momenta ``N(0, M)`` of the Euclidean sites.
+        batch_ndim: leading batch dims of a batched state (energies per chain).
+        numerical_error: see :func:`potential_grad`.
+    """
+
+    def init(z):
+        return potential_grad(potential_fn, z, numerical_error)
+
+    def momentum(z, aux):
+        r = euclidean_momentum(z)
+        for name, g in geometries.items():
+            r[name] = g.momentum(z[name]) / math.sqrt(inverse_masses[name])
+        return r
+
+    def kinetic(z, r, aux):
+        vel = kinetic_grad(r)
+        cov = {}
+        ke = 0.0
+        for name, v in vel.items():
+            cov[name] = r[name]
+            ke = ke + _rsum(r[name] * v, batch_ndim)
+        for name, g in geometries.items():
+            vel[name] = r[name] * inverse_masses[name]  # velocity p / m
+            cov[name] = g.covector(z[name], r[name])  # momentum covector G(x) p
+            # g(p, p) / m from the geometry's own kinetic energy: sum(G(x)p · p) cancels far from
+            # the origin (Lorentz) or loses every digit when G(x) is ill-conditioned (SPD)
+            ke = ke + 2 * g.kinetic(z[name], r[name]) * inverse_masses[name]
+        return 0.5 * ke, vel, cov
+
+    def step(z, r, aux, step_size, num_steps=1):
+        return riemannian_leapfrog(
+            z, r, potential_fn, kinetic_grad, geometries, step_size, num_steps,
+            z_grads=aux, inverse_masses=inverse_masses, numerical_error=numerical_error,
+        )  # fmt: skip
+
+    return Integrator(init, momentum, kinetic, step)
+
+
+def trajectory(integrator, z, r, aux, step_size, num_steps, check_every=None, energy_current=None):
+    """``num_steps`` steps of ``integrator``, in chunks of ``check_every`` steps.
+
+    Stops at the first chunk that met a non-finite potential (the proposal is
+    rejected whatever follows; one host synchronisation per chunk, so scalar
+    states only; ``None``: one chunk, no synchronisation, batched states too).
+    Returns ``(z, r, aux, potential_energy, checkpoints)``, ``checkpoints`` the
+    Metropolis acceptance ``min(1, exp(H₀ - H))`` at each chunk end before the
+    last (NaN counts 0), when ``energy_current`` ``H₀`` is given.
+    """
+    checkpoints = []
+    if check_every is None or num_steps <= check_every:
+        return (*integrator.step(z, r, aux, step_size, num_steps), checkpoints)
+    done = 0
+    while True:
+        n = min(check_every, num_steps - done)
+        z, r, aux, pe = integrator.step(z, r, aux, step_size, n)
+        done += n
+        if done >= num_steps or not bool(torch.isfinite(pe)):
+            return z, r, aux, pe, checkpoints
+        if energy_current is not None:
+            e = pe + integrator.kinetic(z, r, aux)[0]
+            checkpoints.append(torch.nan_to_num((energy_current - e).exp().clamp(max=1.0), nan=0.0))

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SoftAbsIntegrator", "softabs"]
+from .integrators import Integrator
+
+__all__ = ["SoftAbsIntegrator", "softabs", "softabs_integrator"]
 
 
 def softabs(lam: torch.Tensor, alpha: float):
@@ -171,4 +173,19 @@ class SoftAbsIntegrator:
             p = p_half - half * self._dH_dtheta(s_new, p_half)
             s = s_new
         z_new = {k: v.detach() for k, v in self.unpack(s.theta.detach()).items()}
-        return z_new, {self.key: p.detach()}, s, s.pe
+        pe = torch.where(torch.isfinite(s.pe), s.pe, torch.full_like(s.pe, float("inf")))
+        return z_new, {self.key: p.detach()}, s, pe
+
+
+def softabs_integrator(potential_fn, prototype, alpha=1e6, fixed_point_iters=6) -> Integrator:
+    """The generalised leapfrog with the SoftAbs metric (Betancourt 2013) as an
+    :class:`~dlmppl.inference.integrators.Integrator` (``aux``: the metric at ``z``;
+    the momentum is one flat vector ``{"theta": (D,)}``).  Arguments of
+    :class:`SoftAbsIntegrator`."""
+    integ = SoftAbsIntegrator(potential_fn, prototype, alpha, fixed_point_iters)
+    return Integrator(
+        init=integ.prepare,
+        momentum=lambda z, aux: integ.sample_momentum(aux),
+        kinetic=lambda z, r, aux: integ.kinetic(aux, r),
+        step=integ.leapfrog,
+    )

@@ -7,9 +7,9 @@ Autoencoders", NeurIPS 2022) build the metric
 generate by decoding draws of the intrinsic uniform law ``p(z) ∝ √det G(z)``
 (:class:`dlmppl.distributions.IntrinsicUniform`), drawn by HMC.
 
-:func:`batched_hmc` runs many independent HMC chains at once (one vectorised
-gradient per leapfrog step for all chains, a Metropolis test per chain), as the
-authors' sampler does; the step size (and a diagonal mass matrix) are adapted
+The sampler runs many independent HMC chains at once, as one batched state of
+the package's leapfrog (one vectorised gradient per leapfrog step for all
+chains, a Metropolis test per chain), as the authors' sampler does; the step size (and a diagonal mass matrix) are adapted
 during warm-up only, so every chain is an exact HMC chain afterwards.
 :func:`intrinsic_codes` starts one chain per requested code at a random
 training code and returns the chains' final states; :func:`intrinsic_sample`
@@ -19,17 +19,26 @@ vectors, :func:`dlmppl.distributions.intrinsic.ball`) can be sampled.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import biject_to
 from torch.distributions import constraints as _tc
 
 from ..distributions.intrinsic import IntrinsicUniform
 from ..geometry.chadebec import ChadebecMetric, posterior_moments
+from ..inference.adaptation import dual_averaging_init, dual_averaging_update
+from ..inference.integrators import geodesic_leapfrog, trajectory
 
-__all__ = ["batched_hmc", "intrinsic_codes", "intrinsic_sample", "chadebec_metric"]
+__all__ = ["intrinsic_codes", "intrinsic_sample", "chadebec_metric"]
 
 
-def batched_hmc(
+def _select(take, new, old):
+    """Per chain (dim 0): ``new`` where ``take``, else ``old`` (dicts of tensors)."""
+    return {k: torch.where(take.reshape((-1,) + (1,) * (v.dim() - 1)), v, old[k]) for k, v in new.items()}
+
+
+def _batched_hmc(
     log_prob,
     init: torch.Tensor,
     num_samples: int = 1,
@@ -42,14 +51,18 @@ def batched_hmc(
 ):
     r"""Independent HMC chains, vectorised: ``K`` chains of a target ``log_prob`` on ``R^d`` (or a constrained set).
 
+    The chains are one batched state ``{"x": (K, d)}`` of the package's leapfrog
+    (:func:`dlmppl.inference.integrators.geodesic_leapfrog` with ``batch_ndim=1``):
+    one vectorised gradient per step for all chains, a Metropolis test per chain.
+
     Parameters
     ----------
     log_prob : callable ``(K, d) -> (K,)``, the log-density (unnormalised) w.r.t. Lebesgue measure.
     init : ``(K, d)`` starting points (in ``support``).
     num_samples : draws kept per chain after warm-up.
-    warmup_steps : iterations of step-size adaptation (Robbins–Monro on ``log ε`` toward
-        ``target_accept``, the mean acceptance over chains), and, at mid-warm-up, a
-        diagonal mass matrix set to the across-chain variance.
+    warmup_steps : iterations of step-size adaptation (dual averaging of ``log ε`` toward
+        ``target_accept``, the mean acceptance over chains, Hoffman & Gelman 2014), and, at
+        mid-warm-up, a diagonal mass matrix set to the across-chain variance.
     num_steps : leapfrog steps per iteration (the step size is jittered ×U(0.8, 1.2) per chain).
     support : a constraint with a ``biject_to`` transform; chains run in its unconstrained
         space with the log-Jacobian added to the target.
@@ -62,54 +75,50 @@ def batched_hmc(
     if init.dim() != 2:
         raise ValueError(f"init must have shape (num_chains, d), got {tuple(init.shape)}")
     T = biject_to(support)
-    x = T.inv(init.detach())
-    K, d = x.shape
+    z = {"x": T.inv(init.detach())}
+    K, d = z["x"].shape
+    like = {"dtype": z["x"].dtype, "device": z["x"].device}
 
-    def U_and_grad(x):
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            y = T(x)
-            lp = log_prob(y) + T.log_abs_det_jacobian(x, y)
-            u = -lp
-            (g,) = torch.autograd.grad(u.sum(), x)
-        u = torch.where(torch.isfinite(u), u, torch.full_like(u, float("inf")))
-        return u.detach(), torch.nan_to_num(g.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+    def potential_fn(z):
+        x = torch.nan_to_num(z["x"])  # a rejected chain's NaN must not reach log_prob's validation
+        y = T(x)
+        return -(log_prob(y) + T.log_abs_det_jacobian(x, y))
 
-    inv_mass = torch.ones(d, dtype=x.dtype, device=x.device)
-    log_eps = torch.log(torch.as_tensor(float(step_size), dtype=x.dtype, device=x.device))
-    u, g = U_and_grad(x)
-    out, acc_sum = [], torch.zeros(K, dtype=x.dtype, device=x.device)
-    for it in range(warmup_steps + num_samples):
-        eps = log_eps.exp() * (0.8 + 0.4 * torch.rand(K, 1, dtype=x.dtype, device=x.device))
-        p = torch.randn_like(x) / inv_mass.sqrt()
-        h0 = u + 0.5 * (p.pow(2) * inv_mass).sum(-1)
-        xn, pn, gn = x, p - 0.5 * eps * g, g
-        for s in range(num_steps):
-            xn = xn + eps * inv_mass * pn
-            un, gn = U_and_grad(xn)
-            pn = pn - (eps if s < num_steps - 1 else 0.5 * eps) * gn
-        h1 = un + 0.5 * (pn.pow(2) * inv_mass).sum(-1)
-        acc = torch.exp(torch.clamp(h0 - h1, max=0.0))
-        acc = torch.where(torch.isfinite(acc), acc, torch.zeros_like(acc))
-        take = torch.rand(K, dtype=x.dtype, device=x.device) < acc
-        x = torch.where(take[:, None], xn, x)
-        u = torch.where(take, un, u)
-        g = torch.where(take[:, None], gn, g)
-        if it < warmup_steps:
-            log_eps = log_eps + (acc.mean() - target_accept) * (2.0 / (it + 10) ** 0.6)
-            if adapt_mass and it == warmup_steps // 2 and K > 2 * d:
-                inv_mass = x.var(0).clamp_min(1e-8)
-                u, g = U_and_grad(x)
-        else:
-            acc_sum = acc_sum + acc
-            out.append(T(x))
-    samples = torch.stack(out) if out else x.new_zeros((0, K, d))
-    info = {"accept_prob": acc_sum / max(num_samples, 1), "step_size": float(log_eps.exp()), "inv_mass": inv_mass}
+    inv_mass = torch.ones(d, **like)
+    integ = geodesic_leapfrog(
+        potential_fn, {}, {}, lambda r: {"x": r["x"] * inv_mass},
+        lambda z: {"x": torch.randn_like(z["x"]) / inv_mass.sqrt()}, batch_ndim=1,
+    )  # fmt: skip
+    da = dual_averaging_init(step_size)
+    out, acc_sum = [], torch.zeros(K, **like)
+    with torch.enable_grad():
+        aux, pe = integ.init(z)
+        for it in range(warmup_steps + num_samples):
+            eps = math.exp(da.log_step_size if it < warmup_steps else da.log_step_size_avg)
+            eps = eps * (0.8 + 0.4 * torch.rand(K, 1, **like))
+            r = integ.momentum(z, aux)
+            h0 = pe + integ.kinetic(z, r, aux)[0]
+            z1, r1, aux1, pe1, _ = trajectory(integ, z, r, aux, eps, num_steps)
+            h1 = pe1 + integ.kinetic(z1, r1, aux1)[0]
+            acc = torch.exp(torch.clamp(h0 - h1, max=0.0))
+            acc = torch.where(torch.isfinite(acc), acc, torch.zeros_like(acc))
+            take = torch.rand(K, **like) < acc
+            z, aux, pe = _select(take, z1, z), _select(take, aux1, aux), torch.where(take, pe1, pe)
+            if it < warmup_steps:
+                da = dual_averaging_update(da, float(acc.mean()), target_accept)
+                if adapt_mass and it == warmup_steps // 2 and K > 2 * d:
+                    inv_mass = z["x"].var(0).clamp_min(1e-8)
+                    da = dual_averaging_init(math.exp(da.log_step_size))  # restart at the new scale (Stan)
+            else:
+                acc_sum = acc_sum + acc
+                out.append(T(z["x"]).detach())
+    samples = torch.stack(out) if out else init.new_zeros((0, K, d))
+    info = {"accept_prob": acc_sum / max(num_samples, 1), "step_size": math.exp(da.log_step_size_avg), "inv_mass": inv_mass}
     return samples, info
 
 
 def intrinsic_codes(metric, n: int, init_points: torch.Tensor, *, radius=None, warmup_steps: int = 150, num_steps: int = 10, step_size: float = 0.05, post_steps: int = 50, condition=None):
-    r"""``n`` draws of the intrinsic uniform law ``∝ √det G(z)`` of ``metric`` by :func:`batched_hmc`.
+    r"""``n`` draws of the intrinsic uniform law ``∝ √det G(z)`` of ``metric`` by many-chain HMC.
 
     One chain per draw, started at a uniformly chosen row of ``init_points`` ``(N, d)``
     (e.g. the training codes), run for ``warmup_steps`` adapting iterations and ``post_steps``
@@ -119,7 +128,7 @@ def intrinsic_codes(metric, n: int, init_points: torch.Tensor, *, radius=None, w
         raise ValueError(f"init_points must have shape (N, d), got {tuple(init_points.shape)}")
     target = IntrinsicUniform(metric, dim=init_points.shape[-1], radius=radius, condition=condition)
     idx = torch.randint(init_points.shape[0], (int(n),), device=init_points.device)
-    samples, _ = batched_hmc(
+    samples, _ = _batched_hmc(
         target.log_prob, init_points[idx].detach(), num_samples=post_steps, warmup_steps=warmup_steps, num_steps=num_steps, step_size=step_size, support=target.support
     )
     return samples[-1]

@@ -253,3 +253,21 @@ def test_from_riemannian_hmc_real_kernel(tmp_path):
     s = D.summary(idata)
     fm = s.loc[["mu[0]", "mu[1]", "mu[2]"], "mean"].values
     assert np.arccos(np.clip(fm @ mu0.numpy(), -1, 1)) < 0.3
+
+
+def test_riemannian_kernel_diagnostics_read_as_pyros(y):
+    """mcmc.diagnostics() prints as Pyro's (no per-draw arrays); the per-draw stats reach
+    to_inference_data's sample_stats group (issue 12)."""
+    from dlmppl.inference import RiemannianNUTS, SampleStats
+
+    mcmc = MCMC(RiemannianNUTS(normal_model), num_samples=30, warmup_steps=20, num_chains=1, disable_progbar=True)
+    mcmc.run(y)
+    diag = mcmc.diagnostics()
+    assert isinstance(diag["divergences"]["chain 0"], list) and 0 <= diag["acceptance rate"]["chain 0"] <= 1
+    stats = diag["sample_stats"]["chain 0"]
+    assert isinstance(stats, SampleStats) and stats["energy"].shape == (30,)
+    # per-site n_eff / r_hat tensors as Pyro's; the per-draw stats as one line
+    assert "tensor(" not in repr(diag["sample_stats"]) and repr(stats).startswith("SampleStats(30 draws: diverging")
+    ss = _compat.get_group(D.to_inference_data(mcmc, log_likelihood=False), "sample_stats")
+    assert {"diverging", "energy", "tree_depth", "acceptance_rate"} <= set(ss.data_vars)
+    assert ss["energy"].shape == (1, 30)

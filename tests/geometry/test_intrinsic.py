@@ -15,7 +15,8 @@ from torch.distributions import biject_to
 from dlmppl.constraints import BallTransform, ball
 from dlmppl.distributions.intrinsic import IntrinsicUniform, log_volume_grid
 from dlmppl.geometry import ConformalMetric
-from dlmppl.models.intrinsic import batched_hmc, intrinsic_sample
+from dlmppl.models.intrinsic import _batched_hmc as batched_hmc
+from dlmppl.models.intrinsic import intrinsic_sample
 from tests import statistical as st
 
 D64 = torch.float64
