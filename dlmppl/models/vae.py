@@ -31,8 +31,8 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from .. import kmath
 from .. import manifolds as _m
+from ..geometry import geometry_of
 from .marginal import iwae_log_marginal
 
 __all__ = ["ManifoldVAE", "LatentComponent", "mlp"]
@@ -50,6 +50,10 @@ def mlp(sizes, activation=nn.ReLU, final_activation=None) -> nn.Sequential:
     if final_activation is not None:
         layers.append(final_activation())
     return nn.Sequential(*layers)
+
+
+# the latent-space vocabulary of the VAEs, read off a manifold's family
+_FAMILY_KINDS = {"Sphere": "sphere", "Lorentz": "lorentz", "Stereographic": "stereographic", "Euclidean": "euclidean"}
 
 
 class LatentComponent(nn.Module):
@@ -74,17 +78,8 @@ class LatentComponent(nn.Module):
         super().__init__()
         if not isinstance(kind, str):
             M = kind
-            if _m.is_sphere(M):
-                kind = "sphere"
-            elif _m.is_lorentz(M):
-                kind = "lorentz"
-            elif isinstance(_m._base(M), _m.PoincareBall):
-                kind = "poincare"
-            elif _m.is_stereographic(M):
-                kind = "stereographic"
-            elif _m.is_euclidean(M):
-                kind = "euclidean"
-            else:
+            kind = _FAMILY_KINDS.get(geometry_of(M).name)
+            if kind is None:
                 raise ValueError(f"latent: unsupported manifold {type(M).__name__}; use one of {_KINDS}")
             self.manifold = M
         else:
@@ -94,11 +89,13 @@ class LatentComponent(nn.Module):
         if int(dim) < 1:
             raise ValueError(f"latent_dim must be >= 1, got {dim}")
         self.kind = kind
+        self.geometry = geometry_of(self.manifold)
         self.dim = int(dim)
-        self.ambient = self.dim + 1 if kind in ("sphere", "lorentz") else self.dim
+        # ambient coordinates: d + 1 on the sphere and the hyperboloid
+        self.ambient = self.dim + 1 if self.geometry.intrinsic_dim((self.dim + 1,)) == self.dim else self.dim
         self.posterior_kind = posterior or ("power_spherical" if kind == "sphere" else "wrapped")
         self.prior_kind = prior or ("uniform" if kind == "sphere" else "wrapped")
-        if self.prior_kind == "riemannian" and kind != "poincare":
+        if self.prior_kind == "riemannian" and kind not in ("poincare", "stereographic"):
             raise ValueError("prior='riemannian' is implemented for the Poincaré ball only")
         self.prior_scale = float(prior_scale)
 
@@ -127,25 +124,16 @@ class LatentComponent(nn.Module):
         return _m.curvature(self.manifold)
 
     def origin(self, like: torch.Tensor, batch=()) -> torch.Tensor:
-        o = torch.zeros(tuple(batch) + (self.ambient,), dtype=like.dtype, device=like.device)
-        if self.kind == "sphere":
-            o[..., 0] = 1.0
-        elif self.kind == "lorentz":
-            # <o, o>_L = -k; keeps the graph of a learnable k
-            o = o + torch.nn.functional.one_hot(torch.tensor(0), self.ambient).to(like) * self.manifold.k.to(like).sqrt()
-        return o
+        """The family's origin (keeps the graph of a learnable Lorentz ``k``), shape ``batch + (ambient,)``."""
+        o = self.geometry.origin((self.ambient,), like.dtype, like.device)
+        return o.expand(tuple(batch) + o.shape)
 
     def loc_from_tangent(self, a: torch.Tensor) -> torch.Tensor:
         """Map encoder outputs ``a`` (``batch + (n_loc,)``) to a point on the manifold."""
-        if self.kind == "euclidean":
-            return a
         if self.kind == "sphere":
             return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        if self.kind == "lorentz":
-            u = torch.cat([torch.zeros_like(a[..., :1]), a], -1)
-            return self.manifold.expmap0(u)
-        # κ-stereographic: a is in Riemannian units; the frame at 0 is e_i / 2
-        return self.manifold.expmap0(a / 2)
+        # a: coordinates in Riemannian units in the orthonormal frame at the origin
+        return self.geometry.exp_frame(self.origin(a), a)
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """Coordinates fed to the decoder: Riemannian normal coordinates at the origin.
@@ -154,26 +142,16 @@ class LatentComponent(nn.Module):
         on the whole sphere); Lorentz: spatial part of ``log_o z``;
         κ-stereographic: ``2 log_0 z`` (smooth in κ through 0).
         """
-        if self.kind in ("euclidean", "sphere"):
+        if self.kind == "sphere":
             return z
-        if self.kind == "lorentz":
-            return self.manifold.logmap0(z)[..., 1:]
-        return 2 * kmath.logmap0(z, self.manifold.k)
+        return self.geometry.log_frame(self.origin(z), z)
 
     def n_features(self) -> int:
         return self.ambient if self.kind == "sphere" else self.dim
 
     def dist(self, z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """Geodesic distances ``batch + (A,)`` from ``z`` (``batch + (n,)``) to anchors ``(A, n)``."""
-        zz = z.unsqueeze(-2)
-        if self.kind == "euclidean":
-            return (zz - anchors).pow(2).sum(-1).clamp_min(1e-12).sqrt()
-        if self.kind == "sphere":
-            return self.manifold.dist(zz, anchors)
-        if self.kind == "lorentz":
-            return self.manifold.dist(zz, anchors)
-        k = self.manifold.k
-        return kmath.dist(zz, anchors, k.unsqueeze(-1) if k.dim() else k)
+        return self.geometry.dist(z.unsqueeze(-2), anchors)
 
     def posterior(self, a: torch.Tensor, b: torch.Tensor):
         """``q(z | x)`` from encoder heads ``a`` (location) and ``b`` (scale), batch ``a.shape[:-1]``.
