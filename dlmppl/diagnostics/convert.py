@@ -46,15 +46,10 @@ _SAMPLE_STATS = ("diverging", "energy", "step_size", "acceptance_rate", "n_steps
 
 def manifold_attrs(M) -> dict:
     """Attributes that name manifold ``M`` (and its scalar curvature parameter) for netCDF."""
-    from .. import manifolds as _m
+    from ..geometry import geometry_of
 
     attrs = {"manifold": type(M).__name__}
-    base = _m._base(M)
-    param = None
-    if _m.is_stereographic(base):
-        param = base.c if hasattr(base, "isp_c") or "_c_tensor" in base.__dict__ else base.k
-    elif _m.is_lorentz(base):
-        param = base.k
+    param = geometry_of(M).curvature_argument()
     if param is not None:
         param = torch.as_tensor(param)
         if param.numel() == 1:
@@ -76,15 +71,15 @@ def manifold_from_attrs(attrs):
     cls = getattr(_m, str(name), None)
     if cls is None:
         return None
-    needs_k = isinstance(cls, type) and issubclass(cls, (_m.Stereographic, _m.Lorentz))
-    if needs_k and "manifold_k" not in attrs:
-        return None  # batched or unknown curvature: a default one would be wrong
+    from ..geometry import geometry_of
+
     try:
         if "manifold_k" in attrs:
             return cls(float(attrs["manifold_k"]))
-        if cls is _m.Euclidean:
-            return cls(ndim=1)
-        return cls()
+        M = cls(ndim=1) if cls is _m.Euclidean else cls()
+        if geometry_of(M).curvature_argument() is not None:
+            return None  # batched or unknown curvature: a default one would be wrong
+        return M
     except Exception:
         return None
 

@@ -346,30 +346,23 @@ def plot_elbo(losses, *, ax=None, window: int | None = None, log_scale: bool | N
 
 
 def _interpolate(manifold, x, y, n):
-    from .. import kmath
-    from .. import manifolds as _m
 
     x = torch.as_tensor(x, dtype=torch.float64)
     y = torch.as_tensor(y, dtype=torch.float64)
-    try:
-        from ..geometry import geodesics as _geo
-
-        if manifold is not None:
-            return _geo.interpolate(manifold, x, y, n)
-    except (ImportError, ValueError, TypeError, NotImplementedError, AttributeError):
-        pass
-    t = torch.linspace(0, 1, n, dtype=x.dtype)[:, None]
-    if manifold is None or _m.is_euclidean(manifold):
+    if manifold is None:
+        t = torch.linspace(0, 1, n, dtype=x.dtype)[:, None]
         return (1 - t) * x + t * y
-    if _m.is_stereographic(manifold):
-        k = torch.as_tensor(_m.curvature(manifold), dtype=x.dtype).reshape(())
-        return kmath.geodesic(t, x, y, k)
-    if _m.is_sphere(manifold):  # slerp
-        om = torch.arccos((x * y).sum().clamp(-1, 1))
-        if om < 1e-12:
-            return x.expand(n, -1).clone()
-        return (torch.sin((1 - t) * om) * x + torch.sin(t * om) * y) / torch.sin(om)
-    raise ValueError(f"plot_latent_interpolation: no geodesics for {type(manifold).__name__}")
+    from ..geometry import geodesics as _geo
+
+    return _geo.interpolate(manifold, x, y, n)
+
+
+def _chart_radius(manifold) -> float:
+    """Radius of the disk a 2-D chart of ``manifold`` lives in (the Poincaré ball's boundary), else ``inf``."""
+    from ..geometry import geometry_of
+
+    g = geometry_of(manifold)
+    return float(g.chart_radius()) if hasattr(g, "chart_radius") else math.inf
 
 
 def plot_latent_interpolation(
@@ -434,8 +427,8 @@ def plot_latent_interpolation(
     if sphere:
         t = np.linspace(0, 2 * np.pi, 361)
         ax.plot(2 * np.cos(t), 2 * np.sin(t), color="0.3", lw=1.0)
-    elif manifold is not None and _m.is_stereographic(manifold) and float(_m.curvature(manifold)) < 0:
-        R = 1.0 / math.sqrt(-float(_m.curvature(manifold)))
+    elif manifold is not None and math.isfinite(_chart_radius(manifold)):
+        R = _chart_radius(manifold)
         t = np.linspace(0, 2 * np.pi, 361)
         ax.plot(R * np.cos(t), R * np.sin(t), color="0.3", lw=1.0)
     bg = proj(Z)

@@ -77,8 +77,8 @@ import torch
 from scipy import special as _special
 from scipy import stats as _stats
 
-from .. import manifolds as _m
 from ..constraints import ManifoldConstraint
+from ..geometry import geometry_of
 
 __all__ = [
     "MCMCInference",
@@ -403,25 +403,11 @@ def default_reference(manifold, event_shape, dtype=None, device=None) -> torch.T
 
     Sphere ``S^d``: ``e_0``; Lorentz (``⟨x,x⟩_L = -k``): ``√k e_0``;
     κ-stereographic / Poincaré ball / Euclidean: ``0``; Stiefel ``(n, p)``: the
-    first ``p`` columns of ``I_n``; SPD: ``I``; any other geoopt manifold: its
-    ``origin`` (a deterministic point).
+    first ``p`` columns of ``I_n``; SPD: ``I``: the family's
+    :meth:`~dlmppl.geometry.Geometry.origin`.
     """
-    event_shape = tuple(event_shape)
     dtype = dtype or torch.get_default_dtype()
-    base = _m._base(manifold)
-    if _m.is_sphere(manifold):
-        o = torch.zeros(event_shape, dtype=dtype, device=device)
-        o[..., 0] = 1.0
-        return o
-    if _m.is_lorentz(manifold):
-        o = torch.zeros(event_shape, dtype=dtype, device=device)
-        o[..., 0] = torch.as_tensor(base.k, dtype=dtype, device=device).detach().reshape(-1)[0].sqrt()
-        return o
-    if _m.is_stereographic(manifold) or _m.is_euclidean(manifold):
-        return torch.zeros(event_shape, dtype=dtype, device=device)
-    if _m.is_stiefel(manifold) or _m.is_spd(manifold):
-        return torch.eye(event_shape[-2], event_shape[-1], dtype=dtype, device=device)
-    return manifold.origin(event_shape, dtype=dtype, device=device).detach()
+    return geometry_of(manifold).origin(tuple(event_shape), dtype, device).detach()
 
 
 def _index_names(name: str, shape) -> list[str]:

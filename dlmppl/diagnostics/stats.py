@@ -30,6 +30,7 @@ import math
 import numpy as np
 import torch
 
+from ..geometry import Geometry, geometry_of
 from ..inference import importance as _importance
 from . import _compat
 
@@ -45,70 +46,8 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- geometry helpers
-# dlmppl.geometry.geodesics has closed forms (and an iterative Stiefel log);
-# geoopt's methods are the fallback for manifolds it does not know.
-
-try:
-    from ..geometry import geodesics as _geo
-except Exception:  # pragma: no cover - geometry layer unavailable
-    _geo = None
-
-_GEO_ERRORS = (ValueError, TypeError, NotImplementedError, AttributeError, KeyError)
-
-
-def _logmap(M, x, y):
-    if _geo is not None:
-        try:
-            return _geo.logmap(M, x, y)
-        except _GEO_ERRORS:
-            pass
-    try:
-        return M.logmap(x, y)
-    except (NotImplementedError, AttributeError):
-        return M.proju(x, y - x)  # first-order substitute
-
-
-def _expmap(M, x, u):
-    if _geo is not None:
-        try:
-            return _geo.expmap(M, x, u)
-        except _GEO_ERRORS:
-            pass
-    try:
-        return M.expmap(x, u)
-    except (NotImplementedError, AttributeError):
-        return M.retr(x, u)
-
-
-def _proju(M, x, u):
-    if _geo is not None:
-        try:
-            return _geo.tangent_project(M, x, u)
-        except _GEO_ERRORS:
-            pass
-    return M.proju(x, u)
-
-
-def _inner(M, x, u, v):
-    if _geo is not None:
-        try:
-            return _geo.inner(M, x, u, v)
-        except _GEO_ERRORS:
-            pass
-    out = M.inner(x, u, v)
-    while out.dim() > u.dim() - M.ndim:  # some geoopt inners keep the event dims
-        out = out.sum(-1)
-    return out
-
-
-def _sqnorm(M, x, u):
-    x, u = torch.broadcast_tensors(x, u)
-    return _inner(M, x, u, u)
-
-
-def _dist(M, x, y):
-    return _sqnorm(M, x, _logmap(M, x, y)).clamp_min(0).sqrt()
+# --------------------------------------------------------------------------- geometry
+# every manifold-specific computation comes from the family's Geometry (dlmppl.geometry)
 
 
 def frechet_mean(
@@ -136,13 +75,12 @@ def frechet_mean(
         w = torch.as_tensor(weights, dtype=points.dtype, device=points.device)
         if w.shape != (points.shape[0],) or (w < 0).any() or not (w.sum() > 0):
             raise ValueError("frechet_mean: weights must be (N,) non-negative with a positive sum")
-    if _geo is None:  # pragma: no cover - geometry is part of the package
-        raise ValueError("frechet_mean: dlmppl.geometry is unavailable")
+    g = geometry_of(manifold)
     if tol is None:
         # relative to the spread: sqrt(eps) times the RMS distance of the draws to one of them
-        spread = _geo.distance(manifold, points[:1], points).pow(2).mean().sqrt()
+        spread = g.dist(points[:1], points).pow(2).mean().sqrt()
         tol = math.sqrt(torch.finfo(points.dtype).eps) * float(spread.detach().clamp_min(1e-30))
-    return _geo.frechet_mean(points, manifold, weights=weights, iters=max_iter, tol=tol, init=init)
+    return g.frechet_mean(points, weights=weights, iters=max_iter, tol=tol, init=init)
 
 
 def tangent_basis(manifold, mu: torch.Tensor) -> torch.Tensor:
@@ -152,19 +90,9 @@ def tangent_basis(manifold, mu: torch.Tensor) -> torch.Tensor:
     the manifold's Riemannian inner product at ``μ`` (eigen-decomposition of
     their Gram matrix, keeping the ``d = dim M`` leading directions).
     """
-    from .. import manifolds as _m
-
-    event = tuple(mu.shape)
-    D = mu.numel()
-    d = _m.manifold_dim(manifold, event)
-    E = torch.eye(D, dtype=mu.dtype, device=mu.device).reshape((D,) + event)
-    P = _proju(manifold, mu.unsqueeze(0).expand_as(E), E)
-    G = _gram(manifold, mu, P, P)
-    G = (G + G.T) / 2
-    lam, U = torch.linalg.eigh(G)
-    lam, U = lam.flip(0)[:d], U.flip(1)[:, :d]
-    coef = U / lam.clamp_min(torch.finfo(mu.dtype).tiny).sqrt()
-    return torch.einsum("ik,i...->k...", coef, P)
+    # the base-class frame (projected ambient axes, orthonormalised), whatever the family's own
+    # frame: the coordinates then follow the ambient axes, the same convention for every manifold
+    return Geometry.frame(geometry_of(manifold), mu)
 
 
 def _gram(M, mu, A, B):
@@ -172,7 +100,7 @@ def _gram(M, mu, A, B):
     a = A.unsqueeze(1)
     b = B.unsqueeze(0)
     a, b = torch.broadcast_tensors(a, b)
-    return _inner(M, mu.expand_as(a), a, b)
+    return geometry_of(M).inner(mu.expand_as(a), a, b)
 
 
 def tangent_coordinates(points: torch.Tensor, manifold, mu: torch.Tensor, basis: torch.Tensor | None = None):
@@ -184,7 +112,7 @@ def tangent_coordinates(points: torch.Tensor, manifold, mu: torch.Tensor, basis:
     """
     if basis is None:
         basis = tangent_basis(manifold, mu)
-    V = _logmap(manifold, mu.unsqueeze(0), points)
+    V = geometry_of(manifold).log(mu.unsqueeze(0), points)
     chunk = max(1, int(4e6 // max(1, basis.numel())))
     return torch.cat([_gram(manifold, mu, V[i : i + chunk], basis) for i in range(0, V.shape[0], chunk)])
 
@@ -220,7 +148,7 @@ def manifold_diagnostics(draws, manifold, principal: bool = True) -> dict:
         mu = frechet_mean(flat, manifold)
         basis = tangent_basis(manifold, mu)
         T = tangent_coordinates(flat, manifold, mu, basis)
-        dist = _dist(manifold, mu.unsqueeze(0), flat)
+        dist = geometry_of(manifold).dist(mu.unsqueeze(0), flat)
     T = T.cpu().numpy()
     dist = dist.cpu().numpy()
     if principal and T.shape[1] > 1:

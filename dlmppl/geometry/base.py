@@ -160,6 +160,10 @@ class Geometry:
         w = torch.randn(f.shape[: f.dim() - self.ndim], dtype=x.dtype, device=x.device)
         return (w.reshape(w.shape + (1,) * self.ndim) * f).sum(x.dim() - self.ndim)
 
+    def curvature_argument(self):
+        """The curvature argument of the manifold's constructor (a tensor), ``None`` for families without one."""
+        return None
+
     def may_wrap(self) -> bool:
         """Whether ``exp_x`` can reach a point along several geodesics of the same direction
         (positive curvature: wrapped laws then sum over the preimages)."""

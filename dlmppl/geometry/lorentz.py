@@ -112,6 +112,10 @@ class LorentzGeometry(Geometry):
         if not bool((k > 0).all()):
             raise ValueError(f"curvature: Lorentz k must be > 0, got {k}")
 
+    def curvature_argument(self):
+        """``k`` of ``Lorentz(k)``."""
+        return self.manifold.k
+
     def sectional_curvature(self, like):
         return -1.0 / self.k(like)
 

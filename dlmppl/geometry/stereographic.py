@@ -122,6 +122,18 @@ class StereographicGeometry(Geometry):
         R = kmath.max_radius(like.dtype) / (-k).clamp_min(torch.finfo(k.dtype).tiny).sqrt()
         return torch.where(k < 0, R, torch.full_like(k, math.inf))
 
+    def chart_radius(self):
+        """Euclidean radius of the chart, ``1/√(-κ)`` for κ < 0 (the ball's boundary), ``inf`` for κ ≥ 0."""
+        k = float(torch.as_tensor(self.manifold.k).detach().reshape(-1)[0])
+        return 1.0 / math.sqrt(-k) if k < 0 else math.inf
+
+    def curvature_argument(self):
+        """The curvature argument of the manifold's constructor (``c`` of ``PoincareBall(c)`` and
+        ``SphereProjection(c)``, ``k`` of ``Stereographic(k)``), a tensor."""
+        if isinstance(self.manifold, (geoopt.PoincareBall, geoopt.SphereProjection)):
+            return self.manifold.c
+        return self.manifold.k
+
     def may_wrap(self) -> bool:
         """Whether κ may be positive (then ``exp`` wraps around and laws sum over preimages)."""
         return not isinstance(self.manifold, geoopt.PoincareBall)

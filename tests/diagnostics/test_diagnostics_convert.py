@@ -258,7 +258,8 @@ def test_from_riemannian_hmc_real_kernel(tmp_path):
 def test_riemannian_kernel_diagnostics_read_as_pyros(y):
     """mcmc.diagnostics() prints as Pyro's (no per-draw arrays); the per-draw stats reach
     to_inference_data's sample_stats group (issue 12)."""
-    from dlmppl.inference import RiemannianNUTS, SampleStats
+    from dlmppl.inference import RiemannianNUTS
+    from dlmppl.inference.hmc import SampleStats
 
     mcmc = MCMC(RiemannianNUTS(normal_model), num_samples=30, warmup_steps=20, num_chains=1, disable_progbar=True)
     mcmc.run(y)
