@@ -460,20 +460,8 @@ def curvature(manifold) -> torch.Tensor:
 
 
 def manifold_dim(manifold, event_shape) -> int:
-    """Intrinsic dimension of ``manifold`` for points of ``event_shape``."""
-    event_shape = tuple(event_shape)
-    m = _base(manifold)
-    if isinstance(m, (geoopt.Sphere, geoopt.Lorentz)):
-        return event_shape[-1] - 1
-    if isinstance(m, geoopt.Stiefel):
-        n, p = event_shape[-2:]
-        return n * p - p * (p + 1) // 2
-    if isinstance(m, geoopt.SymmetricPositiveDefinite):
-        n = event_shape[-1]
-        return n * (n + 1) // 2
-    if isinstance(m, geoopt.ProductManifold):
-        return sum(manifold_dim(mi, s) for mi, s in zip(m.manifolds, m.shapes, strict=True))
-    n = 1
-    for s in event_shape:
-        n *= s
-    return n
+    """Intrinsic dimension of ``manifold`` for points of ``event_shape`` (its family's
+    :meth:`~dlmppl.geometry.Geometry.intrinsic_dim`)."""
+    from .geometry import geometry_of
+
+    return geometry_of(manifold).intrinsic_dim(tuple(event_shape))

@@ -221,9 +221,10 @@ def _check_representable(cls: str, g, loc: torch.Tensor, reach: torch.Tensor) ->
         )
 
 
-def _wrap_count(sqrt_k_sigma_max: float, d: int) -> int:
+def _wrap_count(sigma_over_period: float, d: int) -> int:
+    """Preimages on each side within ``t = 10 + 2√d`` standard deviations (at most 10⁴)."""
     t = 10.0 + 2.0 * math.sqrt(d)
-    return int(min(math.ceil((t * sqrt_k_sigma_max + math.pi) / (2 * math.pi)), 10_000))
+    return int(min(math.ceil(t * sigma_over_period + 0.5), 10_000))
 
 
 class WrappedNormal(ManifoldLocScale):
@@ -310,23 +311,25 @@ class WrappedNormal(ManifoldLocScale):
             lp = log_n
         else:
             lp = log_n - (d - 1) * kmath.log_sin_k_ratio(r, kappa)
-        if g.may_wrap():
-            lp = lp + self._log_wrap_factor(r, q, kappa)
+        period = g.wrap_period(self.loc)
+        if period is not None:
+            lp = lp + self._log_wrap_factor(r, q, period)
         return lp.squeeze(-1)
 
-    def _log_wrap_factor(self, r, q, kappa):
-        """``log Σ_n N(v_n)|c_n|^{d-1} / N(v_0)`` over the preimages of ``exp_loc`` (κ > 0)."""
+    def _log_wrap_factor(self, r, q, period):
+        """``log Σ_n N(v_n)|c_n|^{d-1} / N(v_0)`` over the preimages ``r + n·period`` of ``exp_loc``
+        along the geodesic (the family's :meth:`~dlmppl.geometry.Geometry.wrap_period`; ``inf``
+        where geodesics do not close)."""
         d = self._dim
-        kappa = kappa.expand(r.shape) if kappa.dim() else kappa
-        pos = kappa > 0
+        period = period.expand(r.shape) if period.dim() else period
+        pos = torch.isfinite(period)
         with torch.no_grad():
             if r.numel() == 0 or not bool(pos.any()):
                 return torch.zeros_like(r)
             sig = self.scale.amax(-1, keepdim=True)
-            sk = torch.where(pos, kappa, torch.zeros_like(kappa)).sqrt()
-            n_max = _wrap_count(float((sk * sig).max()), d)
-        k_safe = torch.where(pos, kappa, torch.ones_like(kappa))
-        period = 2 * math.pi / k_safe.sqrt()
+            ratio = torch.where(pos, sig / torch.where(pos, period, torch.ones_like(period)), torch.zeros_like(sig))
+            n_max = _wrap_count(float(ratio.max()), d)
+        period = torch.where(pos, period, torch.ones_like(period))
         n = torch.arange(1, n_max + 1, dtype=r.dtype, device=r.device)
         n = torch.cat([n, -n]).reshape((-1,) + (1,) * r.dim())
         qxi = q / r.pow(2)  # Σ ξ_i²/σ_i², ξ = v/r

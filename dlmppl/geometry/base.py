@@ -164,10 +164,11 @@ class Geometry:
         """The curvature argument of the manifold's constructor (a tensor), ``None`` for families without one."""
         return None
 
-    def may_wrap(self) -> bool:
-        """Whether ``exp_x`` can reach a point along several geodesics of the same direction
-        (positive curvature: wrapped laws then sum over the preimages)."""
-        return False
+    def wrap_period(self, like):
+        """Length after which a geodesic returns to its start, as a tensor broadcastable against the
+        curvature (``inf`` where it never does), or ``None`` for families whose geodesics never
+        close: wrapped laws sum over the preimages ``r + n·period`` of ``exp_x``."""
+        return None
 
     def sliced_wasserstein(self, x, y, a, b, n_projections, p):
         """Sliced ``W_p`` between weighted clouds ``x`` ``(n, D)``, ``y`` ``(m, D)`` (the ``p``-th root).

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp as _fjvp
 
-from .. import manifolds as _m
 from . import geodesics as _g
+from .base import geometry_of
 from .metrics import MetricField
 
 __all__ = [
@@ -82,7 +82,7 @@ def segment_speeds(metric, curve, *, condition=None, manifold=None):
     # condition per curve, shape batch + (c,)) broadcast from the right as for single points
     c = curve.movedim(-2, 0)
     a, b = c[:-1], c[1:]
-    if M is None or _m.is_euclidean(M):
+    if M is None or geometry_of(M).flat:
         q = metric.quadratic(0.5 * (a + b), b - a, condition=condition)
     else:
         fwd = _g.logmap(M, a, b)
@@ -178,14 +178,14 @@ def connecting_geodesic(
     if n_points < 3:
         raise ValueError(f"n_points must be >= 3, got {n_points}")
     M = _manifold_of(metric, manifold)
-    if M is not None and _m._base(M).ndim != 1:
+    if M is not None and geometry_of(M).ndim != 1:
         raise ValueError("connecting_geodesic: latent manifolds with matrix points are not supported (manifold)")
     z0, z1 = torch.broadcast_tensors(z0, z1)
     dtype, device = z0.dtype, z0.device
     if tol is None:
         tol = 1e-6 if dtype == torch.float64 else 5e-3
     t = torch.linspace(0, 1, n_points, dtype=dtype, device=device)
-    euclid = M is None or _m.is_euclidean(M)
+    euclid = M is None or geometry_of(M).flat
     with torch.no_grad():
         if init is not None:
             base = init.detach().clone()
@@ -291,9 +291,10 @@ class ChartMetric(MetricField):
 
 def _tangent_basis(M, p):
     D = p.shape[-1]
-    m = _m.manifold_dim(M, p.shape[-1:])
+    g = geometry_of(M)
+    m = g.intrinsic_dim(p.shape[-1:])
     eye = torch.eye(D, dtype=p.dtype, device=p.device).expand(p.shape[:-1] + (D, D))
-    proj = _g.tangent_project(M, p.unsqueeze(-2), eye).transpose(-1, -2)  # columns = P e_j
+    proj = g.proju(p.unsqueeze(-2), eye).transpose(-1, -2)  # columns = P e_j
     U, _, _ = torch.linalg.svd(proj)
     return U[..., :m]
 
@@ -315,7 +316,7 @@ def shooting_geodesic(metric, z, v, t: float = 1.0, n_steps: int = 100, *, condi
     _check_metric(metric)
     M = _manifold_of(metric, manifold)
     z, v = torch.broadcast_tensors(z, v)
-    if M is not None and not _m.is_euclidean(M):
+    if M is not None and not geometry_of(M).flat:
         B = _tangent_basis(M, z)
         chart = ChartMetric(metric, M, z, B)
         u0 = torch.zeros(z.shape[:-1] + (B.shape[-1],), dtype=z.dtype, device=z.device)

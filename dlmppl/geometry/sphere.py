@@ -53,8 +53,8 @@ class SphereGeometry(Geometry):
     compact = True
     embedded = True
 
-    def may_wrap(self) -> bool:
-        return True
+    def wrap_period(self, like):
+        return torch.full((), 2 * math.pi, dtype=like.dtype, device=like.device)
 
     def exp(self, x, v):
         r = _safe_norm(v)

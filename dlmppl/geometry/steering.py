@@ -25,6 +25,7 @@ import torch
 
 from .. import manifolds as _m
 from . import geodesics as _g
+from .base import geometry_of
 from .metrics import MetricField
 from .solvers import connecting_geodesic, segment_speeds
 
@@ -73,7 +74,7 @@ def resample_curve(curve, t, *, metric=None, manifold=None, condition=None):
     d = curve.shape[-1]
     a = cb.gather(-2, idx.unsqueeze(-1).expand(idx.shape + (d,))).squeeze(-2)
     b = cb.gather(-2, (idx + 1).unsqueeze(-1).expand(idx.shape + (d,))).squeeze(-2)
-    if manifold is None or _m.is_euclidean(manifold):
+    if manifold is None or geometry_of(manifold).flat:
         return a + w * (b - a)
     return _g.expmap(manifold, a, w * _g.logmap(manifold, a, b))
 

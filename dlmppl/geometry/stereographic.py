@@ -134,9 +134,14 @@ class StereographicGeometry(Geometry):
             return self.manifold.c
         return self.manifold.k
 
-    def may_wrap(self) -> bool:
-        """Whether κ may be positive (then ``exp`` wraps around and laws sum over preimages)."""
-        return not isinstance(self.manifold, geoopt.PoincareBall)
+    def wrap_period(self, like):
+        """``2π/√κ`` where κ > 0 (great circles of the sphere of radius ``1/√κ``), ``inf`` elsewhere;
+        ``None`` for the Poincaré ball (κ < 0 by construction)."""
+        if isinstance(self.manifold, geoopt.PoincareBall):
+            return None
+        k = self.k(like)
+        pos = k > 0
+        return torch.where(pos, 2 * math.pi / torch.where(pos, k, torch.ones_like(k)).sqrt(), torch.full_like(k, math.inf))
 
 
 geometry_of.register(geoopt.Stereographic, StereographicGeometry)

@@ -37,9 +37,9 @@ from pyro.nn.module import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 from torch.distributions import biject_to
 
-from .. import manifolds as _m
 from ..constraints import ManifoldConstraint
 from ..constraints import manifold as manifold_constraint
+from ..geometry import geometry_of
 
 __all__ = ["AutoManifoldNormal", "init_to_manifold_sample"]
 
@@ -68,7 +68,7 @@ def _is_identity(t) -> bool:
 
 
 def _tangent_dim(M, event_shape) -> int:
-    return _m.manifold_dim(M, event_shape)
+    return geometry_of(M).intrinsic_dim(event_shape)
 
 
 class AutoManifoldNormal(AutoGuide):
@@ -123,9 +123,9 @@ class AutoManifoldNormal(AutoGuide):
                 event_dim = support.event_dim
                 init_loc = M.projx(value).detach()
                 self._manifolds[name] = M
-                kind = "sphere" if _m.is_sphere(M) else "wrapped"
-                if kind == "wrapped" and _m.is_euclidean(M):
-                    kind = "euclidean"
+                g = geometry_of(M)
+                # the unit sphere gets a Power Spherical factor, flat spaces a normal, the rest wrapped normals
+                kind = "euclidean" if g.flat else ("sphere" if g.name == "Sphere" else "wrapped")
             else:
                 with helpful_support_errors(site):
                     init_loc = biject_to(support).inv(value).detach()

@@ -38,6 +38,7 @@ from pyro.optim import PyroOptim
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER
 
 from ..constraints import ManifoldConstraint
+from ..geometry import geometry_of
 
 __all__ = ["RiemannianAdam", "RiemannianSGD", "manifold_of_param"]
 
@@ -75,7 +76,7 @@ class _ManifoldMixin:
     @torch.no_grad()
     def stabilize_group(self, group):
         super().stabilize_group(group)
-        if isinstance(self._default_manifold, geoopt.Euclidean):
+        if geometry_of(self._default_manifold).flat:  # projx is the identity
             return
         for p in group["params"]:
             if not isinstance(p, (geoopt.ManifoldParameter, geoopt.ManifoldTensor)):
