@@ -332,7 +332,11 @@ class WrappedNormal(ManifoldLocScale):
         period = torch.where(pos, period, torch.ones_like(period))
         n = torch.arange(1, n_max + 1, dtype=r.dtype, device=r.device)
         n = torch.cat([n, -n]).reshape((-1,) + (1,) * r.dim())
-        qxi = q / r.pow(2)  # Σ ξ_i²/σ_i², ξ = v/r
+        # Σ ξ_i²/σ_i², ξ = v/r; at v = 0 exactly (z = loc) the direction is undefined: the mean of
+        # 1/σ_i² (exact for an isotropic scale and in one dimension; for d ≥ 2 the density has an
+        # integrable singularity there anyway)
+        inv_var = self.scale.pow(-2).mean(-1, keepdim=True)
+        qxi = torch.where(q > 0, q / r.pow(2), inv_var.expand(torch.broadcast_shapes(q.shape, inv_var.shape)))
         s = r + n * period  # signed lengths of the other preimages
         terms = -0.5 * (s.pow(2) - r.pow(2)) * qxi + (d - 1) * (s.abs().log() - r.log())
         terms = torch.where(pos, terms, torch.full_like(terms, -math.inf))

@@ -449,3 +449,12 @@ def test_bad_inputs_raise_value_error_naming_the_argument():
         dist.log_prob(_t([2.0, 0.0, 0.0]))
     # validation off: no check
     WrappedNormal(M.PoincareBall(1.0), torch.zeros(d, dtype=D), _t(-1.0), validate_args=False)
+
+
+def test_one_dimensional_positive_curvature_density_is_continuous_at_loc():
+    """At z = loc exactly the wrap factor used Σ ξ²/σ² = 0/0 → 0 (found by the flat-circle test of
+    tests/geometry/test_toy_family.py): log_prob(loc) was log(2n+1) too high on a circle of κ > 0."""
+    man = M.SphereProjection(c=1.0)
+    d = WrappedNormal(man, torch.zeros(1, dtype=D), torch.tensor(2.5, dtype=D))
+    at, near = d.log_prob(torch.zeros(1, dtype=D)), d.log_prob(torch.full((1,), 1e-9, dtype=D))
+    torch.testing.assert_close(at, near, rtol=1e-12, atol=1e-12)
