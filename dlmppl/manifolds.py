@@ -74,12 +74,6 @@ __all__ = [
     "UpperHalf",
     "CurvatureParameter",
     "curvature",
-    "is_stereographic",
-    "is_sphere",
-    "is_lorentz",
-    "is_euclidean",
-    "is_stiefel",
-    "is_spd",
     "manifold_dim",
 ]
 
@@ -412,51 +406,18 @@ class CurvatureParameter(torch.nn.Module):
         return self.sign * _softplus(self.raw)
 
 
-def _base(manifold):
-    while isinstance(manifold, Scaled):
-        manifold = manifold.base
-    return manifold
-
-
-def is_stereographic(manifold) -> bool:
-    return isinstance(_base(manifold), geoopt.Stereographic)
-
-
-def is_sphere(manifold) -> bool:
-    return isinstance(_base(manifold), geoopt.Sphere)
-
-
-def is_lorentz(manifold) -> bool:
-    return isinstance(_base(manifold), geoopt.Lorentz)
-
-
-def is_euclidean(manifold) -> bool:
-    return isinstance(_base(manifold), geoopt.Euclidean)
-
-
-def is_stiefel(manifold) -> bool:
-    return isinstance(_base(manifold), geoopt.Stiefel)
-
-
-def is_spd(manifold) -> bool:
-    return isinstance(_base(manifold), geoopt.SymmetricPositiveDefinite)
-
-
 def curvature(manifold) -> torch.Tensor:
-    """Sectional curvature of a constant-curvature manifold as a tensor.
+    """Sectional curvature of a constant-curvature manifold as a tensor (its family's
+    ``sectional_curvature``): sphere ``1``; Euclidean ``0``; κ-stereographic / Poincaré ball
+    ``k``; Lorentz(k) ``-1/k``; keeps the graph of a learnable curvature.  ``ValueError``
+    for other manifolds."""
+    from .geometry import geometry_of
 
-    Sphere: ``1``; Euclidean: ``0``; κ-stereographic / Poincaré ball: ``k``;
-    Lorentz(k): ``-1/k``.  Raises ``ValueError`` for other manifolds.
-    """
-    if is_stereographic(manifold):
-        return _base(manifold).k
-    if is_lorentz(manifold):
-        return -1.0 / _base(manifold).k
-    if is_sphere(manifold):
-        return torch.tensor(1.0)
-    if is_euclidean(manifold):
-        return torch.tensor(0.0)
-    raise ValueError(f"curvature: {type(manifold).__name__} has no constant sectional curvature")
+    g = geometry_of(manifold)
+    if not hasattr(g, "sectional_curvature"):
+        raise ValueError(f"curvature: {type(manifold).__name__} has no constant sectional curvature")
+    k = getattr(manifold, "k", None)
+    return g.sectional_curvature(k if isinstance(k, torch.Tensor) else torch.zeros(()))
 
 
 def manifold_dim(manifold, event_shape) -> int:
