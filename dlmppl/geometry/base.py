@@ -145,7 +145,7 @@ class Geometry:
         d = self.intrinsic_dim(event)
         E = torch.eye(D, dtype=x.dtype, device=x.device).reshape((D,) + event)
         xb = x.unsqueeze(len(batch))  # batch + (1,) + event
-        P = self.proju(xb, E)  # batch + (D,) + event
+        P = self.proju(xb, E).expand(batch + (D,) + event)  # (some proju ignore x: broadcast)
         G = self.inner(xb.unsqueeze(len(batch)), P.unsqueeze(len(batch) + 1), P.unsqueeze(len(batch)))
         G = 0.5 * (G + G.transpose(-1, -2))
         lam, U = torch.linalg.eigh(G)
