@@ -6,6 +6,7 @@ import math
 
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 from pyro.infer import MCMC, NUTS, config_enumerate
 from pyro.infer.autoguide import init_to_value
@@ -41,6 +42,7 @@ def _means(kernel, seed, n=150, warmup=75):
     return torch.cat([s["w"].reshape(n, 1), s["loc"]], -1)
 
 
+@pytest.mark.statistical
 def test_enumerated_gmm_matches_pyro_nuts():
     """Same posterior of (w, loc) as Pyro's NUTS: difference of the means within k standard errors."""
     ours = _means(RiemannianNUTS(gmm, max_plate_nesting=1, init_strategy=_INIT), st.seed(0))
