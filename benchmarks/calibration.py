@@ -13,6 +13,7 @@ Usage::
     python benchmarks/calibration.py                      # seeds 0..19, all statistical tests
     python benchmarks/calibration.py --seeds 0-4 --jobs 2 # 5 seeds, 2 xdist workers per run
     python benchmarks/calibration.py --seeds 0,1 tests/distributions/test_kl.py --out /tmp/cal.md
+    python benchmarks/calibration.py --xml-dir .calibration   # resumable: seeds already there are reused
 
 Positional arguments are passed to pytest (test paths, ``-k`` expressions after ``--``).
 The exit status is 1 when a test fails more often than ``--max-failures`` (default 1, the
@@ -116,6 +117,19 @@ def run_seed(seed: int, jobs: int, pytest_args: list[str], xml: Path, timeout: f
     return rc, wall
 
 
+def _claim(xml_dir: Path, pytest_args: list[str]) -> None:
+    """Record the commit (and test selection) the XMLs of ``xml_dir`` belong to; ``SystemExit`` for another."""
+    xml_dir.mkdir(parents=True, exist_ok=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "dlmppl", "tests"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    stamp = head + (" +uncommitted changes" if dirty else "") + (" " + " ".join(pytest_args) if pytest_args else "")
+    f = xml_dir / "COMMIT"
+    if f.exists() and f.read_text().strip() != stamp:
+        raise SystemExit(f"--xml-dir {xml_dir}: its results are of {f.read_text().strip()}, this tree is {stamp}")
+    f.write_text(stamp + "\n")
+
+
 def table(results: dict[int, dict], seeds: list[int]) -> list[dict]:
     rows = defaultdict(lambda: {"runs": 0, "fail": [], "time": 0.0, "msg": ""})
     for s in seeds:
@@ -183,6 +197,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_calibration.md"), help="markdown table to write")
     ap.add_argument("--max-failures", type=int, default=1, help="exit 1 if a test fails more often (default 1)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per seed's pytest run (default: none)")
+    ap.add_argument("--xml-dir", default=None,
+                    help="keep each seed's JUnit XML here and reuse those already there (resume an interrupted "
+                         "run; the directory records the commit and refuses another)")
     ap.add_argument("pytest_args", nargs="*", help="passed to pytest (paths; '-k EXPR' after '--')")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
@@ -191,8 +208,16 @@ def main(argv=None):
     results, walls = {}, {}
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
+        xml_dir = Path(args.xml_dir) if args.xml_dir else Path(tmp)
+        if args.xml_dir:
+            _claim(xml_dir, args.pytest_args)
         for s in seeds:
-            xml = Path(tmp) / f"seed_{s}.xml"
+            xml = xml_dir / f"seed_{s}.xml"
+            if args.xml_dir and xml.exists():  # a seed an earlier run of this commit finished
+                results[s] = parse_junit(xml)
+                walls[s] = sum(t for _, t, _ in results[s].values())
+                print(f"seed {s}: reused {xml}", flush=True)
+                continue
             _, walls[s] = run_seed(s, args.jobs, args.pytest_args, xml, args.timeout)
             results[s] = parse_junit(xml) if xml.exists() else {}
             # the table so far after every seed: an interrupted run still leaves its record
