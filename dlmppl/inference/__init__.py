@@ -13,8 +13,7 @@
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
-from .hmc import DivergenceWarning, RiemannianHMC, SamplerWarning, StepSizeWarning
-from .nuts import RiemannianNUTS
+from .kernels import DivergenceWarning, RiemannianHMC, RiemannianNUTS, SamplerWarning, StepSizeWarning
 from .optim import RiemannianAdam, RiemannianSGD
 
 __all__ = [

@@ -9,7 +9,7 @@ r"""Step-size and mass adaptation as functions of explicit state.
   (isotropic) inverse mass of a manifold site from draws of a warm-up window
   (Stan's windowed, regularised variance estimate; Carpenter et al. 2017).
 
-The kernels (:mod:`dlmppl.inference.hmc`) use them for their manifold sites and
+The kernels (:mod:`dlmppl.inference.kernels`) use them for their manifold sites and
 Pyro's ``WarmupAdapter`` for their Euclidean ones; the many-chain sampler of
 :mod:`dlmppl.models.intrinsic` uses them for everything.
 """

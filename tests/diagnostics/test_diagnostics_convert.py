@@ -225,7 +225,7 @@ def test_bad_source_raises():
 @pytest.mark.slow
 def test_from_riemannian_hmc_real_kernel(tmp_path):
     from dlmppl.distributions.von_mises_fisher import VonMisesFisher
-    from dlmppl.inference.hmc import RiemannianHMC
+    from dlmppl.inference.kernels import RiemannianHMC
 
     mu0 = torch.tensor([0.0, 0.6, 0.8])
     x = VonMisesFisher(mu0, torch.tensor(10.0)).sample((20,))
@@ -259,7 +259,7 @@ def test_riemannian_kernel_diagnostics_read_as_pyros(y):
     """mcmc.diagnostics() prints as Pyro's (no per-draw arrays); the per-draw stats reach
     to_inference_data's sample_stats group (issue 12)."""
     from dlmppl.inference import RiemannianNUTS
-    from dlmppl.inference.hmc import SampleStats
+    from dlmppl.inference.kernels import SampleStats
 
     mcmc = MCMC(RiemannianNUTS(normal_model), num_samples=30, warmup_steps=20, num_chains=1, disable_progbar=True)
     mcmc.run(y)

@@ -95,7 +95,7 @@ def test_intrinsic_uniform_site_sampled_by_riemannian_nuts():
     """KS test of the radius on the chain thinned by 2τ, false alarm 1e-4.  τ varies with the adapted
     step: 3.9-4.2 on seeds 0-2, 9.5 on seed 3 (1500 draws kept only 79 there): 3000 draws keep
     ≥ 150 of the 100 the test needs (the wrong law, det G, is 0.3 away in CDF: p ≈ 1e-6 at 80)."""
-    from dlmppl.inference.nuts import RiemannianNUTS
+    from dlmppl.inference.kernels import RiemannianNUTS
 
     def model():
         pyro.sample("z", IntrinsicUniform(poincare(), radius=R))

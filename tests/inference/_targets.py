@@ -13,7 +13,7 @@ from pyro.ops.integrator import potential_grad
 
 from dlmppl import manifolds
 from dlmppl.distributions.base import ManifoldDistribution
-from dlmppl.inference.hmc import RiemannianHMC
+from dlmppl.inference.kernels import RiemannianHMC
 
 
 class TiltedSphere(ManifoldDistribution):

@@ -21,9 +21,8 @@ import torch
 
 from dlmppl import manifolds
 from dlmppl.constraints import violation
-from dlmppl.inference.hmc import RiemannianHMC
 from dlmppl.inference.integrators import geometry_of, riemannian_leapfrog
-from dlmppl.inference.nuts import RiemannianNUTS
+from dlmppl.inference.kernels import RiemannianHMC, RiemannianNUTS
 
 F64 = torch.float64
 

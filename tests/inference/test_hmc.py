@@ -9,8 +9,8 @@ from pyro.infer import MCMC
 
 from dlmppl import manifolds
 from dlmppl.constraints import violation
-from dlmppl.inference.hmc import RiemannianHMC
 from dlmppl.inference.integrators import geometry_of
+from dlmppl.inference.kernels import RiemannianHMC
 from tests import statistical as st
 from tests.inference._targets import (
     SymplecticEulerHMC,

@@ -8,8 +8,8 @@ import torch
 
 from dlmppl import manifolds
 from dlmppl.distributions import WrappedNormal
-from dlmppl.inference.hmc import manifold_variance
 from dlmppl.inference.integrators import geometry_of
+from dlmppl.inference.kernels import manifold_variance
 from tests.statistical import assert_mc_estimate
 
 pytestmark = pytest.mark.statistical

@@ -17,9 +17,8 @@ from pyro.infer import MCMC
 
 from dlmppl import manifolds
 from dlmppl.distributions.wrapped_normal import WrappedNormal
-from dlmppl.inference.hmc import RiemannianHMC, manifold_variance
 from dlmppl.inference.integrators import geometry_of
-from dlmppl.inference.nuts import RiemannianNUTS
+from dlmppl.inference.kernels import RiemannianHMC, RiemannianNUTS, manifold_variance
 from tests import statistical as st
 from tests.inference._targets import TiltedSphere, scipy_vmf, vmf_model, vmf_mrl
 

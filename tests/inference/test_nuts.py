@@ -14,7 +14,7 @@ from dlmppl import manifolds
 from dlmppl.constraints import violation
 from dlmppl.distributions.von_mises_fisher import VonMisesFisher
 from dlmppl.distributions.wrapped_normal import WrappedNormal
-from dlmppl.inference.nuts import RiemannianNUTS
+from dlmppl.inference.kernels import RiemannianNUTS
 from tests import statistical as st
 from tests.inference._targets import mixed_model, mixed_posterior_means, scipy_vmf, vmf_model, vmf_mrl
 

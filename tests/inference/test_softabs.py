@@ -7,8 +7,7 @@ import torch
 from pyro.infer import MCMC
 
 from dlmppl import manifolds
-from dlmppl.inference.hmc import RiemannianHMC
-from dlmppl.inference.nuts import RiemannianNUTS
+from dlmppl.inference.kernels import RiemannianHMC, RiemannianNUTS
 from dlmppl.inference.softabs import SoftAbsIntegrator, softabs
 from tests import statistical as st
 
