@@ -427,8 +427,7 @@ def plot_latent_interpolation(
     if sphere:
         t = np.linspace(0, 2 * np.pi, 361)
         ax.plot(2 * np.cos(t), 2 * np.sin(t), color="0.3", lw=1.0)
-    elif manifold is not None and math.isfinite(_chart_radius(manifold)):
-        R = _chart_radius(manifold)
+    elif manifold is not None and math.isfinite(R := _chart_radius(manifold)):
         t = np.linspace(0, 2 * np.pi, 361)
         ax.plot(R * np.cos(t), R * np.sin(t), color="0.3", lw=1.0)
     bg = proj(Z)

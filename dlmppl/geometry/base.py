@@ -298,7 +298,7 @@ def frechet_mean(geometry, points, weights=None, iters=100, tol=None, step=1.0, 
     w = weights.reshape(weights.shape + (1,) * (points.dim() - weights.dim()))
     if tol is None:
         tol = 1e-10 if points.dtype == torch.float64 else 1e-6
-    if getattr(geometry, "flat", False) and init is None:
+    if geometry.flat and init is None:
         return (w * points).sum(0)
 
     def objective(m, pts=points, ww=weights):

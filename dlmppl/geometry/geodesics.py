@@ -172,17 +172,14 @@ def _as_t(t, like):
 
 
 def _geometry(manifold, stiefel_tol=None, stiefel_max_iter=None):
+    """``geometry_of(manifold)`` (a fresh instance) with the Stiefel logarithm's options set on it."""
     g = geometry_of(manifold)
-    if stiefel_tol is not None or stiefel_max_iter is not None:
-        import copy
-
-        g = copy.copy(g)
-        for part in [g, getattr(g, "base", None), *getattr(g, "parts", [])]:
-            if part is not None and hasattr(part, "log_tol"):
-                if stiefel_tol is not None:
-                    part.log_tol = stiefel_tol
-                if stiefel_max_iter is not None:
-                    part.log_max_iter = stiefel_max_iter
+    for part in [g, getattr(g, "base", None), *getattr(g, "parts", [])]:
+        if part is not None and hasattr(part, "log_tol"):
+            if stiefel_tol is not None:
+                part.log_tol = stiefel_tol
+            if stiefel_max_iter is not None:
+                part.log_max_iter = stiefel_max_iter
     return g
 
 

@@ -29,7 +29,7 @@ class ScaledGeometry(Geometry):
         self.name = f"Scaled({self.base.name})"
         self.bounds = self.base.bounds
         self.compact = self.base.compact
-        self.flat = getattr(self.base, "flat", False)
+        self.flat = self.base.flat
 
     def exp(self, x, v):
         return self.base.exp(x, v)

@@ -173,8 +173,7 @@ class SphereGeometry(Geometry):
 
     def exp_frame(self, x, w):
         """``exp_x`` of the tangent vector with frame coordinates ``w``; renormalised onto the sphere."""
-        r = _safe_norm(w)
-        z = torch.cos(r) * x + torch.sinc(r / math.pi) * self.to_ambient(x, w)
+        z = self.exp(x, self.to_ambient(x, w))
         return z / _safe_norm(z)
 
     def log_frame(self, x, y):
