@@ -94,7 +94,7 @@ from .. import kmath
 from ..geometry import geometry_of
 from .base import ManifoldLocScale
 
-__all__ = ["WrappedNormal"]
+__all__ = ["WrappedNormal", "register_wrapped_normal"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -227,6 +227,40 @@ def _wrap_count(sigma_over_period: float, d: int) -> int:
     return int(min(math.ceil(t * sigma_over_period + 0.5), 10_000))
 
 
+_FAMILY_LAWS: dict = {}
+"""Geometry class -> the :class:`WrappedNormal` subclass that implements the law on that family."""
+
+
+def register_wrapped_normal(geometry_cls):
+    """Class decorator: the subclass of :class:`WrappedNormal` that ``WrappedNormal(M, …)`` builds for a
+    manifold ``M`` whose :func:`~dlmppl.geometry.geometry_of` is a ``geometry_cls`` (or a subclass).
+
+    For families whose wrapped normal is not the constant-curvature construction of this module
+    (SO(3): a Lie-group exponential of matrices; the torus: a wrap in every coordinate; RP^n: an
+    antipodal symmetrisation).  ``isinstance(WrappedNormal(M, …), WrappedNormal)`` stays true.
+    """
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, WrappedNormal)):
+            raise TypeError(f"register_wrapped_normal: {cls!r} is not a subclass of WrappedNormal")
+        _FAMILY_LAWS[geometry_cls] = cls
+        return cls
+
+    return deco
+
+
+def _family_law(manifold):
+    """The registered subclass for ``manifold``'s family, or ``None``."""
+    try:
+        g = geometry_of(manifold)
+    except ValueError:
+        return None  # __init__ raises the error that names the manifold
+    for k in type(g).__mro__:
+        if k in _FAMILY_LAWS:
+            return _FAMILY_LAWS[k]
+    return None
+
+
 class WrappedNormal(ManifoldLocScale):
     r"""Wrapped normal ``exp_loc(PT_{o→loc}(v))``, ``v ~ N(0, diag σ²)``; see the module docstring.
 
@@ -255,6 +289,15 @@ class WrappedNormal(ManifoldLocScale):
 
     _geometry_of = staticmethod(_geometry)
     _expand_attrs = ("_geometry", "_dim", "_isotropic")
+
+    def __new__(cls, *args, **kwargs):
+        # families with their own construction (register_wrapped_normal) get their subclass
+        if cls is WrappedNormal:
+            manifold = kwargs["manifold"] if "manifold" in kwargs else (args[0] if args else None)
+            sub = _family_law(manifold) if manifold is not None else None
+            if sub is not None:
+                return super().__new__(sub)
+        return super().__new__(cls)
 
     def _scale_shape(self, scale, d):
         """Isotropic ``batch + (1,)`` (a ``batch`` scale gets its trailing 1) or diagonal ``batch + (d,)``."""
