@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -65,3 +66,85 @@ def test_digits():
     assert x.min() >= 0 and x.max() <= 1 and set(y.unique().tolist()) == set(range(10))
     xb, _ = D.digits(binarize=True)
     assert set(xb.unique().tolist()) == {0.0, 1.0}
+
+
+# ------------------------------------------------------------------ images with a known latent topology
+
+
+@pytest.mark.parametrize(
+    "fn, ydim, channels",
+    [(D.rotating_sprite, (1,), 1), (D.clock, (2,), 1), (D.rotating_segment, (1,), 1), (D.rotating_object, (3, 3), 3)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topology_images_shapes_and_range(fn, ydim, channels, dtype):
+    x, y = fn(7, size=12, dtype=dtype)
+    assert x.shape == (7, channels * 144) and y.shape == (7,) + ydim
+    assert x.dtype == dtype and y.dtype == dtype
+    assert bool(((x >= 0) & (x <= 1)).all()) and float(x.amax()) > 0.5
+    x0, y0 = fn(0, size=12, dtype=dtype)
+    assert x0.shape == (0, channels * 144) and y0.shape == (0,) + ydim
+    xn, _ = fn(3, size=12, noise=0.1, dtype=dtype)
+    assert bool(((xn >= 0) & (xn <= 1)).all())
+
+
+def test_topology_images_factor_ranges():
+    pyro.set_rng_seed(st.seed(1))
+    _, th = D.rotating_sprite(500)
+    assert th.abs().max() <= math.pi and th.min() < -2.5 and th.max() > 2.5
+    _, th = D.rotating_segment(500)
+    assert th.abs().max() <= math.pi / 2 and th.min() < -1.3 and th.max() > 1.3
+    _, R = D.rotating_object(50)
+    eye = torch.eye(3).expand(50, 3, 3)
+    torch.testing.assert_close(R.transpose(-1, -2) @ R, eye, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(50), atol=1e-5, rtol=0)
+
+
+def test_topology_images_identify_their_factor_and_nothing_more():
+    """The image is a function of the factor on its quotient: equal where the topology says the
+    factors are the same point (θ and θ + 2π; a segment's θ and θ + π), different elsewhere."""
+    th = torch.tensor([0.3, -2.0, 1.2], dtype=torch.float64)
+    a = D.rotating_sprite(size=16, theta=th, dtype=torch.float64)[0]
+    torch.testing.assert_close(a, D.rotating_sprite(size=16, theta=th + 2 * math.pi, dtype=torch.float64)[0])
+    assert (a - D.rotating_sprite(size=16, theta=th + math.pi, dtype=torch.float64)[0]).abs().amax() > 0.5  # no 180° symmetry
+    s = D.rotating_segment(size=16, theta=th, dtype=torch.float64)[0]
+    torch.testing.assert_close(s, D.rotating_segment(size=16, theta=th + math.pi, dtype=torch.float64)[0])
+    assert (s - D.rotating_segment(size=16, theta=th + math.pi / 2, dtype=torch.float64)[0]).abs().amax() > 0.5
+    c = D.clock(size=16, theta=torch.tensor([[0.3, 2.0]], dtype=torch.float64), dtype=torch.float64)[0]
+    c_swap = D.clock(size=16, theta=torch.tensor([[2.0, 0.3]], dtype=torch.float64), dtype=torch.float64)[0]
+    assert (c - c_swap).abs().amax() > 0.3  # the hands are distinguishable: T², not the symmetric square
+    # the coloured tetrahedron: no rotation other than the identity leaves its image unchanged
+    R = D.random_rotations(200, dtype=torch.float64)
+    img = D.rotating_object(size=16, rotations=R, dtype=torch.float64)[0]
+    ref = D.rotating_object(size=16, rotations=torch.eye(3, dtype=torch.float64)[None], dtype=torch.float64)[0]
+    angle = torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
+    far = angle > 0.5
+    assert (img[far] - ref).abs().amax(-1).min() > 0.2
+
+
+def test_topology_images_are_continuous_in_the_factor():
+    th = torch.linspace(-math.pi, math.pi, 200, dtype=torch.float64)
+    x = D.rotating_sprite(size=16, theta=th, dtype=torch.float64)[0]
+    step = (x[1:] - x[:-1]).abs().amax(-1)
+    assert float(step.max()) < 0.5  # smooth rendering: a small rotation changes pixels a little
+
+
+def test_topology_images_bad_arguments():
+    with pytest.raises(ValueError, match="size"):
+        D.clock(5, size=2)
+    with pytest.raises(ValueError, match="noise"):
+        D.rotating_segment(5, noise=-1.0)
+    with pytest.raises(ValueError, match="theta"):
+        D.clock(theta=torch.zeros(4))
+    with pytest.raises(ValueError, match="rotations"):
+        D.rotating_object(rotations=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="n must"):
+        D.rotating_sprite(-1)
+
+
+@pytest.mark.statistical
+def test_random_rotations_are_haar():
+    """Haar on SO(3): the rotation angle has density (1 - cos ω)/π on [0, π] (KS, false alarm ALPHA)."""
+    pyro.set_rng_seed(st.seed(2))
+    R = D.random_rotations(4000, dtype=torch.float64)
+    omega = torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)).numpy()
+    st.assert_ks(omega, lambda w: (w - np.sin(w)) / math.pi)
