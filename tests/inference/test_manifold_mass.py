@@ -55,7 +55,10 @@ def test_concentrated_vmf_hmc_with_mass_adaptation():
     kernel = RiemannianHMC(vmf_model(LOC, torch.tensor(KAPPA, dtype=torch.float64)), trajectory_length=1.0)
     mcmc = _run(kernel, 3000, 150)  # τ ≈ 7 (1200 draws kept 86 after thinning on seed 0): 3000 keep ≈ 200
     x = mcmc.get_samples()["x"]
-    assert 0.3 / KAPPA < kernel.manifold_inverse_mass["x"] < 3.0 / KAPPA
+    # adapted to the target's scale, 1/κ per dimension: within a factor 10 (the unit mass is 1000/κ).
+    # The estimate comes from the last warm-up window's ~75 autocorrelated draws; a factor-3 band
+    # failed 1 of 9 calibration seeds (3.4/κ under DLMPPL_TEST_SEED=8 on 709f10e).
+    assert 0.1 / KAPPA < kernel.manifold_inverse_mass["x"] < 10.0 / KAPPA
     st.assert_mean(x @ LOC, vmf_mrl(3, KAPPA), what="mean resultant length", alpha=st.ALPHA / 2,
                    max_mcse=0.08 * (1 - vmf_mrl(3, KAPPA)))
     st.assert_same_law(x, scipy_vmf(LOC, KAPPA, 3000), x_chain=True, what="HMC vMF κ=1000", alpha=st.ALPHA / 2)
