@@ -142,3 +142,12 @@ def test_binomial_rate_and_majority():
         st.majority(lambda i: i == 0, n=3, need=2)
     with pytest.raises(AssertionError, match="0 of 2 seeds run"):
         st.majority(lambda i: False, n=3, need=2)  # decided after two failures
+
+
+def test_assert_same_law_can_reject_below_the_default_floor():
+    """With a Bonferroni share ``alpha < 1e-4`` the permutation budget grows so that the
+    smallest p-value is below ``alpha``: clearly different laws are refused (with the fixed
+    budget of 9999 permutations the p-value could not go below 1e-4 and this passed)."""
+    x, y = torch.randn(400, 3), 1.5 * torch.randn(400, 3)
+    with pytest.raises(AssertionError):
+        st.assert_same_law(x, y, alpha=st.ALPHA / 4)
