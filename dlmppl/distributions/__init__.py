@@ -9,16 +9,19 @@ from . import kl  # noqa: F401  (registers the closed-form KL divergences with t
 from .base import ManifoldDistribution
 from .intrinsic import IntrinsicUniform
 from .power_spherical import PowerSpherical
+from .projective import AngularCentralGaussian, ProjectiveWrappedNormal
 from .riemannian_normal import RiemannianNormal, riemannian_normal_log_normalizer
 from .uniform import ManifoldUniform, log_volume
 from .von_mises_fisher import VonMisesFisher, vmf_log_normalizer, vmf_mean_resultant_length
 from .wrapped_normal import WrappedNormal
 
 __all__ = [
+    "AngularCentralGaussian",
     "IntrinsicUniform",
     "ManifoldDistribution",
     "ManifoldUniform",
     "PowerSpherical",
+    "ProjectiveWrappedNormal",
     "RiemannianNormal",
     "VonMisesFisher",
     "WrappedNormal",

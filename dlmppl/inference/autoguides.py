@@ -10,7 +10,10 @@ r"""Autoguides for models with manifold-valued latent variables.
   Hyperbolic Space for Gradient-Based Learning", ICML 2019; Skopek et al.,
   "Mixed-curvature Variational Autoencoders", ICLR 2020) on every other
   manifold site, with its location a manifold parameter on the site's
-  manifold and a positive scale per tangent direction;
+  manifold and a positive scale per tangent direction (``WrappedNormal(M, …)``
+  builds the family's own law where one is registered: on ``RP^n``, whose
+  geometry is not the sphere's, the antipodally symmetric
+  :class:`~dlmppl.distributions.projective.ProjectiveWrappedNormal`);
 * a normal on the unconstrained value of every other site (as ``AutoNormal``),
   pushed through ``biject_to(support)``.
 
