@@ -72,6 +72,7 @@ __all__ = [
     "Stiefel",
     "SymmetricPositiveDefinite",
     "UpperHalf",
+    "ProjectiveSpace",
     "CurvatureParameter",
     "curvature",
     "manifold_dim",
@@ -426,3 +427,7 @@ def manifold_dim(manifold, event_shape) -> int:
     from .geometry import geometry_of
 
     return geometry_of(manifold).intrinsic_dim(tuple(event_shape))
+
+
+# manifolds geoopt does not have, each defined with its geometry in dlmppl/geometry/ (issue 13)
+from .geometry.projective import ProjectiveSpace  # noqa: E402
