@@ -163,7 +163,10 @@ def matrix_fisher_log_normalizer(s):
     s1, s2, s3 = (s[..., i : i + 1] for i in range(3))
     a, b = 0.5 * (s2 - s3), 0.5 * (s2 + s3)
     lam = s1 + s3
-    integrand = 0.5 * torch.special.i0e(a * t) * torch.special.i0e(b * (2 - t)) * torch.exp(-lam * t)
+    # a, b ≥ 0: the shift by tiny selects the one-sided derivative of i0e(x) = e^{-|x|} I₀(x) at x = 0
+    # (torch gives the mean of the two sides there, wrong for ties s₂ = s₃ or s₂ = -s₃)
+    tiny = torch.finfo(s.dtype).tiny
+    integrand = 0.5 * torch.special.i0e(a * t + tiny) * torch.special.i0e(b * (2 - t) + tiny) * torch.exp(-lam * t)
     return s.sum(-1) + (integrand * w).sum(-1).log()
 
 
