@@ -173,13 +173,40 @@ def matrix_to_quaternion(r):
     return torch.cat([torch.cos(half), coef * w], -1)
 
 
+class _Polar(torch.autograd.Function):
+    """Nearest rotation with the derivative of the polar factor (no ``1/(sᵢ - sⱼ)`` of the SVD's backward).
+
+    ``X = R P`` with ``P = V diag(λ) Vᵀ`` symmetric (``λ = D s``, ``D`` the det fix); ``dR = R Ω``
+    with ``PΩ + ΩP = RᵀdX - dXᵀR``, solved in the eigenbasis of ``P`` (``Ω̂ᵢⱼ = Ĉᵢⱼ/(λᵢ + λⱼ)``):
+    finite at ``X ∈ SO(3)`` (all ``sᵢ = 1``), where it is the projection ``R skew(RᵀG)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        u, s, vh = torch.linalg.svd(x)
+        d = torch.linalg.det(u @ vh)
+        one = torch.ones_like(d)
+        fix = torch.stack([one, one, torch.where(d < 0, -one, one)], -1)
+        r = (u * fix.unsqueeze(-2)) @ vh
+        ctx.save_for_backward(r, vh, s * fix)
+        return r
+
+    @staticmethod
+    def backward(ctx, g):
+        r, vh, lam = ctx.saved_tensors
+        v = vh.transpose(-1, -2)
+        h = vh @ r.transpose(-1, -2) @ g @ v
+        den = lam.unsqueeze(-1) + lam.unsqueeze(-2)
+        k = h / torch.where(den.abs() > 0, den, torch.ones_like(den))
+        w = v @ k @ vh
+        return r @ (w - w.transpose(-1, -2))
+
+
 def _polar(x):
     """Nearest rotation (Frobenius) of ``(..., 3, 3)``: ``U diag(1, 1, det UVᵀ) Vᵀ`` from the SVD."""
-    u, _, vh = torch.linalg.svd(x)
-    d = torch.linalg.det(u @ vh)
-    fix = torch.ones(x.shape[:-2] + (3,), dtype=x.dtype, device=x.device)
-    fix = torch.cat([fix[..., :2], torch.where(d.unsqueeze(-1) < 0, -fix[..., 2:], fix[..., 2:])], -1)
-    return (u * fix.unsqueeze(-2)) @ vh
+    if x.numel() == 0:
+        return x.clone()
+    return _Polar.apply(x)
 
 
 def _proju(x, u):
