@@ -11,6 +11,14 @@ from .intrinsic import IntrinsicUniform
 from .power_spherical import PowerSpherical
 from .projective import AngularCentralGaussian, ProjectiveWrappedNormal
 from .riemannian_normal import RiemannianNormal, riemannian_normal_log_normalizer
+from .so3 import (
+    IsotropicGaussianSO3,
+    MatrixFisher,
+    SO3WrappedNormal,
+    igso3_angle_cdf,
+    igso3_log_density,
+    matrix_fisher_log_normalizer,
+)
 from .uniform import ManifoldUniform, log_volume
 from .von_mises_fisher import VonMisesFisher, vmf_log_normalizer, vmf_mean_resultant_length
 from .wrapped_normal import WrappedNormal
@@ -18,6 +26,12 @@ from .wrapped_normal import WrappedNormal
 __all__ = [
     "AngularCentralGaussian",
     "IntrinsicUniform",
+    "IsotropicGaussianSO3",
+    "MatrixFisher",
+    "SO3WrappedNormal",
+    "igso3_angle_cdf",
+    "igso3_log_density",
+    "matrix_fisher_log_normalizer",
     "ManifoldDistribution",
     "ManifoldUniform",
     "PowerSpherical",

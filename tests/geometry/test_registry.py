@@ -17,6 +17,7 @@ import torch
 from dlmppl import manifolds as M
 from dlmppl.geometry import Geometry, geometry_of
 from dlmppl.geometry.projective import ProjectiveSpace
+from dlmppl.geometry.so3 import SO3
 
 D = torch.float64
 
@@ -25,7 +26,7 @@ def _point(man, g, batch=(4,)):
     """Points a short random step from the family's origin (the Lorentz case far out)."""
     if isinstance(man, geoopt.ProductManifold):
         return g.join([_point(m, p, batch) for m, p in zip(man.manifolds, g.parts, strict=True)])
-    shape = {"Stiefel": (5, 2), "SymmetricPositiveDefinite": (3, 3)}.get(g.name, (3,))
+    shape = {"Stiefel": (5, 2), "SymmetricPositiveDefinite": (3, 3), "SO3": (3, 3)}.get(g.name, (3,))
     o = g.origin(shape, D).expand(batch + shape)
     v = _tangent(g, o, 0.3)
     if g.name == "Lorentz":  # radius 20: the cancellation-free forms must hold there
@@ -59,6 +60,7 @@ FAMILIES = [
     M.ProductManifold((M.Sphere(), 3), (M.PoincareBall(1.0), 3)),
     M.Scaled(M.Sphere(), 2.0),
     ProjectiveSpace(),
+    SO3(),
 ]
 
 
