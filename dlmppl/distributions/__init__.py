@@ -10,6 +10,7 @@ from .base import ManifoldDistribution
 from .intrinsic import IntrinsicUniform
 from .power_spherical import PowerSpherical
 from .riemannian_normal import RiemannianNormal, riemannian_normal_log_normalizer
+from .torus import OnTorus, TorusVonMises, TorusWrappedNormal, wrapped_normal_log_density
 from .uniform import ManifoldUniform, log_volume
 from .von_mises_fisher import VonMisesFisher, vmf_log_normalizer, vmf_mean_resultant_length
 from .wrapped_normal import WrappedNormal
@@ -19,11 +20,15 @@ __all__ = [
     "ManifoldDistribution",
     "ManifoldUniform",
     "PowerSpherical",
+    "OnTorus",
     "RiemannianNormal",
+    "TorusVonMises",
+    "TorusWrappedNormal",
     "VonMisesFisher",
     "WrappedNormal",
     "log_volume",
     "riemannian_normal_log_normalizer",
     "vmf_log_normalizer",
     "vmf_mean_resultant_length",
+    "wrapped_normal_log_density",
 ]

@@ -16,6 +16,7 @@ import torch
 
 from dlmppl import manifolds as M
 from dlmppl.geometry import Geometry, geometry_of
+from dlmppl.geometry.torus import Torus
 
 D = torch.float64
 
@@ -57,6 +58,7 @@ FAMILIES = [
     M.SymmetricPositiveDefinite(),
     M.ProductManifold((M.Sphere(), 3), (M.PoincareBall(1.0), 3)),
     M.Scaled(M.Sphere(), 2.0),
+    Torus(),
 ]
 
 
