@@ -271,7 +271,7 @@ def geometry_of(manifold) -> Geometry:
     raise ValueError(
         f"manifold: {type(manifold).__name__} is not supported by dlmppl.geometry (supported: Euclidean, "
         "Sphere, Stereographic/PoincareBall/SphereProjection, Lorentz, Stiefel, SymmetricPositiveDefinite, "
-        "ProductManifold, Scaled; register a Geometry with dlmppl.geometry.geometry_of.register)"
+        "ProductManifold, Scaled, Torus; register a Geometry with dlmppl.geometry.geometry_of.register)"
     )
 
 
