@@ -60,19 +60,24 @@ def manifold_attrs(M) -> dict:
 def manifold_from_attrs(attrs):
     """Rebuild the manifold named by :func:`manifold_attrs`.
 
-    ``None`` when the name is unknown, or when a curvature-parametrised model
+    The name is looked up in :mod:`dlmppl.manifolds`, then among the manifold classes
+    registered with :func:`~dlmppl.geometry.geometry_of`.  ``None`` when the name is unknown, or when a curvature-parametrised model
     (κ-stereographic, Lorentz) has no scalar ``manifold_k`` (batched curvature).
     """
     from .. import manifolds as _m
+    from ..geometry import geometry_of
 
     name = attrs.get("manifold")
     if not name:
         return None
     cls = getattr(_m, str(name), None)
     if cls is None:
-        return None
-    from ..geometry import geometry_of
-
+        # a family registered with geometry_of but not re-exported by dlmppl.manifolds (e.g. the
+        # torus): the registered manifold class of that name, if exactly one
+        found = [k for k in geometry_of.registry if isinstance(k, type) and k.__name__ == str(name)]
+        if len(found) != 1:
+            return None
+        cls = found[0]
     try:
         if "manifold_k" in attrs:
             return cls(float(attrs["manifold_k"]))

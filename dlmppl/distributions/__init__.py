@@ -19,6 +19,7 @@ from .so3 import (
     igso3_log_density,
     matrix_fisher_log_normalizer,
 )
+from .torus import OnTorus, TorusVonMises, TorusWrappedNormal, wrapped_normal_log_density
 from .uniform import ManifoldUniform, log_volume
 from .von_mises_fisher import VonMisesFisher, vmf_log_normalizer, vmf_mean_resultant_length
 from .wrapped_normal import WrappedNormal
@@ -36,11 +37,15 @@ __all__ = [
     "ManifoldUniform",
     "PowerSpherical",
     "ProjectiveWrappedNormal",
+    "OnTorus",
     "RiemannianNormal",
+    "TorusVonMises",
+    "TorusWrappedNormal",
     "VonMisesFisher",
     "WrappedNormal",
     "log_volume",
     "riemannian_normal_log_normalizer",
     "vmf_log_normalizer",
     "vmf_mean_resultant_length",
+    "wrapped_normal_log_density",
 ]

@@ -20,6 +20,9 @@ r"""The uniform (normalised Riemannian volume) distribution on a compact manifol
   ``log_prob`` is minus the log volume of the manifold it is given (DESIGN.md, "Base
   measure").
 
+* Flat torus :math:`T^n` (``Torus()``, angles in ``(-π, π]``, ``event_shape = (n,)``):
+  density :math:`(2\pi)^{-n}`, samples ``π - 2π U`` coordinatewise (:mod:`dlmppl.geometry.torus`).
+
 Non-compact manifolds (Euclidean, hyperbolic models, SPD matrices, ...) have no
 uniform distribution: they raise a ``ValueError`` naming the manifold.
 """

@@ -14,7 +14,7 @@
   :func:`metric_distances` (geodesic distance matrices under any metric field).
 """
 
-from . import euclidean, lorentz, product, projective, scaled, so3, spd, sphere, stereographic, stiefel  # noqa: F401  (registrations)
+from . import euclidean, lorentz, product, projective, scaled, so3, spd, sphere, stereographic, stiefel, torus  # noqa: F401  (registrations)
 from .base import Geometry, geometry_of
 from .chadebec import ChadebecMetric
 from .distances import metric_distances

@@ -44,8 +44,13 @@ class Geometry:
     bounds = "on the manifold"
     #: Geodesics of this family close up (sphere, Stiefel, κ > 0): see :meth:`closed_geodesic_length`.
     compact = False
-    #: Flat (curvature 0 everywhere): the Fréchet mean is the average, no volume correction.
+    #: Flat (curvature 0 everywhere): no volume correction in wrapped laws (Euclidean space, the torus).
     flat = False
+    #: The ambient coordinates are a global linear chart whose straight lines are the geodesics
+    #: (Euclidean space): the weighted ambient average is the Fréchet mean, ``projx`` is the
+    #: identity, straight-line interpolation is geodesic.  ``False`` for a flat family whose
+    #: coordinates wrap (the torus: the average of angles near ±π is near 0, not the mean).
+    linear = False
     #: The metric is the ambient one restricted to the tangent spaces (sphere, Stiefel).
     embedded = False
 
@@ -266,7 +271,7 @@ def geometry_of(manifold) -> Geometry:
     raise ValueError(
         f"manifold: {type(manifold).__name__} is not supported by dlmppl.geometry (supported: Euclidean, "
         "Sphere, Stereographic/PoincareBall/SphereProjection, Lorentz, Stiefel, SymmetricPositiveDefinite, "
-        "ProductManifold, Scaled; register a Geometry with dlmppl.geometry.geometry_of.register)"
+        "ProductManifold, Scaled, Torus; register a Geometry with dlmppl.geometry.geometry_of.register)"
     )
 
 
@@ -298,7 +303,7 @@ def frechet_mean(geometry, points, weights=None, iters=100, tol=None, step=1.0, 
     w = weights.reshape(weights.shape + (1,) * (points.dim() - weights.dim()))
     if tol is None:
         tol = 1e-10 if points.dtype == torch.float64 else 1e-6
-    if geometry.flat and init is None:
+    if geometry.linear and init is None:  # a vector space: the average is the mean
         return (w * points).sum(0)
 
     def objective(m, pts=points, ww=weights):

@@ -16,6 +16,7 @@ class EuclideanGeometry(Geometry):
     name = "Euclidean"
     bounds = "finite"
     flat = True
+    linear = True
 
     def exp(self, x, v):
         return x + v

@@ -272,8 +272,8 @@ def frechet_mean(points, manifold, weights=None, iters=100, tol=None, step=1.0, 
 
     :func:`dlmppl.geometry.base.frechet_mean` on :func:`geometry_of` ``(manifold)``
     (Karcher 1977; Pennec 2006, alg. 1): Riemannian gradient descent with a monotone
-    step (at most ``step``), started at the best of up to 16 sample points; in flat
-    space the weighted average.  ``weights`` ``(N,)`` or ``(N, *batch)``; ``iters``,
+    step (at most ``step``), started at the best of up to 16 sample points; in a vector
+    space (:attr:`~dlmppl.geometry.Geometry.linear`) the weighted average.  ``weights`` ``(N,)`` or ``(N, *batch)``; ``iters``,
     ``tol`` (default ``1e-10`` float64, ``1e-6`` float32) bound the iteration; ``init``
     ``(*batch, *event)``.  Returns ``(*batch, *event)``: a local minimiser of
     ``Σ wᵢ d(m, xᵢ)²`` (the global one in a geodesically convex ball).

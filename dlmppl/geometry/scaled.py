@@ -30,6 +30,7 @@ class ScaledGeometry(Geometry):
         self.bounds = self.base.bounds
         self.compact = self.base.compact
         self.flat = self.base.flat
+        self.linear = self.base.linear
 
     def exp(self, x, v):
         return self.base.exp(x, v)

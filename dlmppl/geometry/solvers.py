@@ -82,7 +82,7 @@ def segment_speeds(metric, curve, *, condition=None, manifold=None):
     # condition per curve, shape batch + (c,)) broadcast from the right as for single points
     c = curve.movedim(-2, 0)
     a, b = c[:-1], c[1:]
-    if M is None or geometry_of(M).flat:
+    if M is None or geometry_of(M).linear:
         q = metric.quadratic(0.5 * (a + b), b - a, condition=condition)
     else:
         fwd = _g.logmap(M, a, b)
@@ -185,7 +185,7 @@ def connecting_geodesic(
     if tol is None:
         tol = 1e-6 if dtype == torch.float64 else 5e-3
     t = torch.linspace(0, 1, n_points, dtype=dtype, device=device)
-    euclid = M is None or geometry_of(M).flat
+    euclid = M is None or geometry_of(M).linear
     with torch.no_grad():
         if init is not None:
             base = init.detach().clone()
@@ -316,7 +316,7 @@ def shooting_geodesic(metric, z, v, t: float = 1.0, n_steps: int = 100, *, condi
     _check_metric(metric)
     M = _manifold_of(metric, manifold)
     z, v = torch.broadcast_tensors(z, v)
-    if M is not None and not geometry_of(M).flat:
+    if M is not None and not geometry_of(M).linear:
         B = _tangent_basis(M, z)
         chart = ChartMetric(metric, M, z, B)
         u0 = torch.zeros(z.shape[:-1] + (B.shape[-1],), dtype=z.dtype, device=z.device)

@@ -74,7 +74,7 @@ def resample_curve(curve, t, *, metric=None, manifold=None, condition=None):
     d = curve.shape[-1]
     a = cb.gather(-2, idx.unsqueeze(-1).expand(idx.shape + (d,))).squeeze(-2)
     b = cb.gather(-2, (idx + 1).unsqueeze(-1).expand(idx.shape + (d,))).squeeze(-2)
-    if manifold is None or geometry_of(manifold).flat:
+    if manifold is None or geometry_of(manifold).linear:
         return a + w * (b - a)
     return _g.expmap(manifold, a, w * _g.logmap(manifold, a, b))
 

@@ -127,8 +127,9 @@ class AutoManifoldNormal(AutoGuide):
                 init_loc = M.projx(value).detach()
                 self._manifolds[name] = M
                 g = geometry_of(M)
-                # the unit sphere gets a Power Spherical factor, flat spaces a normal, the rest wrapped normals
-                kind = "euclidean" if g.flat else ("sphere" if g.name == "Sphere" else "wrapped")
+                # the unit sphere gets a Power Spherical factor, vector spaces a normal, the rest (the
+                # torus included: flat, but its angles wrap) wrapped normals
+                kind = "euclidean" if g.linear else ("sphere" if g.name == "Sphere" else "wrapped")
             else:
                 with helpful_support_errors(site):
                     init_loc = biject_to(support).inv(value).detach()

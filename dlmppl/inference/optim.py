@@ -76,7 +76,7 @@ class _ManifoldMixin:
     @torch.no_grad()
     def stabilize_group(self, group):
         super().stabilize_group(group)
-        if geometry_of(self._default_manifold).flat:  # projx is the identity
+        if geometry_of(self._default_manifold).linear:  # projx is the identity
             return
         for p in group["params"]:
             if not isinstance(p, (geoopt.ManifoldParameter, geoopt.ManifoldTensor)):

@@ -18,6 +18,7 @@ from dlmppl import manifolds as M
 from dlmppl.geometry import Geometry, geometry_of
 from dlmppl.geometry.projective import ProjectiveSpace
 from dlmppl.geometry.so3 import SO3
+from dlmppl.geometry.torus import Torus
 
 D = torch.float64
 
@@ -61,6 +62,7 @@ FAMILIES = [
     M.Scaled(M.Sphere(), 2.0),
     ProjectiveSpace(),
     SO3(),
+    Torus(),
 ]
 
 
