@@ -73,6 +73,8 @@ __all__ = [
     "SymmetricPositiveDefinite",
     "UpperHalf",
     "ProjectiveSpace",
+    "SO3",
+    "Torus",
     "CurvatureParameter",
     "curvature",
     "manifold_dim",
@@ -431,3 +433,5 @@ def manifold_dim(manifold, event_shape) -> int:
 
 # manifolds geoopt does not have, each defined with its geometry in dlmppl/geometry/ (issue 13)
 from .geometry.projective import ProjectiveSpace  # noqa: E402
+from .geometry.so3 import SO3  # noqa: E402
+from .geometry.torus import Torus  # noqa: E402

@@ -26,6 +26,7 @@ FIGURES = {
     "05_funnels": ["funnel_draws.png", "v_quantiles.png", "trace_v.png", "energy_softabs.png"],
     "06_stiefel_ppca": ["subspace_and_signs.png", "rotation_nonidentifiability.png"],
     "07_sbc": ["sbc_ecdf.png", "rank_histograms.png"],
+    "08_latent_rotations": ["object_samples.png", "latent_vs_factor.png", "geodesic_strip.png"],
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

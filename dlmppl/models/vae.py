@@ -13,7 +13,19 @@ name                      posterior                             prior
 ``"poincare"``            wrapped normal, learnable ``c``       wrapped (or Riemannian) normal at 0
 ``"lorentz"``             wrapped normal, learnable ``k``       wrapped normal at the origin
 ``"stereographic"``       wrapped normal, learnable κ ∈ R       wrapped normal at 0
+``"so3"``                 wrapped normal on SO(3)               uniform (Haar)
+``"torus"``               wrapped normal on T^d                 uniform
+``"projective"``          antipodal wrapped normal on RP^d      uniform
 ========================  ====================================  ===============================
+
+The compact latents of matching topology (issue 13): ``"so3"`` (rotations, points ``(3, 3)``;
+the encoder's location is the continuous 6-d representation of Zhou et al. 2019, two
+vectors Gram–Schmidt-orthonormalised; the decoder reads the 9 matrix entries; Falorsi et al.
+2018/2019 for the SO(3) VAE and its reparameterised wrapped normal), ``"torus"`` (``d``
+angles; the encoder gives one 2-vector per angle, read by ``atan2``; the decoder reads
+``cos θ, sin θ``), ``"projective"`` (RP^d as unit vectors of ``R^{d+1}`` with ``x ~ -x``; the
+decoder reads the sign-invariant entries of ``x xᵀ``).  References for the topologies: Rey,
+Menkovski & Portegies 2019 (Diffusion VAEs), Falorsi et al. 2018 (homeomorphic VAEs).
 
 References: Kingma & Welling 2014 (VAE); Davidson et al. 2018 (hyperspherical
 VAE); De Cao & Aziz 2020 (Power Spherical); Mathieu et al. 2019 (Poincaré VAE,
@@ -37,7 +49,8 @@ from .marginal import iwae_log_marginal
 
 __all__ = ["ManifoldVAE", "LatentComponent", "mlp"]
 
-_KINDS = ("euclidean", "sphere", "poincare", "lorentz", "stereographic")
+_KINDS = ("euclidean", "sphere", "poincare", "lorentz", "stereographic", "so3", "torus", "projective")
+_COMPACT = ("sphere", "so3", "torus", "projective")  # uniform prior
 
 
 def mlp(sizes, activation=nn.ReLU, final_activation=None) -> nn.Sequential:
@@ -53,7 +66,15 @@ def mlp(sizes, activation=nn.ReLU, final_activation=None) -> nn.Sequential:
 
 
 # the latent-space vocabulary of the VAEs, read off a manifold's family
-_FAMILY_KINDS = {"Sphere": "sphere", "Lorentz": "lorentz", "Stereographic": "stereographic", "Euclidean": "euclidean"}
+_FAMILY_KINDS = {
+    "Sphere": "sphere",
+    "Lorentz": "lorentz",
+    "Stereographic": "stereographic",
+    "Euclidean": "euclidean",
+    "SO3": "so3",
+    "Torus": "torus",
+    "ProjectiveSpace": "projective",
+}
 
 
 class LatentComponent(nn.Module):
@@ -61,9 +82,10 @@ class LatentComponent(nn.Module):
 
     Args:
         kind: one of ``"euclidean"``, ``"sphere"``, ``"poincare"``,
-            ``"lorentz"``, ``"stereographic"``, or a manifold (Euclidean,
-            Sphere, PoincareBall/Stereographic, Lorentz) whose kind is inferred.
-        dim: intrinsic dimension ``d``.
+            ``"lorentz"``, ``"stereographic"``, ``"so3"``, ``"torus"``, ``"projective"``,
+            or a manifold (Euclidean, Sphere, PoincareBall/Stereographic, Lorentz, SO3,
+            Torus, ProjectiveSpace) whose kind is inferred.
+        dim: intrinsic dimension ``d`` (``None``: 2, and 3 for SO(3), whose dimension is 3).
         curvature: initial curvature (``poincare``: ``c`` of curvature ``-c``,
             default 1; ``lorentz``: ``k`` of curvature ``-1/k``, default 1;
             ``stereographic``: κ, default 0).
@@ -86,17 +108,27 @@ class LatentComponent(nn.Module):
             if kind not in _KINDS:
                 raise ValueError(f"latent: unknown latent space {kind!r}; expected one of {_KINDS}")
             self.manifold = self._make_manifold(kind, curvature, learn_curvature)
+        if dim is None:
+            dim = 3 if kind == "so3" else 2
         if int(dim) < 1:
             raise ValueError(f"latent_dim must be >= 1, got {dim}")
+        if kind == "so3" and int(dim) != 3:
+            raise ValueError(f"latent_dim: SO(3) has dimension 3, got {dim}")
         self.kind = kind
         self.geometry = geometry_of(self.manifold)
         self.dim = int(dim)
-        # ambient coordinates: d + 1 on the sphere and the hyperboloid
-        self.ambient = self.dim + 1 if self.geometry.intrinsic_dim((self.dim + 1,)) == self.dim else self.dim
+        if kind == "so3":
+            self.event_shape = (3, 3)
+        else:
+            # ambient coordinates: d + 1 on the sphere, RP^d and the hyperboloid
+            self.event_shape = (self.dim + 1 if self.geometry.intrinsic_dim((self.dim + 1,)) == self.dim else self.dim,)
+        self.ambient = self.event_shape[-1]
         self.posterior_kind = posterior or ("power_spherical" if kind == "sphere" else "wrapped")
-        self.prior_kind = prior or ("uniform" if kind == "sphere" else "wrapped")
+        self.prior_kind = prior or ("uniform" if kind in _COMPACT else "wrapped")
         if self.prior_kind == "riemannian" and kind not in ("poincare", "stereographic"):
             raise ValueError("prior='riemannian' is implemented for the Poincaré ball only")
+        if kind in _COMPACT[1:] and (self.posterior_kind, self.prior_kind) != ("wrapped", "uniform"):
+            raise ValueError(f"latent {kind!r}: posterior must be 'wrapped' and prior 'uniform'")
         self.prior_scale = float(prior_scale)
 
     @staticmethod
@@ -109,15 +141,26 @@ class LatentComponent(nn.Module):
             return _m.PoincareBall(1.0 if curvature is None else curvature, learnable=learn)
         if kind == "lorentz":
             return _m.Lorentz(1.0 if curvature is None else curvature, learnable=learn)
+        if kind == "so3":
+            return _m.SO3()
+        if kind == "torus":
+            return _m.Torus()
+        if kind == "projective":
+            return _m.ProjectiveSpace()
         return _m.Stereographic(0.0 if curvature is None else curvature, learnable=learn)
 
     @property
     def n_loc(self) -> int:
-        return self.ambient if self.kind == "sphere" else self.dim
+        """Encoder outputs for the location: 6 (SO(3)), 2 per angle (torus), the ambient size (sphere, RP^d), else ``d``."""
+        if self.kind == "so3":
+            return 6
+        if self.kind == "torus":
+            return 2 * self.dim
+        return self.ambient if self.kind in ("sphere", "projective") else self.dim
 
     @property
     def n_scale(self) -> int:
-        return 1 if self.kind == "sphere" else self.dim
+        return 1 if self.kind in ("sphere", "projective") else self.dim
 
     def curvature(self) -> torch.Tensor:
         """Sectional curvature of this component."""
@@ -125,13 +168,21 @@ class LatentComponent(nn.Module):
 
     def origin(self, like: torch.Tensor, batch=()) -> torch.Tensor:
         """The family's origin (keeps the graph of a learnable Lorentz ``k``), shape ``batch + (ambient,)``."""
-        o = self.geometry.origin((self.ambient,), like.dtype, like.device)
+        o = self.geometry.origin(self.event_shape, like.dtype, like.device)
         return o.expand(tuple(batch) + o.shape)
 
     def loc_from_tangent(self, a: torch.Tensor) -> torch.Tensor:
         """Map encoder outputs ``a`` (``batch + (n_loc,)``) to a point on the manifold."""
-        if self.kind == "sphere":
+        if self.kind in ("sphere", "projective"):
             return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        if self.kind == "so3":  # Gram–Schmidt of two vectors (Zhou et al. 2019, continuous 6-d representation)
+            b1 = a[..., :3] / a[..., :3].norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            u = a[..., 3:] - (b1 * a[..., 3:]).sum(-1, keepdim=True) * b1
+            b2 = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            return torch.stack([b1, b2, torch.linalg.cross(b1, b2)], -1)
+        if self.kind == "torus":
+            a = a.reshape(a.shape[:-1] + (self.dim, 2))
+            return torch.atan2(a[..., 1], a[..., 0])
         # a: coordinates in Riemannian units in the orthonormal frame at the origin
         return self.geometry.exp_frame(self.origin(a), a)
 
@@ -140,18 +191,33 @@ class LatentComponent(nn.Module):
 
         Euclidean: ``z``; sphere: ``z`` itself (ambient coordinates, continuous
         on the whole sphere); Lorentz: spatial part of ``log_o z``;
-        κ-stereographic: ``2 log_0 z`` (smooth in κ through 0).
+        κ-stereographic: ``2 log_0 z`` (smooth in κ through 0); SO(3): the 9 matrix entries;
+        torus: ``(cos θ, sin θ)``; RP^d: the upper triangle of ``z zᵀ`` (the same for ``±z``).
+        All continuous on the whole manifold.
         """
         if self.kind == "sphere":
             return z
+        if self.kind == "so3":
+            return z.flatten(-2)
+        if self.kind == "torus":
+            return torch.cat([z.cos(), z.sin()], -1)
+        if self.kind == "projective":
+            i, j = torch.triu_indices(self.ambient, self.ambient, device=z.device)
+            return z[..., i] * z[..., j]
         return self.geometry.log_frame(self.origin(z), z)
 
     def n_features(self) -> int:
+        if self.kind == "so3":
+            return 9
+        if self.kind == "torus":
+            return 2 * self.dim
+        if self.kind == "projective":
+            return self.ambient * (self.ambient + 1) // 2
         return self.ambient if self.kind == "sphere" else self.dim
 
     def dist(self, z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """Geodesic distances ``batch + (A,)`` from ``z`` (``batch + (n,)``) to anchors ``(A, n)``."""
-        return self.geometry.dist(z.unsqueeze(-2), anchors)
+        """Geodesic distances ``batch + (A,)`` from ``z`` (``batch + event``) to anchors ``(A,) + event``."""
+        return self.geometry.dist(z.unsqueeze(-1 - len(self.event_shape)), anchors)
 
     def posterior(self, a: torch.Tensor, b: torch.Tensor):
         """``q(z | x)`` from encoder heads ``a`` (location) and ``b`` (scale), batch ``a.shape[:-1]``.
@@ -190,10 +256,10 @@ class LatentComponent(nn.Module):
         if self.kind == "euclidean":
             zero = torch.zeros(batch + (self.dim,), dtype=like.dtype, device=like.device)
             return dist.Normal(zero, self.prior_scale).to_event(1)
-        if self.kind == "sphere":
+        if self.prior_kind == "uniform":
             from ..distributions.uniform import ManifoldUniform
 
-            return ManifoldUniform(self.manifold, (self.ambient,), batch_shape=batch, dtype=like.dtype, device=like.device)
+            return ManifoldUniform(self.manifold, self.event_shape, batch_shape=batch, dtype=like.dtype, device=like.device)
         o = self.origin(like, batch)
         scale = torch.full(batch + (1,), self.prior_scale, dtype=like.dtype, device=like.device)
         if self.prior_kind == "riemannian":
@@ -234,11 +300,12 @@ class ManifoldVAE(PyroModule):
     Args:
         data_dim: dimension ``D`` of an observation (inputs ``x`` have shape ``(N, D)``).
         latent: a name (``"euclidean"``, ``"sphere"``, ``"poincare"``,
-            ``"lorentz"``, ``"stereographic"``), a manifold, or a list of
+            ``"lorentz"``, ``"stereographic"``, ``"so3"``, ``"torus"``,
+            ``"projective"``), a manifold, or a list of
             ``(name_or_manifold, dim)`` pairs for a product latent space (the
             mixed-curvature VAE of Skopek et al. 2020; one latent site
             ``z0, z1, …`` per factor).
-        latent_dim: intrinsic latent dimension (single factor).
+        latent_dim: intrinsic latent dimension (single factor; default 2, and 3 for ``"so3"``).
         hidden: hidden layer widths of the encoder and decoder MLPs.
         likelihood: ``"bernoulli"`` (decoder gives logits) or ``"gaussian"``
             (decoder gives means; scale ``obs_scale``).
@@ -267,7 +334,7 @@ class ManifoldVAE(PyroModule):
         self,
         data_dim: int,
         latent="euclidean",
-        latent_dim: int = 2,
+        latent_dim: int | None = None,
         hidden=(128,),
         likelihood: str = "bernoulli",
         obs_scale: float | None = None,
@@ -386,7 +453,7 @@ class ManifoldVAE(PyroModule):
     # -- conveniences -----------------------------------------------------
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> list:
-        """Posterior locations of ``x``, one tensor per latent factor, each ``(N, ambient_dim)``, on its manifold."""
+        """Posterior locations of ``x``, one tensor per latent factor, each ``(N,) + event_shape``, on its manifold."""
         return [q.mean if isinstance(q, dist.Independent) else q.loc for q in self.encode(x)]
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -181,3 +181,48 @@ def test_codes_are_posterior_locations_on_the_manifold():
         (z,) = vae.codes(x)
         assert z.shape == (10, vae.components[0].ambient)
         assert C.manifold(vae.components[0].manifold).check(z.detach()).all(), latent
+
+
+# ------------------------------------------------------------------ latents of a matching topology (issue 13)
+
+
+@pytest.mark.parametrize(
+    "latent, dim, event",
+    [("so3", None, (3, 3)), ("torus", 2, (2,)), ("projective", 2, (3,)), ([("torus", 1), ("so3", 3)], None, None)],
+)
+def test_compact_topology_latents_train_sample_and_interpolate(latent, dim, event):
+    import dlmppl.constraints as C
+    from dlmppl import geometry
+
+    x = torch.rand(32, 12)
+    vae = ManifoldVAE(12, latent, dim, hidden=(16,), likelihood="gaussian", obs_scale=0.3)
+    loss = _train(vae, x, 5)
+    assert torch.isfinite(torch.tensor(loss))
+    assert vae.reconstruct(x).shape == (32, 12) and vae.sample(5).shape == (5, 12)
+    lm = vae.log_marginal(x[:4], num_particles=8)
+    assert lm.shape == (4,) and torch.isfinite(lm).all()
+    qs = vae.encode(x[:3])
+    for k, (c, z) in enumerate(zip(vae.components, vae.codes(x), strict=True)):
+        if event is not None:
+            assert z.shape == (32,) + event
+        M = c.manifold
+        assert C.manifold(M).check(z).all()
+        # prior and posterior live on the manifold; the posterior is reparameterised
+        q = qs[k]
+        assert q.has_rsample and C.manifold(M).check(q.rsample()).all()
+        assert C.manifold(M).check(c.prior(x, (4,)).sample()).all()
+        # geodesic interpolation between two codes stays on the manifold and ends at the codes
+        path = geometry.interpolate(M, z[0], z[1], 6)
+        assert C.manifold(M).check(path).all()
+        torch.testing.assert_close(geometry.distance(M, path[0], z[0]), torch.zeros(()), atol=1e-5, rtol=0)
+        steps = geometry.distance(M, path[:-1], path[1:])
+        torch.testing.assert_close(steps, steps.mean().expand(5), atol=1e-4, rtol=1e-3)  # constant speed
+    paths = [geometry.interpolate(c.manifold, z[0], z[1], 6) for c, z in zip(vae.components, vae.codes(x), strict=True)]
+    assert vae.decode(paths).shape == (6, 12)
+
+
+def test_compact_topology_latent_errors():
+    with pytest.raises(ValueError, match="latent_dim"):
+        ManifoldVAE(4, "so3", 2)
+    with pytest.raises(ValueError, match="posterior"):
+        ManifoldVAE(4, "torus", 2, posterior="vmf")
