@@ -330,8 +330,8 @@ def _finish(img, noise):
 def rotating_sprite(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=None, theta=None):
     """A 2-D sprite (a letter "F", no rotational symmetry) under a uniform rotation: an S¹ factor.
 
-    The sprite is three strokes (a stem and two bars of different lengths), rotated about the
-    image centre by ``θ ~ U(-π, π)``.  Returns ``x`` ``(n, size²)`` grey levels in ``[0, 1]``
+    The sprite is three strokes (a stem and two bars of different lengths), drawn mostly above
+    the image centre and rotated about it by ``θ ~ U(-π, π)``.  Returns ``x`` ``(n, size²)`` grey levels in ``[0, 1]``
     (``noise`` adds Gaussian pixel noise, then clamps) and ``y`` ``(n, 1)`` the angle ``θ``;
     the image determines ``θ`` (up to the pixel grid), and ``θ`` and ``θ + 2π`` give the same
     image, so the latent factor is a circle.  ``theta`` ``(n,)`` renders given angles instead
@@ -343,9 +343,11 @@ def rotating_sprite(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=Non
     _check_image_args("rotating_sprite", n, size, noise)
     if theta is None:
         theta = (2 * torch.rand(n, dtype=dtype) - 1) * math.pi
-    a = torch.tensor([[-0.15, -0.65], [-0.15, 0.6], [-0.15, 0.05]], dtype=dtype)
-    b = torch.tensor([[-0.15, 0.6], [0.45, 0.6], [0.25, 0.05]], dtype=dtype)
-    w = torch.full((3,), 0.12, dtype=dtype)
+    # drawn off-centre (mostly above the centre), so that the image's leading harmonic under
+    # rotation is the first: a centred letter is nearly symmetric under 180° (its stem is)
+    a = torch.tensor([[-0.1, -0.2], [-0.1, 0.75], [-0.1, 0.3]], dtype=dtype)
+    b = torch.tensor([[-0.1, 0.75], [0.4, 0.75], [0.25, 0.3]], dtype=dtype)
+    w = torch.full((3,), 0.11, dtype=dtype)
     img = _strokes(_rotate2(a, theta), _rotate2(b, theta), w, _grid(size, dtype), 1.0 / size)
     return _finish(img, noise), theta[:, None]
 

@@ -362,6 +362,8 @@ class ManifoldVAE(PyroModule):
         hidden = tuple(hidden)
         n_head = sum(c.n_loc + c.n_scale for c in comps)
         self.encoder = mlp((self.data_dim,) + hidden + (n_head,), activation)
+        # compact latents of another topology: centre the location head on the first training batch
+        self.register_buffer("_loc_centred", torch.tensor(not any(c.kind in _COMPACT[1:] for c in comps)))
         if decoder == "landmark":
             n_anchors = self.data_dim
         if decoder in ("distance", "landmark"):
@@ -446,9 +448,36 @@ class ManifoldVAE(PyroModule):
     def guide(self, x: torch.Tensor):
         """``z ~ q(z | x)`` from the encoder, same plate as :meth:`model`."""
         n = x.shape[0]
+        if self.training and not bool(self._loc_centred) and n > 1:
+            self.centre_locations(x)
         with pyro.plate("data", n):
             qs = self.encode(x)
             return [pyro.sample(name, q) for name, q in zip(self.site_names, qs, strict=True)]
+
+    @torch.no_grad()
+    def centre_locations(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation of the location heads of SO(3), torus and RP^d latents.
+
+        The encoder's map from the data to such a latent has a degree (winding number, for a
+        circle): a topological invariant that gradient steps cannot change, so the random
+        initialisation decides it and training stays at, e.g., degree 0 or 2 for a circle
+        factor (Falorsi et al. 2018, "Explorations in Homeomorphic Variational Auto-Encoding",
+        sec. 5, saw such local optima).  A randomly initialised MLP's outputs on the data sit
+        in a small cloud offset from the origin (degree 0 after ``atan2``/normalisation);
+        shifting the last layer's bias so that the location outputs of the batch ``x``
+        ``(N, D)`` have mean zero puts the origin inside the cloud, where the data's own
+        leading harmonic decides the degree (data-dependent initialisation, as in Salimans &
+        Kingma 2016 and Krähenbühl et al. 2016).  Called by :meth:`guide` on the first training
+        batch; does nothing for other latents.
+        """
+        h = self.encoder(x)
+        last = self.encoder[-1]
+        pos = 0
+        for c in self.components:
+            if c.kind in _COMPACT[1:]:
+                last.bias[pos : pos + c.n_loc] -= h[..., pos : pos + c.n_loc].reshape(-1, c.n_loc).mean(0)
+            pos += c.n_loc + c.n_scale
+        self._loc_centred.fill_(True)
 
     # -- conveniences -----------------------------------------------------
     @torch.no_grad()

@@ -226,3 +226,20 @@ def test_compact_topology_latent_errors():
         ManifoldVAE(4, "so3", 2)
     with pytest.raises(ValueError, match="posterior"):
         ManifoldVAE(4, "torus", 2, posterior="vmf")
+
+
+def test_compact_latents_centre_their_location_head_once():
+    """The first training batch shifts the location head of a torus/SO(3)/RP latent to mean zero
+    (a data-dependent init that leaves the encoder's degree to the data); other latents untouched."""
+    x = torch.rand(64, 12) + 3.0
+    vae = ManifoldVAE(12, [("torus", 2), ("euclidean", 2)], hidden=(16,))
+    before = vae.encoder[-1].bias.detach().clone()
+    vae.guide(x)
+    h = vae.encoder(x).detach()
+    torch.testing.assert_close(h[:, :4].mean(0), torch.zeros(4), atol=1e-5, rtol=0)  # torus: 2 angles x 2
+    torch.testing.assert_close(vae.encoder[-1].bias.detach()[6:], before[6:])  # the Euclidean factor's heads
+    after = vae.encoder[-1].bias.detach().clone()
+    vae.guide(x + 1.0)
+    torch.testing.assert_close(vae.encoder[-1].bias.detach(), after)  # once only
+    assert bool(vae.state_dict()["_loc_centred"])
+    assert bool(ManifoldVAE(12, "poincare", 2, hidden=(8,))._loc_centred)  # nothing to centre
