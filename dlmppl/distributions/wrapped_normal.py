@@ -381,7 +381,10 @@ class WrappedNormal(ManifoldLocScale):
         inv_var = self.scale.pow(-2).mean(-1, keepdim=True)
         qxi = torch.where(q > 0, q / r.pow(2), inv_var.expand(torch.broadcast_shapes(q.shape, inv_var.shape)))
         s = r + n * period  # signed lengths of the other preimages
-        terms = -0.5 * (s.pow(2) - r.pow(2)) * qxi + (d - 1) * (s.abs().log() - r.log())
+        # where geodesics do not close (masked below) s = r + n may be 0 exactly (r = 2.0 was met in
+        # training): keep log's backward away from 0/0 there
+        s_abs = torch.where(pos, s.abs(), torch.ones_like(s))
+        terms = -0.5 * (s.pow(2) - r.pow(2)) * qxi + (d - 1) * (s_abs.log() - r.log())
         terms = torch.where(pos, terms, torch.full_like(terms, -math.inf))
         zero = torch.zeros_like(r).unsqueeze(0)
         return torch.logsumexp(torch.cat([zero, terms], 0), 0)

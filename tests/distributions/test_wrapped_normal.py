@@ -460,3 +460,21 @@ def test_one_dimensional_positive_curvature_density_is_continuous_at_loc():
     d = WrappedNormal(man, torch.zeros(1, dtype=D), torch.tensor(2.5, dtype=D))
     at, near = d.log_prob(torch.zeros(1, dtype=D)), d.log_prob(torch.full((1,), 1e-9, dtype=D))
     torch.testing.assert_close(at, near, rtol=1e-12, atol=1e-12)
+
+
+def test_wrap_factor_gradient_is_finite_where_geodesics_do_not_close():
+    """A batch mixing κ > 0 and κ < 0: on the κ < 0 rows (no wrap) a distance r that is an integer
+    made the masked preimage length r + n zero and log's backward 0/0 = NaN (met at r = 2.0 while
+    training a DynamicCurvatureVAE, calibration seed 10)."""
+    import dlmppl.manifolds as m
+
+    k = torch.tensor([[-0.9], [0.7]])
+    M = m.Stereographic(k)
+    loc = torch.zeros(2, 2)
+    wn = WrappedNormal(M, loc, torch.full((2, 1), 0.3))
+    r = torch.tensor([[2.0], [1.0]], requires_grad=True)
+    q = (r / 0.3).pow(2)
+    period = torch.tensor([[math.inf], [2 * math.pi / 0.7**0.5]])
+    out = wn._log_wrap_factor(r, q, period)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(r.grad).all(), (out, r.grad, period)
