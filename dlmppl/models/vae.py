@@ -24,6 +24,7 @@ vectors Gram–Schmidt-orthonormalised; the decoder reads the 9 matrix entries; 
 2018/2019 for the SO(3) VAE and its reparameterised wrapped normal), ``"torus"`` (``d``
 angles; the encoder gives one 2-vector per angle, read by ``atan2``; the decoder reads
 ``cos θ, sin θ``), ``"projective"`` (RP^d as unit vectors of ``R^{d+1}`` with ``x ~ -x``; the
+encoder's location is the leading eigenvector of a symmetric matrix, Peretroukhin et al. 2020; the
 decoder reads the sign-invariant entries of ``x xᵀ``).  References for the topologies: Rey,
 Menkovski & Portegies 2019 (Diffusion VAEs), Falorsi et al. 2018 (homeomorphic VAEs).
 
@@ -156,7 +157,9 @@ class LatentComponent(nn.Module):
             return 6
         if self.kind == "torus":
             return 2 * self.dim
-        return self.ambient if self.kind in ("sphere", "projective") else self.dim
+        if self.kind == "projective":
+            return self.ambient * (self.ambient + 1) // 2
+        return self.ambient if self.kind == "sphere" else self.dim
 
     @property
     def n_scale(self) -> int:
@@ -173,8 +176,19 @@ class LatentComponent(nn.Module):
 
     def loc_from_tangent(self, a: torch.Tensor) -> torch.Tensor:
         """Map encoder outputs ``a`` (``batch + (n_loc,)``) to a point on the manifold."""
-        if self.kind in ("sphere", "projective"):
+        if self.kind == "sphere":
             return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        if self.kind == "projective":
+            # the leading eigenvector of a symmetric matrix (Peretroukhin et al. 2020, "A smooth
+            # representation of belief over SO(3)", for RP^3): a continuous map onto RP^d.  A
+            # normalised vector cannot serve: the encoder's output is a function of the data, so
+            # over a loop of RP^d (θ → θ + π for RP^1) it returns to itself and the map has even degree
+            n = self.ambient
+            i, j = torch.triu_indices(n, n, device=a.device)
+            A = a.new_zeros(a.shape[:-1] + (n, n))
+            A[..., i, j] = a
+            A[..., j, i] = a
+            return torch.linalg.eigh(A)[1][..., -1]
         if self.kind == "so3":  # Gram–Schmidt of two vectors (Zhou et al. 2019, continuous 6-d representation)
             b1 = a[..., :3] / a[..., :3].norm(dim=-1, keepdim=True).clamp_min(1e-6)
             u = a[..., 3:] - (b1 * a[..., 3:]).sum(-1, keepdim=True) * b1
