@@ -226,6 +226,11 @@ def main(argv=None):
             rows = table(results, done)
             text = markdown(rows, done, info, walls, argv_text, args.max_failures, missing)
             Path(args.out).write_text(text)
+    done = list(results)  # (again: every seed may have been reused from --xml-dir)
+    missing = [d for d in done if not results[d]]
+    rows = table(results, done)
+    text = markdown(rows, done, info, walls, argv_text, args.max_failures, missing)
+    Path(args.out).write_text(text)
     print("\n" + text)
     print(f"wrote {args.out}")
     return 1 if missing or any(r["failures"] > args.max_failures for r in rows) else 0
