@@ -370,7 +370,7 @@ def clock(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=None, theta=N
     length = torch.tensor([0.5, 0.85], dtype=dtype)
     tip = torch.stack([theta.sin(), theta.cos()], -1) * length[:, None]  # (n, 2, 2)
     zero = torch.zeros_like(tip)
-    w = torch.tensor([0.14, 0.07], dtype=dtype)
+    w = torch.tensor([0.16, 0.1], dtype=dtype)  # half-widths: both hands at least 1.5 px wide at 16 px
     img = _strokes(zero, tip, w, _grid(size, dtype), 1.0 / size)
     return _finish(img, noise), theta
 
