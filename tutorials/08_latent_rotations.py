@@ -187,11 +187,11 @@ plt.close(fig)
 # * A latent of the data's topology *can* be a faithful picture of the factor, where ℝ^d cannot
 #   be one; whether training finds that picture is another matter, and the verdict printed
 #   above says what happened on this run. On the SO(3) object, with these small MLPs and this
-#   budget, our runs did not get there (Spearman about 0.2-0.25 for every latent, also in
-#   `benchmarks/bench_topology.py`, and a blurry strip); on the one-dimensional factors the
-#   matching latents did (a rotating sprite on a circle latent and a segment on RP¹, Spearman
-#   0.95 and 0.997 against 0.82 and 0.90 for ℝ², RESULTS.md). Convolutional networks and longer
-#   training are the next things to try for SO(3).
+#   budget, our runs did not get there (every latent stayed far from the rotation's metric in
+#   `benchmarks/bench_topology.py` too, and the strip is blurry); on the one-dimensional factors
+#   the matching latents did (a rotating sprite on a circle latent, a segment on RP¹: see the
+#   topology section of `benchmarks/RESULTS.md`). Convolutional networks and longer training
+#   are the next things to try for SO(3).
 # * The encoder's map to a compact latent has a degree (a winding number), which gradient steps
 #   cannot change; `ManifoldVAE` centres the location head on the first batch so that the data,
 #   not the random initialisation, decide it (`ManifoldVAE.centre_locations`).
