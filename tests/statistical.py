@@ -263,7 +263,7 @@ def assert_same_law(x, y, *, x_chain: bool = False, chains: bool = False, what: 
     fewer than ``min_draws`` draws remain after thinning (the test would have no
     power).  Returns the p-value.
 
-    The permutation budget is at least ``2/alpha``: the smallest p-value of
+    The permutation budget is at least ``1/alpha - 1``: the smallest p-value of
     :func:`energy_test` is ``1/(max_permutations + 1)``, so with the default budget an
     ``alpha`` below 1e-4 (a Bonferroni share of ``ALPHA``) could never reject.  The larger
     budget costs time only when the p-value is small (sequential stopping otherwise).
@@ -272,7 +272,7 @@ def assert_same_law(x, y, *, x_chain: bool = False, chains: bool = False, what: 
         x = thin(x, chains=chains)
     n = min(len(x), len(y))
     assert n >= min_draws, f"{what}: only {n} independent draws after thinning (need {min_draws})"
-    p = energy_test(x[:n], y[:n], max_permutations=max(9999, math.ceil(2 / alpha) - 1))
+    p = energy_test(x[:n], y[:n], max_permutations=max(9999, math.ceil(1 / alpha) - 1))
     assert_pvalues([p], what, alpha)
     return p
 
