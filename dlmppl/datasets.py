@@ -399,19 +399,9 @@ def random_rotations(n: int, dtype=None):
     """``n`` Haar-distributed rotation matrices ``(n, 3, 3)``: unit quaternions from normalised
     Gaussians (uniform on S³, Muller 1959), mapped to SO(3) (a double cover that carries the
     uniform law of S³ to Haar measure; Shoemake 1992, "Uniform random rotations")."""
-    dtype = _dtype(dtype)
-    q = torch.randn(n, 4, dtype=dtype)
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    )  # fmt: skip
-    return R.reshape(n, 3, 3)
+    from .geometry.so3 import SO3
+
+    return SO3().random_uniform(n, 3, 3, dtype=_dtype(dtype))  # SO3Geometry.random_uniform
 
 
 # an irregular tetrahedron (no symmetry) with one colour per face

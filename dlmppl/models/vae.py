@@ -221,13 +221,8 @@ class LatentComponent(nn.Module):
         return self.geometry.log_frame(self.origin(z), z)
 
     def n_features(self) -> int:
-        if self.kind == "so3":
-            return 9
-        if self.kind == "torus":
-            return 2 * self.dim
-        if self.kind == "projective":
-            return self.ambient * (self.ambient + 1) // 2
-        return self.ambient if self.kind == "sphere" else self.dim
+        # as many as the location head has outputs, but the 9 matrix entries of SO(3)
+        return 9 if self.kind == "so3" else self.n_loc
 
     def dist(self, z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """Geodesic distances ``batch + (A,)`` from ``z`` (``batch + event``) to anchors ``(A,) + event``."""
