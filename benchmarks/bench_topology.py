@@ -31,7 +31,6 @@ Usage: python benchmarks/bench_topology.py [--quick] [--seeds 0,1,2]
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import statistics
 import time
@@ -41,37 +40,33 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from scipy.stats import spearmanr
 
-from dlmppl import datasets
+from dlmppl import datasets, geometry, manifolds
 from dlmppl.inference import RiemannianAdam
 from dlmppl.models import ManifoldVAE
 
 torch.set_num_threads(1)
 
 
-def _wrap(a):
-    return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
-
-
-def circle_dist(y1, y2):
-    return _wrap(y1 - y2).abs().squeeze(-1)
-
-
 def torus_dist(y1, y2):
-    return _wrap(y1 - y2).pow(2).sum(-1).sqrt()
+    """Flat-torus distance of angles ``(..., n)`` (the circle for ``n = 1``)."""
+    return geometry.distance(manifolds.Torus(), y1, y2)
 
 
 def rp1_dist(y1, y2):
-    d = torch.remainder(y1 - y2, math.pi).squeeze(-1)
-    return torch.minimum(d, math.pi - d)
+    """RP¹ distance of direction angles ``(..., 1)``: min(|Δθ|, π - |Δθ|) mod π."""
+    def u(y):
+        return torch.cat([y.cos(), y.sin()], -1)
+
+    return geometry.distance(manifolds.ProjectiveSpace(), u(y1), u(y2))
 
 
 def so3_dist(R1, R2):
-    c = ((R1.transpose(-1, -2) @ R2).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return torch.arccos(c.clamp(-1, 1))
+    """The angle of ``R₁ᵀR₂``."""
+    return geometry.distance(manifolds.SO3(), R1, R2)
 
 
 DATA = (
-    ("sprite (S¹)", datasets.rotating_sprite, circle_dist, ("torus", 1)),
+    ("sprite (S¹)", datasets.rotating_sprite, torus_dist, ("torus", 1)),
     ("clock (T²)", datasets.clock, torus_dist, ("torus", 2)),
     ("segment (RP¹)", datasets.rotating_segment, rp1_dist, ("projective", 1)),
     ("object (SO(3))", datasets.rotating_object, so3_dist, ("so3", 3)),

@@ -111,11 +111,12 @@ for name, losses in (("SO(3)", loss_so3), ("Euclidean R^3", loss_euc)):
 # pairs of nearby rotations must end up far apart (or far ones close) in a Euclidean latent.
 
 # %%
+M = dl.manifolds.SO3()
 
 
 def rotation_angle(A, B):
-    c = ((A.transpose(-1, -2) @ B).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return torch.arccos(c.clamp(-1, 1))
+    """The angle of AᵀB: the geodesic distance of SO(3)."""
+    return dl.geometry.distance(M, A, B)
 
 
 i, j = torch.randint(0, len(x_test), (2, 3000))
@@ -153,7 +154,6 @@ else:
 # between the Euclidean codes.
 
 # %%
-M = dl.manifolds.SO3()
 a = 0
 # a pair about 2 rad apart in truth, so the walk is long enough to see
 far = (rotation_angle(R_test[:1], R_test) - 2.0).abs().argmin()
