@@ -268,10 +268,10 @@ def geometry_of(manifold) -> Geometry:
     Raises ``ValueError`` naming ``manifold`` for a class no family is registered
     for (register one with ``geometry_of.register(ManifoldClass, GeometryClass)``).
     """
+    supported = ", ".join(sorted(k.__name__ for k in geometry_of.registry if k is not object))
     raise ValueError(
-        f"manifold: {type(manifold).__name__} is not supported by dlmppl.geometry (supported: Euclidean, "
-        "Sphere, Stereographic/PoincareBall/SphereProjection, Lorentz, Stiefel, SymmetricPositiveDefinite, "
-        "ProductManifold, Scaled, Torus; register a Geometry with dlmppl.geometry.geometry_of.register)"
+        f"manifold: {type(manifold).__name__} is not supported by dlmppl.geometry (supported: {supported} "
+        "and their subclasses; register a Geometry with dlmppl.geometry.geometry_of.register)"
     )
 
 
