@@ -51,7 +51,8 @@ from .marginal import iwae_log_marginal
 __all__ = ["ManifoldVAE", "LatentComponent", "mlp"]
 
 _KINDS = ("euclidean", "sphere", "poincare", "lorentz", "stereographic", "so3", "torus", "projective")
-_COMPACT = ("sphere", "so3", "torus", "projective")  # uniform prior
+_TOPOLOGY = ("so3", "torus", "projective")  # wrapped-normal posterior, uniform prior, location heads centred
+_COMPACT = ("sphere",) + _TOPOLOGY  # uniform prior
 
 
 def mlp(sizes, activation=nn.ReLU, final_activation=None) -> nn.Sequential:
@@ -128,7 +129,7 @@ class LatentComponent(nn.Module):
         self.prior_kind = prior or ("uniform" if kind in _COMPACT else "wrapped")
         if self.prior_kind == "riemannian" and kind not in ("poincare", "stereographic"):
             raise ValueError("prior='riemannian' is implemented for the Poincaré ball only")
-        if kind in _COMPACT[1:] and (self.posterior_kind, self.prior_kind) != ("wrapped", "uniform"):
+        if kind in _TOPOLOGY and (self.posterior_kind, self.prior_kind) != ("wrapped", "uniform"):
             raise ValueError(f"latent {kind!r}: posterior must be 'wrapped' and prior 'uniform'")
         self.prior_scale = float(prior_scale)
 
@@ -372,7 +373,7 @@ class ManifoldVAE(PyroModule):
         n_head = sum(c.n_loc + c.n_scale for c in comps)
         self.encoder = mlp((self.data_dim,) + hidden + (n_head,), activation)
         # compact latents of another topology: centre the location head on the first training batch
-        self.register_buffer("_loc_centred", torch.tensor(not any(c.kind in _COMPACT[1:] for c in comps)))
+        self.register_buffer("_loc_centred", torch.tensor(not any(c.kind in _TOPOLOGY for c in comps)))
         if decoder == "landmark":
             n_anchors = self.data_dim
         if decoder in ("distance", "landmark"):
@@ -483,7 +484,7 @@ class ManifoldVAE(PyroModule):
         last = self.encoder[-1]
         pos = 0
         for c in self.components:
-            if c.kind in _COMPACT[1:]:
+            if c.kind in _TOPOLOGY:
                 last.bias[pos : pos + c.n_loc] -= h[..., pos : pos + c.n_loc].reshape(-1, c.n_loc).mean(0)
             pos += c.n_loc + c.n_scale
         self._loc_centred.fill_(True)
