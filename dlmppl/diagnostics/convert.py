@@ -18,11 +18,11 @@ dlmppl's Riemannian kernels), a dict of draws, or an SVI guide (draws through
   leave-one-out cross-validation and WAIC");
 * ``observed_data``.
 
-Kernel contract (dlmppl's kernels): ``kernel.diagnostics()`` per chain contains
-``"sample_stats"`` (a :class:`dlmppl.inference.SampleStats`: a dict of 1-D tensors,
-one value per post-warmup draw, printed as one line) and
-``"manifold_sites"`` ({site: manifold class name}), besides Pyro's
-``"divergences"`` (post-warmup draw indices).
+Kernel contract (dlmppl's kernels): ``kernel.diagnostics()`` per chain has the
+attribute ``sample_stats`` (a :class:`dlmppl.inference.kernels.SampleStats`: a dict of 1-D
+tensors, one value per post-warmup draw; an attribute, not a key, so that
+``MCMC.diagnostics()`` reads as Pyro's) and the key ``"manifold_sites"`` ({site:
+manifold class name}), besides Pyro's ``"divergences"`` (post-warmup draw indices).
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ _log_likelihood = log_likelihood
 
 def _chain_sample_stats(diag: dict, num_draws: int) -> dict:
     stats = {}
-    given = diag.get("sample_stats") or {}
+    given = getattr(diag, "sample_stats", None) or diag.get("sample_stats") or {}
     for key in _SAMPLE_STATS:
         if key in given:
             v = _to_numpy(given[key]).reshape(-1)

@@ -6,7 +6,7 @@ integrated on their manifold with the geodesic leapfrog of
 continuous site is mapped to unconstrained space with ``biject_to`` (with the
 log-abs-det-Jacobian) and integrated as in Pyro's ``HMC``, with step-size dual
 averaging (Hoffman & Gelman 2014) and diagonal or dense mass-matrix adaptation
-(Pyro's ``WarmupAdapter``) for those Euclidean coordinates.  With
+(Stan's windows, as Pyro's ``full_mass``) for those Euclidean coordinates.  With
 ``metric="softabs"`` the Euclidean sites use Riemannian-manifold HMC
 (Girolami & Calderhead 2011) with Betancourt's (2013) SoftAbs metric instead
 (:mod:`dlmppl.inference.softabs`).
@@ -14,21 +14,22 @@ averaging (Hoffman & Gelman 2014) and diagonal or dense mass-matrix adaptation
 The kernel is a thin shell (the only code of the package that touches Pyro's
 private names): the integrator (an :class:`~dlmppl.inference.integrators.Integrator`,
 chosen once in ``setup``), the trajectory, the NUTS tree
-(:mod:`dlmppl.inference.tree`) and the manifold-mass and first-step-size
-adaptation (:mod:`dlmppl.inference.adaptation`) are functions of explicit
-state; the Euclidean step size and mass matrix use Pyro's ``WarmupAdapter``.
+(:mod:`dlmppl.inference.tree`) and the warm-up (:mod:`dlmppl.inference.adaptation`:
+dual averaging, Stan's windows, the Euclidean mass blocks, the manifold masses)
+are functions of explicit state.
 
 Each manifold site ``s`` has a scalar (isotropic) mass ``m_s``: momentum
 ``p ~ N(0, m_s g)`` in its tangent space, kinetic energy ``½ g(p, p) / m_s``
 and velocity ``p / m_s``.  With ``adapt_mass_matrix=True`` (default) ``1/m_s``
-is adapted in the same warm-up windows as Pyro's Euclidean mass matrix (Stan's
+is adapted in the same warm-up windows as the Euclidean mass matrix (Stan's
 windowed schedule) to a regularised estimate of the per-dimension variance of
 the draws on the manifold, and is fixed during sampling; otherwise ``m_s = 1``.
 
-Per-draw statistics (arviz names) are returned by :meth:`diagnostics` under
-``"sample_stats"`` (a :class:`SampleStats`, printed as one line; they become the
-``sample_stats`` group of :func:`dlmppl.diagnostics.to_inference_data`); the
-manifold of each manifold site under ``"manifold_sites"``.
+:meth:`diagnostics` returns Pyro's keys (``"divergences"``, ``"acceptance
+rate"``) and short summaries of ours, so that ``MCMC.diagnostics()`` reads as
+Pyro's; the per-draw statistics (arviz names) travel with it as its attribute
+``sample_stats`` (a :class:`SampleStats`), not as a key, and become the
+``sample_stats`` group of :func:`dlmppl.diagnostics.to_inference_data`.
 
 **Robustness.**  A potential (or gradient) that is NaN or ±inf anywhere along a
 trajectory is a divergence: the proposal is rejected, the HMC trajectory stops
@@ -50,7 +51,6 @@ truncated) as soon as they are seen, and in ``diagnostics()["warmup"]``.
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections import OrderedDict
 
@@ -74,13 +74,21 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import identity_transform
 
 from ..constraints import ManifoldConstraint, violation
-from .adaptation import find_reasonable_step_size, intrinsic_dim, manifold_variance, regularized_variance
+from .adaptation import (
+    WindowedAdaptation,
+    find_reasonable_step_size,
+    intrinsic_dim,
+    manifold_variance,
+    mass_momentum,
+    mass_velocity,
+)
 from .integrators import geodesic_leapfrog, geometry_of, potential_grad, trajectory
 from .softabs import softabs_integrator
 from .tree import _nan_to_inf, nuts_transition
 
 __all__ = [
     "DivergenceWarning",
+    "KernelDiagnostics",
     "RiemannianHMC",
     "RiemannianNUTS",
     "SampleStats",
@@ -195,12 +203,23 @@ class _ManifoldSafeInit:
         return self.init_strategy(site)
 
 
-class SampleStats(dict):
-    """Per-draw statistics of one chain, ``{arviz name: 1-D tensor (num_samples,)}``.
+class KernelDiagnostics(dict):
+    """What :meth:`RiemannianHMC.diagnostics` returns for one chain: a dict of Pyro's
+    keys and ours (what ``MCMC.diagnostics()`` prints), with the per-draw statistics as
+    the attribute :attr:`sample_stats` (a :class:`SampleStats`), which is pickled with
+    it from Pyro's chain processes but is not a key."""
 
-    A dict for :func:`dlmppl.diagnostics.to_inference_data` (its ``sample_stats``
-    group), printed as one line so that ``MCMC.diagnostics()`` reads as Pyro's
-    (per-site ``n_eff``/``r_hat``, ``divergences``, ``acceptance rate``)."""
+    sample_stats = None
+
+    def __reduce__(self):
+        return (KernelDiagnostics, (dict(self),), {"sample_stats": self.sample_stats})
+
+
+class SampleStats(dict):
+    """Per-draw statistics of one chain, ``{arviz name: 1-D tensor (num_samples,)}``:
+    the attribute ``sample_stats`` of a chain's :class:`KernelDiagnostics`, and the
+    ``sample_stats`` group of :func:`dlmppl.diagnostics.to_inference_data`; printed as
+    one line."""
 
     def __repr__(self):
         n = len(next(iter(self.values()))) if self else 0
@@ -306,6 +325,14 @@ class RiemannianHMC(HMC):
             min_stepsize=min_stepsize,
             max_stepsize=max_stepsize,
         )
+        # the warm-up: ours (dlmppl.inference.adaptation), in place of Pyro's WarmupAdapter
+        self._adapter = WindowedAdaptation(
+            step_size,
+            adapt_step_size=adapt_step_size,
+            target_accept_prob=target_accept_prob,
+            adapt_mass_matrix=adapt_mass_matrix and metric == "euclidean",
+            dense_mass=full_mass,
+        )
         self._user_transforms = transforms
         self._manifolds = dict(manifolds or {})
         self.metric = metric
@@ -313,8 +340,8 @@ class RiemannianHMC(HMC):
         self.fixed_point_iters = int(fixed_point_iters)
         self._geometries = {}
         self._integrator = self._hooks = None
-        self._inverse_masses = {}
-        self._mass_window = {}
+        # {manifold site: 1/m_s}, updated in place by the adaptation and read by the integrator
+        self._inverse_masses = self._adapter.manifold_inverse_mass
         if max_num_steps is None:
             max_num_steps = max(1024, int(num_steps or 0))
         if int(max_num_steps) < 1:
@@ -439,15 +466,16 @@ class RiemannianHMC(HMC):
             shape[sites] = (size, size)
         if diag_sites:
             shape[diag_sites] = (sum(self.initial_params[s].numel() for s in diag_sites),)
-        options = {"dtype": self._potential_energy_last.dtype, "device": self._potential_energy_last.device}
+        pe = self._potential_energy_last
+        z = self.initial_params
         self._adapter.configure(
             self._warmup_steps,
-            mass_matrix_shape=shape,
-            find_reasonable_step_size_fn=self._find_reasonable_step_size,
-            options=options,
+            shape,
+            {name: (g, intrinsic_dim(g, z[name].shape)) for name, g in self._geometries.items()},
+            find_step_size=self._find_reasonable_step_size,
+            dtype=pe.dtype,
+            device=pe.device,
         )
-        if self._adapter.adapt_step_size:
-            self._adapter.reset_step_size_adaptation(self._initial_params)
 
     def setup(self, warmup_steps, *args, **kwargs):
         self._warmup_steps = warmup_steps
@@ -456,8 +484,8 @@ class RiemannianHMC(HMC):
         if not self.initial_params:
             raise ValueError("RiemannianHMC: no initial parameters (pass initial_params to MCMC with potential_fn)")
         self._geometries = {name: geometry_of(M) for name, M in self._manifolds.items()}
-        self._inverse_masses = {name: 1.0 for name in self._geometries}
-        self._mass_window = {name: [] for name in self._geometries}
+        self._inverse_masses.clear()
+        self._inverse_masses.update({name: 1.0 for name in self._geometries})
         unknown = set(self._geometries) - set(self.initial_params)
         if unknown:
             raise ValueError(f"manifolds: sites {sorted(unknown)} are not in the initial parameters {sorted(self.initial_params)}")
@@ -479,9 +507,7 @@ class RiemannianHMC(HMC):
 
         ``"divergences"`` / ``"nonfinite"``: post-warm-up iterations (0-based)
         whose trajectory diverged / met a NaN or infinite potential;
-        ``"acceptance rate"``; ``"sample_stats"``: a :class:`SampleStats`
-        (arviz names, one value per draw, for
-        :func:`~dlmppl.diagnostics.to_inference_data`; printed as one line);
+        ``"acceptance rate"``;
         ``"manifold_sites"``, ``"manifold_inverse_mass"``;
         ``"warmup"``: counts over warm-up (``iterations``, ``divergences``,
         ``nonfinite``, ``truncated`` trajectories), ``initial_step_size`` (the
@@ -489,6 +515,13 @@ class RiemannianHMC(HMC):
         one) and ``step_size_cap``; ``"warnings"``: the messages of the
         :class:`SamplerWarning` issued.  After ``MCMC.run`` the kernel returns
         the diagnostics of the last chain it ran.
+
+        Returns a :class:`KernelDiagnostics`, whose attribute ``sample_stats`` (not a
+        key, so that ``MCMC.diagnostics()`` reads as Pyro's) holds the per-draw
+        statistics: a :class:`SampleStats` of arviz names (``diverging``, ``energy``,
+        ``step_size``, ``acceptance_rate``, ``n_steps``, ``tree_depth`` for NUTS), each a
+        tensor of shape ``(num_samples,)``, for
+        :func:`~dlmppl.diagnostics.to_inference_data`.
         """
         if self._warmup_steps is None:  # after cleanup: the last chain's
             return self._last_diagnostics
@@ -502,16 +535,19 @@ class RiemannianHMC(HMC):
         warmup = dict(self._warmup_info)
         warmup["step_size"] = float(self.step_size)
         warmup["step_size_cap"] = self._step_cap
-        return {
-            "divergences": list(self._divergences),
-            "nonfinite": list(self._nonfinite),
-            "acceptance rate": self._accept_cnt / n,
-            "sample_stats": stats,
-            "manifold_sites": {name: type(M).__name__ for name, M in self._manifolds.items()},
-            "manifold_inverse_mass": dict(self._inverse_masses),
-            "warmup": warmup,
-            "warnings": list(self._warning_messages),
-        }
+        out = KernelDiagnostics(
+            {
+                "divergences": list(self._divergences),
+                "nonfinite": list(self._nonfinite),
+                "acceptance rate": self._accept_cnt / n,
+                "manifold_sites": {name: type(M).__name__ for name, M in self._manifolds.items()},
+                "manifold_inverse_mass": dict(self._inverse_masses),
+                "warmup": warmup,
+                "warnings": list(self._warning_messages),
+            }
+        )
+        out.sample_stats = stats
+        return out
 
     def cleanup(self):
         if self._warmup_steps is not None:
@@ -585,33 +621,6 @@ class RiemannianHMC(HMC):
         """``{manifold site: 1/m_s}`` (floats): the current scalar inverse masses."""
         return dict(self._inverse_masses)
 
-    def _adapt_manifold_mass(self, t, z):
-        """Accumulate draws of manifold sites in Pyro's slow adaptation windows; at a
-        window's end set ``1/m_s`` to Stan's regularised variance estimate
-        ``n/(n+5) var + 1e-3 · 5/(n+5)``.  Called before ``WarmupAdapter.step``
-        so that the step size found at the window end uses the new masses."""
-        ad = self._adapter
-        if not self._geometries or not ad.adapt_mass_matrix or t >= self._warmup_steps or ad._adaptation_disabled:
-            return
-        schedule = ad.adaptation_schedule
-        i = ad._current_window
-        if not schedule or not (0 < i < len(schedule) - 1):
-            return
-        for name in self._geometries:
-            self._mass_window[name].append(z[name].detach().clone())
-        if t == schedule[i].end:
-            for name, g in self._geometries.items():
-                draws = torch.stack(self._mass_window[name])
-                n = draws.shape[0]
-                if n >= 2:
-                    var = manifold_variance(g, draws, intrinsic_dim(g, draws.shape[1:]))
-                    var = regularized_variance(var, n)
-                    value = float(var)
-                    if math.isfinite(value) and value > 0:
-                        self._inverse_masses[name] = value
-                self._mass_window[name] = []
-            self._update_step_cap(z)
-
     # --------------------------------------------------------- Hamiltonian
     # the integrator (chosen once in setup) does the work; these hooks keep its
     # (z, r, aux) calling convention for subclasses and tests
@@ -626,12 +635,20 @@ class RiemannianHMC(HMC):
         return self._integrator.momentum(z, aux)
 
     def _euclidean_momentum(self, z):
-        sizes = self.mass_matrix_adapter.mass_matrix_size
-        if not sizes:
-            return {}
-        pe = self._potential_energy_last
-        r_unscaled = {names: torch.randn(size, dtype=pe.dtype, device=pe.device) for names, size in sizes.items()}
-        return self.mass_matrix_adapter.scale(r_unscaled, r_prototype=self.initial_params)
+        return mass_momentum(self._adapter.mass, self.initial_params)
+
+    @property
+    def inverse_mass_matrix(self):
+        """``{tuple of Euclidean site names: M⁻¹ block}`` (as Pyro's ``HMC``): shape
+        ``(d,)`` for a diagonal block, ``(d, d)`` for a dense one."""
+        return dict(self._adapter.mass.inverse)
+
+    @property
+    def mass_matrix_adapter(self):
+        raise AttributeError(
+            "RiemannianHMC adapts its masses with dlmppl.inference.adaptation.WindowedAdaptation, not a Pyro "
+            "mass-matrix adapter: read inverse_mass_matrix and manifold_inverse_mass"
+        )
 
     def _make_integrator(self, z):
         """The integrator of ``metric``: the geodesic leapfrog, or SoftAbs RMHMC. Its
@@ -648,7 +665,7 @@ class RiemannianHMC(HMC):
                 self.potential_fn,
                 self._geometries,
                 self._inverse_masses,
-                lambda r: self.mass_matrix_adapter.kinetic_grad(r),
+                lambda r: mass_velocity(self._adapter.mass, r),
                 self._euclidean_momentum,
                 numerical_error=_numerical_error,
             )
@@ -656,13 +673,17 @@ class RiemannianHMC(HMC):
         return core._replace(step=self._leapfrog)
 
     def _find_reasonable_step_size(self, z):
+        """A first step size at the current state and masses (the adaptation calls it at
+        the start and after each slow window)."""
         z, potential_energy, aux = self._fetch_from_cache()
         if z is None:
             return min(self.step_size, self._step_cap)
-        return find_reasonable_step_size(
-            self._hooks, z, aux, potential_energy, self.step_size, min_step_size=self._min_stepsize,
-            max_step_size=self._step_cap, threshold=self._direction_threshold, numerical_error=_numerical_error,
-        )  # fmt: skip
+        self._update_step_cap(z)
+        with pyro.validation_enabled(False):
+            return find_reasonable_step_size(
+                self._hooks, z, aux, potential_energy, self.step_size, min_step_size=self._min_stepsize,
+                max_step_size=self._step_cap, threshold=self._direction_threshold, numerical_error=_numerical_error,
+            )  # fmt: skip
 
     def _record(self, diverging, energy, accept_prob, n_steps, tree_depth=None, nonfinite=False):
         if self._t < self._warmup_steps:
@@ -692,9 +713,9 @@ class RiemannianHMC(HMC):
                 self._accept_cnt += 1
         else:
             n = self._t
-            self._adapt_manifold_mass(self._t, z)
             stat = accept_prob if adapt_prob is None else adapt_prob
-            self._adapter.step(self._t, z, stat, aux if isinstance(aux, dict) else None)
+            if self._adapter.step(self._t, z, stat):
+                self._update_step_cap(z)
             self._clamp_step_size()
             self._check_warmup()
         self._mean_accept_prob += (float(accept_prob) - self._mean_accept_prob) / n

@@ -79,8 +79,8 @@ def test_mass_adaptation_speed_claim():
     slow = RiemannianNUTS(_mixed_model, adapt_mass_matrix=False)
     mcmc_slow = _run(slow, 60, 100)
     assert slow.manifold_inverse_mass == {"x": 1.0}  # adapt_mass_matrix=False keeps unit masses
-    steps_fast = mcmc_fast._diagnostics[0]["sample_stats"]["n_steps"].double().mean()
-    steps_slow = mcmc_slow._diagnostics[0]["sample_stats"]["n_steps"].double().mean()
+    steps_fast = mcmc_fast._diagnostics[0].sample_stats["n_steps"].double().mean()
+    steps_slow = mcmc_slow._diagnostics[0].sample_stats["n_steps"].double().mean()
     assert fast.step_size > 10 * slow.step_size
     assert steps_fast < 8
     assert steps_slow > 2 * steps_fast

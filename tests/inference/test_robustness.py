@@ -260,7 +260,7 @@ def test_truncated_trajectories_are_warned():
     mcmc = MCMC(kernel, num_samples=3, warmup_steps=2, initial_params={"a": torch.zeros(2, dtype=F64)}, disable_progbar=True)
     with pytest.warns(StepSizeWarning, match="max_num_steps=8"):
         mcmc.run()
-    assert mcmc._diagnostics[0]["sample_stats"]["n_steps"].max() == 8
+    assert mcmc._diagnostics[0].sample_stats["n_steps"].max() == 8
 
 
 def test_sampler_warnings_can_be_silenced_by_category():
