@@ -187,6 +187,22 @@ class Geometry:
         proj = proj / proj.norm(dim=0, keepdim=True)
         return ot.sliced_wasserstein_distance(x, y, a, b, n_projections=n_projections, p=p, projections=proj)
 
+    @staticmethod
+    def _horospherical_sw(busemann, d, x, y, a, b, n_projections, p):
+        """Horospherical sliced ``W_p`` on a hyperbolic space (Bonet et al. 2023, "Hyperbolic
+        sliced-Wasserstein via geodesic and horospherical projections", HHSW): each slice is
+        the Busemann function ``busemann(points, v)`` ``(n, P)`` of an ideal point ``v`` drawn
+        uniformly from the ``d``-dimensional directions at the origin (``v``: ``(d, P)``, unit
+        columns); the 1-d
+        laws of the slices are compared exactly (``ot.wasserstein_1d``).  Returns
+        ``(mean over slices of W_p^p)^(1/p)``, a 0-d tensor."""
+        import ot
+
+        v = torch.randn(d, n_projections, dtype=x.dtype, device=x.device)
+        v = v / v.norm(dim=0, keepdim=True)
+        w = ot.wasserstein_1d(busemann(x, v), busemann(y, v), a, b, p=p)
+        return w.mean().pow(1.0 / p)
+
     # -------------------------------------------------------------- HMC
 
     def flow(self, x, v, t):

@@ -86,6 +86,25 @@ class LorentzGeometry(Geometry):
         v = lmath.log_frame(centre.expand_as(draws), draws, k)
         return (v - v.mean(0)).pow(2).sum() / draws.shape[0]
 
+    def sliced_wasserstein(self, x, y, a, b, n_projections, p):
+        """Horospherical sliced ``W_p`` in geodesic units (Bonet et al. 2023): the Busemann
+        function ``√k log(u_0 - u_s·v)`` of the ideal point ``(1, v)``, ``u = x/√k``, in the
+        cancellation-free form ``log(1 + ‖u_s - s v‖²) - log(u_0 + s)`` for ``s = u_s·v ≥ 0``."""
+        k = self.k(x).detach()
+        if k.numel() != 1:
+            raise ValueError(f"manifold: sliced Wasserstein needs one curvature, got k of shape {tuple(k.shape)}")
+        sk = k.sqrt().reshape(())
+
+        def _lorentz_busemann(z, v):
+            u0, us = z[..., :1] / sk, z[..., 1:] / sk
+            s = us @ v
+            perp2 = (us.unsqueeze(-1) - s.unsqueeze(-2) * v).pow(2).sum(-2)
+            far = torch.log1p(perp2) - torch.log(u0 + s.clamp_min(0))
+            near = torch.log(u0 - s.clamp_max(0))
+            return sk * torch.where(s >= 0, far, near)
+
+        return self._horospherical_sw(_lorentz_busemann, x.shape[-1] - 1, x, y, a, b, n_projections, p)
+
     # ---------------------------------------------------------------- HMC
 
     def covector(self, x, v):

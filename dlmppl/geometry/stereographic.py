@@ -82,6 +82,23 @@ class StereographicGeometry(Geometry):
     def random_tangent(self, x):
         return torch.randn_like(x) / kmath.lambda_x(x, self.k(x))
 
+    def sliced_wasserstein(self, x, y, a, b, n_projections, p):
+        """κ < 0: horospherical sliced ``W_p`` in geodesic units (Bonet et al. 2023), with the
+        Busemann function of the ball ``B_v(x) = (log‖v - √c x‖² - log(1 - c‖x‖²)) / √c``,
+        ``c = -κ``; κ ≥ 0 (or a κ of several signs): Euclidean slicing of the chart coordinates."""
+        k = self.k(x).detach()
+        if k.numel() != 1 or not bool(k < 0):
+            return super().sliced_wasserstein(x, y, a, b, n_projections, p)
+        sc = (-k).sqrt().reshape(())
+
+        def _ball_busemann(z, v):
+            u = sc * z
+            u2 = u.pow(2).sum(-1, keepdim=True)
+            num = (1 - 2 * (u @ v) + u2).clamp_min(torch.finfo(z.dtype).tiny)
+            return (num.log() - (1 - u2).clamp_min(torch.finfo(z.dtype).tiny).log()) / sc
+
+        return self._horospherical_sw(_ball_busemann, x.shape[-1], x, y, a, b, n_projections, p)
+
     # ---------------------------------------------------------------- HMC
 
     def covector(self, x, v):

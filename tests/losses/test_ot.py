@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dlmppl import kmath, manifolds
+from dlmppl.geometry import geometry_of
 from dlmppl.losses import manifold_distances, wasserstein
 from dlmppl.losses.ot import _cost
 
@@ -171,3 +172,68 @@ def test_errors_name_the_argument():
         wasserstein(x, x, a=torch.ones(4) / 4)
     with pytest.raises(ValueError, match="reg"):
         wasserstein(x, x, method="sinkhorn", reg=0.0)
+
+
+def _ball_to_lorentz(z):
+    r2 = z.pow(2).sum(-1, keepdim=True)
+    return torch.cat([(1 + r2) / (1 - r2), 2 * z / (1 - r2)], -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sliced_hyperbolic_is_horospherical_and_exact_on_the_line(dtype):
+    """Horospherical sliced W (Bonet et al. 2023) on the ball and the hyperboloid: on H^1 each
+    slice is ± the signed distance, so SW equals W with the geodesic cost; the ball and the
+    hyperboloid give the same value for the same points and slices."""
+    tol = 1e-8 if dtype == torch.float64 else 2e-3
+    B, L = manifolds.PoincareBall(1.0), manifolds.Lorentz(1.0)
+    x = B.expmap0(0.8 * torch.randn(30, 1, dtype=dtype))
+    y = B.expmap0(0.8 * torch.randn(25, 1, dtype=dtype) + 0.7)
+    for p in (1, 2):
+        exact = wasserstein(x.double(), y.double(), B, p=p).item()
+        assert abs(wasserstein(x, y, B, p=p, method="sliced", n_projections=4).item() - exact) < tol * max(1, exact)
+        assert abs(wasserstein(_ball_to_lorentz(x), _ball_to_lorentz(y), L, p=p, method="sliced").item() - exact) < (
+            tol * max(1, exact)
+        )
+    x = B.expmap0(0.6 * torch.randn(100, 2, dtype=dtype))
+    y = B.expmap0(0.6 * torch.randn(80, 2, dtype=dtype) + 0.4)
+    torch.manual_seed(3)
+    sb = wasserstein(x, y, B, method="sliced", n_projections=50)
+    torch.manual_seed(3)
+    sl = wasserstein(_ball_to_lorentz(x), _ball_to_lorentz(y), L, method="sliced", n_projections=50)
+    assert abs(sb.item() - sl.item()) < 10 * tol * sb.item() and sb.item() > 0
+    assert wasserstein(x, x, B, method="sliced").item() == 0
+
+
+def test_sliced_hyperbolic_two_points_and_far_from_the_origin():
+    """δ_0 against δ_y: each slice is |B_v(y)|, whose mean over directions v is an integral
+    (quadrature here); at radius 30 on the hyperboloid a displacement by 0.1 moves every slice by
+    at most 0.1 (Busemann functions are 1-Lipschitz); on H^1 at radius 30, where the naive
+    ``log(u_0 - u_1)`` cancels to garbage, SW is the exact W."""
+    B = manifolds.PoincareBall(2.0)
+    r = 1.5  # geodesic distance of y from the origin on the ball of curvature -2
+    y = torch.tensor([[math.tanh(math.sqrt(2.0) * r / 2) / math.sqrt(2.0), 0.0]], dtype=torch.float64)
+    assert abs(B.dist(y, torch.zeros_like(y)).item() - r) < 1e-12
+    phi = (torch.arange(20000, dtype=torch.float64) + 0.5) * 2 * math.pi / 20000
+    u = math.sqrt(2.0) * y[0, 0]
+    busemann = (torch.log(1 - 2 * u * phi.cos() + u**2) - math.log(1 - u**2)) / math.sqrt(2.0)
+    expected = busemann.abs().mean().item()
+    torch.manual_seed(0)
+    got = wasserstein(torch.zeros_like(y), y, B, p=1, method="sliced", n_projections=40000).item()
+    # Monte Carlo over 40000 directions: sd of |B_v| / 200
+    assert abs(got - expected) < 6 * busemann.abs().std().item() / 200 and expected <= r
+    L = manifolds.Lorentz(1.0)
+    far = 30 * torch.nn.functional.normalize(torch.randn(20, 3, dtype=torch.float64), dim=-1)
+    x = L.expmap0(torch.cat([torch.zeros(20, 1, dtype=torch.float64), far], -1))
+    g = geometry_of(L)
+    v = g.random_tangent(x)
+    moved = g.exp(x, 0.1 * v / g.norm(x, v).unsqueeze(-1))
+    r = torch.tensor([30.0, 30.1, -29.0, 31.0], dtype=torch.float64)[:, None]
+    line = torch.cat([r.cosh(), r.sinh()], -1)  # H^1 in Lorentz coordinates
+    for p in (1, 2):
+        # W_p^p between {30, 30.1} and {-29, 31} on the line: sorted matching, (59^p + 0.9^p) / 2
+        sw = wasserstein(line[:2], line[2:], L, p=p, method="sliced", n_projections=8).item()
+        assert abs(sw - (59.0**p + 0.9**p) / 2) < 1e-6 * 59.0**p, (p, sw)
+    moved_by = g.dist(x, moved)  # about 0.1 (the ambient coordinates, of size 5e12, round at 1e-3)
+    assert (moved_by - 0.1).abs().max() < 0.01
+    sw = wasserstein(x, moved, L, p=1, method="sliced", n_projections=200).item()
+    assert math.isfinite(sw) and 0.01 < sw <= moved_by.max().item() + 1e-6
