@@ -17,7 +17,13 @@ coordinates ``y`` (documented per function).
 * :func:`digits`: the 8×8 handwritten digits that ship with scikit-learn;
 * images with a known latent topology: :func:`rotating_sprite` (S¹), :func:`clock` (T²),
   :func:`rotating_segment` (RP¹), :func:`rotating_object` (SO(3), with
-  :func:`random_rotations`).
+  :func:`random_rotations`);
+* data with known factors and modes, for disentanglement and mode-coverage metrics:
+  :func:`sprites` (dSprites-like images: shape, scale, rotation, x, y; :func:`sprites_grid`,
+  :func:`sprites_chunks` for the whole factor grid), :func:`rings`, :func:`spirals`, and
+  :func:`mixture` on Euclidean space, the sphere or the Poincaré disk with modes from
+  :func:`vmf_mixture_modes` and :func:`tree_modes`.  :func:`sprites` returns images
+  ``(n, size, size)``; :func:`mixture` returns the modes too.
 """
 
 from __future__ import annotations
@@ -41,6 +47,19 @@ __all__ = [
     "rotating_segment",
     "rotating_object",
     "random_rotations",
+    "SPRITES_SHAPES",
+    "SPRITES_FACTORS",
+    "SPRITES_CIRCULAR",
+    "SPRITES_SYMMETRY",
+    "sprites",
+    "sprites_grid",
+    "sprites_chunks",
+    "sprite_area",
+    "rings",
+    "spirals",
+    "mixture",
+    "vmf_mixture_modes",
+    "tree_modes",
 ]
 
 
@@ -453,3 +472,442 @@ def rotating_object(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=Non
         shade = (0.35 + 0.65 * facing.clamp_min(0))[:, None, None]
         img = img + alpha[..., None] * shade * torch.tensor(colour, dtype=dtype)
     return _finish(img.reshape(n, 3 * p.shape[0]), noise), R
+
+
+# ---------------------------------------------------------------------------------------------
+# Procedural data with known factors (issue 14): dSprites-like images, rings, spirals, mixtures.
+
+SPRITES_SHAPES = ("square", "ellipse", "heart")
+"""The sprite shapes; the ``shape`` factor of :func:`sprites` is the index into this tuple."""
+
+SPRITES_FACTORS = ("shape", "scale", "rotation", "x", "y")
+"""The columns of the factors of :func:`sprites`, in order."""
+
+SPRITES_CIRCULAR = (False, False, True, False, False)
+"""Which columns of :data:`SPRITES_FACTORS` are circular: only ``rotation`` (period ``2π``)."""
+
+SPRITES_SYMMETRY = {"square": 4, "ellipse": 2, "heart": 1}
+"""Order of each shape's rotational symmetry: its image at ``θ`` and ``θ + 2π/order`` coincide."""
+
+# Every shape fits in a disc of radius _SPRITE_RADIUS · scale about its centroid (scale ≤ 1), and
+# centroids stay within ±_SPRITE_RANGE of the image centre (units: the image is [-1, 1]²), so a
+# sprite never touches the border: 1 - 0.3 - 0.6 = 0.1 leaves 1.6 px at 32 px.
+_SPRITE_RADIUS = 0.3
+_SPRITE_RANGE = 0.6
+_SQUARE_HALF = _SPRITE_RADIUS / math.sqrt(2)
+_ELLIPSE_AXES = (_SPRITE_RADIUS, _SPRITE_RADIUS / 2)
+# the heart: a square of half-side h turned by 45° (a diamond |x| + |y| ≤ h√2) with a disc of
+# radius h on each of its two upper edges.  The outer half-discs add π h², the centroid of a
+# half-disc lies 4h/(3π) beyond its edge, so the union's centroid is at height
+# h (π + 4/3) / (√2 (4 + π)) above the diamond's centre; the bottom tip is the farthest point.
+_HEART_LIFT = (math.pi + 4.0 / 3.0) / (math.sqrt(2) * (4 + math.pi))
+_HEART_H = _SPRITE_RADIUS / (math.sqrt(2) + _HEART_LIFT)
+
+
+def sprite_area(shape: str, scale: float = 1.0) -> float:
+    """Exact area of a :func:`sprites` shape at ``scale``, in units of the image square ``[-1, 1]²``
+    (multiply by ``(size/2)²`` for pixels): square ``(2h)²`` with ``h = 0.3/√2``, ellipse ``π a b`` with
+    ``(a, b) = (0.3, 0.15)``, heart ``(4 + π) h²`` with ``h = 0.3/(√2 + (π + 4/3)/(√2 (4 + π)))``."""
+    if shape == "square":
+        a = (2 * _SQUARE_HALF) ** 2
+    elif shape == "ellipse":
+        a = math.pi * _ELLIPSE_AXES[0] * _ELLIPSE_AXES[1]
+    elif shape == "heart":
+        a = (4 + math.pi) * _HEART_H**2
+    else:
+        raise ValueError(f"shape: expected one of {SPRITES_SHAPES}, got {shape!r}")
+    return a * scale**2
+
+
+def _box_sd(q, half):
+    """Exact signed distance (negative inside) of points ``q`` ``(..., 2)`` to the square ``|q|∞ ≤ half``."""
+    d = q.abs() - half
+    return d.clamp_min(0).norm(dim=-1) + d.amax(-1).clamp_max(0)
+
+
+def _sprite_sd(code: int, q):
+    """Signed distance of points ``q`` ``(..., 2)`` in the sprite's frame (unit scale) to shape ``code``."""
+    if code == 0:
+        return _box_sd(q, _SQUARE_HALF)
+    if code == 1:
+        # first-order distance f/|∇f| of the ellipse f = |q/r| - 1 = 0: exact on the boundary,
+        # which is all a one-pixel soft edge sees
+        r = q.new_tensor(_ELLIPSE_AXES)
+        rho = (q / r).norm(dim=-1)
+        grad = (q / r**2).norm(dim=-1)
+        return (rho - 1) * rho / grad.clamp_min(1e-12) - (rho == 0).to(q.dtype) * _ELLIPSE_AXES[1]
+    h = _HEART_H
+    q = q + q.new_tensor([0.0, _HEART_LIFT * h])  # the diamond's frame (the centroid sits at the origin)
+    c, s = math.sqrt(0.5), math.sqrt(0.5)
+    diamond = _box_sd(torch.stack([c * q[..., 0] - s * q[..., 1], s * q[..., 0] + c * q[..., 1]], -1), h)
+    centres = q.new_tensor([[-h * c, h * c], [h * c, h * c]])
+    discs = (q[..., None, :] - centres).norm(dim=-1).amin(-1) - h
+    return torch.minimum(diamond, discs)
+
+
+def _levels(count: int, lo: float, hi: float, single: float, dtype, name: str):
+    """The grid of one factor: ``count`` values evenly spaced over ``[lo, hi]`` (``single`` alone if 1)."""
+    if int(count) != count or count < 1:
+        raise ValueError(
+            f"sprites: {name} must be a positive integer (the number of grid values), got {count!r}"
+        )
+    if count == 1:
+        return torch.full((1,), single, dtype=dtype)
+    return torch.linspace(lo, hi, int(count), dtype=dtype)
+
+
+def _sprite_grids(shapes, scales, rotations, positions, dtype):
+    """The five factor grids: shape codes, scales, angles, x and y positions."""
+    if isinstance(shapes, str):
+        shapes = (shapes,)
+    shapes = tuple(shapes)
+    if not shapes or any(s not in SPRITES_SHAPES for s in shapes) or len(set(shapes)) != len(shapes):
+        raise ValueError(f"sprites: shapes must be distinct names among {SPRITES_SHAPES}, got {shapes!r}")
+    codes = torch.tensor([SPRITES_SHAPES.index(s) for s in shapes], dtype=dtype)
+    sc = _levels(scales, 0.5, 1.0, 1.0, dtype, "scales")
+    if int(rotations) != rotations or rotations < 1:
+        raise ValueError(f"sprites: rotations must be a positive integer, got {rotations!r}")
+    rot = 2 * math.pi * torch.arange(int(rotations), dtype=dtype) / int(rotations)
+    pos = _levels(positions, 0.0, 1.0, 0.5, dtype, "positions")
+    return codes, sc, rot, pos, pos
+
+
+def sprites_grid(
+    shapes=SPRITES_SHAPES, scales: int = 6, rotations: int = 40, positions: int = 32, dtype=None
+):
+    """Every point of the :func:`sprites` factor grid, as a ``(N, 5)`` tensor (no images).
+
+    ``N = len(shapes) · scales · rotations · positions²`` (737,280 by default, 14.7 MB in float32;
+    rendering them all would take 12 GB at 64×64: render subsets with ``sprites(factors=...)`` or
+    stream them with :func:`sprites_chunks`).  Rows are in dSprites order: ``shape`` varies
+    slowest, then ``scale``, ``rotation``, ``x``, and ``y`` fastest, so row ``i`` has the mixed-radix
+    digits of ``i`` as its factor indices.  Columns as in :data:`SPRITES_FACTORS`.
+    """
+    grids = _sprite_grids(shapes, scales, rotations, positions, _dtype(dtype))
+    mesh = torch.meshgrid(*grids, indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], -1)
+
+
+def sprites_chunks(
+    chunk: int = 1024,
+    size: int = 64,
+    shapes=SPRITES_SHAPES,
+    scales: int = 6,
+    rotations: int = 40,
+    positions: int = 32,
+    noise: float = 0.0,
+    binary: bool = False,
+    dtype=None,
+):
+    """Iterate over the whole :func:`sprites` grid in :func:`sprites_grid` order, ``chunk`` images at a time.
+
+    Yields pairs ``(images, factors)`` of shapes ``(m, size, size)`` and ``(m, 5)``, ``m ≤ chunk``;
+    only one chunk of images exists at a time.
+    """
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"sprites_chunks: chunk must be a positive integer, got {chunk!r}")
+    grid = sprites_grid(shapes, scales, rotations, positions, dtype)
+    for start in range(0, grid.shape[0], int(chunk)):
+        yield sprites(
+            size=size,
+            shapes=shapes,
+            factors=grid[start : start + int(chunk)],
+            noise=noise,
+            binary=binary,
+            dtype=dtype,
+        )
+
+
+def sprites(
+    n: int | None = None,
+    size: int = 64,
+    shapes=SPRITES_SHAPES,
+    scales: int = 6,
+    rotations: int = 40,
+    positions: int = 32,
+    factors=None,
+    noise: float = 0.0,
+    binary: bool = False,
+    dtype=None,
+):
+    r"""dSprites-like images of 2-D shapes with five known generative factors.
+
+    After dSprites (Matthey, Higgins, Hassabis & Lerchner 2017, https://github.com/deepmind/dsprites-dataset;
+    used for disentanglement metrics by Higgins et al. 2017, β-VAE, and Chen et al. 2018, MIG).
+    Factors (columns of :data:`SPRITES_FACTORS`):
+
+    * ``shape``: categorical, the index into :data:`SPRITES_SHAPES` (``square``, ``ellipse``,
+      ``heart``) as a float; ``shapes`` selects which appear;
+    * ``scale``: ``scales`` values evenly spaced over ``[0.5, 1]``; the shape's size is proportional to
+      it, its area to its square (:func:`sprite_area`);
+    * ``rotation``: circular, ``rotations`` angles ``2π j / rotations`` in ``[0, 2π)``, radians,
+      counter-clockwise about the shape's centroid.  The image depends on the angle only modulo
+      ``2π / order``, ``order`` = :data:`SPRITES_SYMMETRY` (a square at ``θ`` and ``θ + π/2``, an
+      ellipse at ``θ`` and ``θ + π`` give the same image; the heart has no symmetry), so for a
+      square only ``θ mod π/2`` is identifiable from the image (as in dSprites);
+    * ``x``, ``y``: ``positions`` values evenly spaced over ``[0, 1]`` (``0.5`` alone if 1): the
+      centroid lies at image coordinates ``(1.2 x - 0.6, 1.2 y - 0.6)`` of ``[-1, 1]²``, i.e. at pixel
+      column ``(1.2 x + 0.4) size/2 - ½`` and row ``(1.6 - 1.2 y) size/2 - ½`` (row 0 is the top:
+      ``y`` points up).  Every shape fits in a disc of radius ``0.3 · scale`` about its centroid, so
+      no sprite touches the border.
+
+    Rendering is vectorised torch (no loop over pixels): a pixel's grey level is
+    ``sigmoid(-d / s)``, ``d`` the signed distance from the pixel centre to the shape's boundary
+    (negative inside) and ``s = 1/size`` (half a pixel), so edges are anti-aliased and the image is
+    smooth in every continuous factor (its grey levels sum to the area, :func:`sprite_area`, plus
+    about 3 px² from the soft edge); ``binary=True`` gives ``1{d < 0}`` (dSprites' images are
+    binary).  ``noise`` adds Gaussian pixel noise, then clamps to ``[0, 1]``.
+
+    The factors come from one of: ``n`` independent draws, each factor uniform on its grid (so a
+    uniform draw from the grid), from torch's generator; or the rows of ``factors`` ``(n, 5)``,
+    rendered as given (grid values, e.g. rows of :func:`sprites_grid`, or any values with the
+    shape code among ``shapes``, ``0 < scale ≤ 1``, ``0 ≤ x, y ≤ 1``, finite rotation).  For the
+    whole grid see :func:`sprites_grid` and :func:`sprites_chunks`.
+
+    Returns:
+        ``images`` of shape ``(n, size, size)`` in ``[0, 1]`` and ``factors`` ``(n, 5)``, both of
+        ``dtype``.
+    """
+    dtype = _dtype(dtype)
+    codes, sc, rot, pos, _ = _sprite_grids(shapes, scales, rotations, positions, dtype)
+    factors = _factor(factors, (5,), dtype, "factors")
+    if factors is None:
+        if n is None:
+            raise ValueError("sprites: give n (the number of random draws) or factors")
+        _check_image_args("sprites", n, size, noise)
+        n = int(n)
+        idx = [torch.randint(len(g), (n,)) for g in (codes, sc, rot, pos, pos)]
+        factors = torch.stack([g[i] for g, i in zip((codes, sc, rot, pos, pos), idx, strict=True)], -1)
+    else:
+        if n is not None and int(n) != factors.shape[0]:
+            raise ValueError(f"sprites: n = {n} disagrees with the {factors.shape[0]} rows of factors")
+        n = factors.shape[0]
+        _check_image_args("sprites", n, size, noise)
+        shape_ok = (factors[:, :1] == codes).any(-1)
+        if not bool(shape_ok.all()):
+            raise ValueError(f"factors: column 0 (shape) must be a code of shapes {tuple(codes.tolist())}")
+        scale, xy = factors[:, 1], factors[:, 3:]
+        if not bool(((scale > 0) & (scale <= 1)).all()):
+            raise ValueError("factors: column 1 (scale) must lie in (0, 1]")
+        if not bool(((xy >= 0) & (xy <= 1)).all()):
+            raise ValueError("factors: columns 3, 4 (x, y) must lie in [0, 1]")
+    p = _grid(size, dtype)
+    centre = (2 * factors[:, 3:] - 1) * _SPRITE_RANGE  # (n, 2)
+    scale = factors[:, 1:2]
+    # pixels in each sprite's frame: rotate by -θ about the centroid, divide by the scale
+    rel = p[None] - centre[:, None]  # (n, P, 2)
+    c, s = factors[:, 2].cos()[:, None], factors[:, 2].sin()[:, None]
+    q = (
+        torch.stack([c * rel[..., 0] + s * rel[..., 1], -s * rel[..., 0] + c * rel[..., 1]], -1)
+        / scale[:, None]
+    )
+    d = torch.empty(n, p.shape[0], dtype=dtype)
+    code = factors[:, 0].round().long()
+    for k in code.unique().tolist():
+        mask = code == k
+        d[mask] = _sprite_sd(k, q[mask]) * scale[mask]  # distances in image units
+    img = (d < 0).to(dtype) if binary else torch.sigmoid(-d * size)
+    return _finish(img, noise).reshape(n, size, size), factors
+
+
+def rings(n: int = 1000, num_rings: int = 3, noise: float = 0.05, dtype=None):
+    """Concentric rings in the plane with known labels.
+
+    Ring ``k`` (``k = 0 … num_rings - 1``) is the circle of radius ``(k + 1) / num_rings``; point
+    ``i`` lies on ring ``i mod num_rings`` (so the rings are equally full, also in any prefix) at a
+    uniform angle, plus isotropic Gaussian noise of sd ``noise``.  Neighbouring rings are
+    ``1 / num_rings`` apart.
+
+    Returns ``x`` ``(n, 2)`` and ``y`` ``(n,)`` long, the ring of each point.
+    """
+    dtype = _dtype(dtype)
+    _check_toy_args("rings", n, num_rings, "num_rings", noise)
+    y = torch.arange(int(n)) % int(num_rings)
+    t = 2 * math.pi * torch.rand(int(n), dtype=dtype)
+    r = (y + 1).to(dtype) / num_rings
+    x = torch.stack([r * t.cos(), r * t.sin()], -1)
+    return x + noise * torch.randn_like(x), y
+
+
+def spirals(n: int = 1000, num_arms: int = 2, turns: float = 1.0, noise: float = 0.05, dtype=None):
+    """Interleaved spiral arms in the plane with known labels (the "two spirals" problem, any number of arms).
+
+    Arm ``k`` is the Archimedean spiral ``r = 0.2 + 0.8 t``, ``φ = 2π (k / num_arms + turns · t)``,
+    ``t ∈ [0, 1]``; point ``i`` lies on arm ``i mod num_arms`` at ``t ~ U(0, 1)``, plus isotropic
+    Gaussian noise of sd ``noise``.  Along any ray neighbouring arms are ``0.8 / (num_arms · turns)``
+    apart.
+
+    Returns ``x`` ``(n, 2)`` and ``y`` ``(n,)`` long, the arm of each point.
+    """
+    dtype = _dtype(dtype)
+    _check_toy_args("spirals", n, num_arms, "num_arms", noise)
+    if not (math.isfinite(turns) and turns > 0):
+        raise ValueError(f"spirals: turns must be positive and finite, got {turns}")
+    y = torch.arange(int(n)) % int(num_arms)
+    t = torch.rand(int(n), dtype=dtype)
+    r = 0.2 + 0.8 * t
+    phi = 2 * math.pi * (y.to(dtype) / num_arms + turns * t)
+    x = torch.stack([r * phi.cos(), r * phi.sin()], -1)
+    return x + noise * torch.randn_like(x), y
+
+
+def _check_toy_args(name, n, k, k_name, noise):
+    if int(n) != n or n < 0:
+        raise ValueError(f"{name}: n must be an integer >= 0, got {n}")
+    if int(k) != k or k < 1:
+        raise ValueError(f"{name}: {k_name} must be a positive integer, got {k}")
+    if not noise >= 0:
+        raise ValueError(f"{name}: noise must be >= 0, got {noise}")
+
+
+def vmf_mixture_modes(k: int, dim: int = 3, dtype=None):
+    """``k`` well-separated unit vectors in ``R^dim`` (on ``S^{dim-1}``), deterministic: modes for
+    :func:`mixture` on the sphere.
+
+    * ``dim = 2``: the regular ``k``-gon (optimal);
+    * ``k ≤ dim + 1``: the vertices of a regular simplex, pairwise inner product ``-1/(k-1)``
+      (optimal: e.g. 4 modes on ``S²`` are a regular tetrahedron);
+    * ``k ≤ 2 dim``: ``±e_0, ±e_1, …`` (pairwise angle ≥ π/2, optimal by Rankin's bound, 1955);
+    * more: a minimiser of the Riesz energy ``Σ 1/|x_i - x_j|^dim`` (projected gradient descent
+      from a fixed draw of a private generator, so the global one is untouched).
+
+    Returns a ``(k, dim)`` tensor of unit rows.
+    """
+    dtype = _dtype(dtype)
+    if int(dim) != dim or dim < 2:
+        raise ValueError(f"vmf_mixture_modes: dim must be an integer >= 2, got {dim}")
+    if int(k) != k or k < 1:
+        raise ValueError(f"vmf_mixture_modes: k must be a positive integer, got {k}")
+    k, dim = int(k), int(dim)
+    out = torch.zeros(k, dim, dtype=torch.float64)
+    if k == 1:
+        out[0, 0] = 1
+    elif dim == 2:
+        a = 2 * math.pi * torch.arange(k, dtype=torch.float64) / k
+        out = torch.stack([a.cos(), a.sin()], -1)
+    elif k <= dim + 1:
+        # e_j - 1/k, normalised, in the Helmert basis of the hyperplane Σ = 0 of R^k
+        v = torch.eye(k, dtype=torch.float64) - 1.0 / k
+        v = v / v.norm(dim=-1, keepdim=True)
+        H = torch.zeros(k - 1, k, dtype=torch.float64)
+        for i in range(1, k):
+            H[i - 1, :i] = 1.0
+            H[i - 1, i] = -float(i)
+            H[i - 1] /= math.sqrt(i * (i + 1))
+        out[:, : k - 1] = v @ H.T
+    elif k <= 2 * dim:
+        for j in range(k):
+            out[j, j // 2] = 1.0 if j % 2 == 0 else -1.0
+    else:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(k, dim, generator=g, dtype=torch.float64)
+        x = x / x.norm(dim=-1, keepdim=True)
+        s = float(dim)
+        eye = torch.eye(k, dtype=torch.bool)
+        for it in range(1000):
+            diff = x[:, None] - x[None]
+            r = diff.norm(dim=-1).masked_fill(eye, 1.0)
+            force = (diff / r[..., None] ** (s + 2)).masked_fill(eye[..., None], 0.0).sum(1)
+            force = force - (force * x).sum(-1, keepdim=True) * x  # tangent part
+            step = 0.1 * r.masked_fill(eye, math.inf).amin() / (1 + it / 100)
+            x = x + step * force / force.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+            x = x / x.norm(dim=-1, keepdim=True)
+        out = x
+    return out.to(dtype)
+
+
+def tree_modes(depth: int = 3, radius_step: float = 1.0, leaves_only: bool = False, dtype=None):
+    """Modes at the nodes of a binary tree in the Poincaré disk (curvature -1, ``PoincareBall()``).
+
+    The root at the origin, the ``2^l`` nodes of level ``l`` at hyperbolic distance
+    ``l · radius_step`` from it, each child in the middle of one half of its parent's angular
+    sector (the tree of :func:`curved_distance_data`; hierarchical data as in Mathieu et al.
+    2019 and Nickel & Kiela 2017).  Nodes are listed breadth-first, so node ``i`` is at level
+    ``⌊log₂(i + 1)⌋``; ``leaves_only`` keeps the ``2^depth`` nodes of the last level.
+
+    Returns a ``(m, 2)`` tensor of points of the disk, ``m = 2^(depth+1) - 1`` (or ``2^depth``).
+    """
+    dtype = _dtype(dtype)
+    if int(depth) != depth or depth < 0:
+        raise ValueError(f"tree_modes: depth must be an integer >= 0, got {depth}")
+    if not (radius_step > 0 and depth * radius_step < kmath.max_radius(dtype)):
+        raise ValueError(
+            f"tree_modes: radius_step must be > 0 with depth · radius_step below {kmath.max_radius(dtype):.1f} "
+            f"(the radius {dtype} represents), got radius_step={radius_step}"
+        )
+    pts, levels = _binary_tree_poincare(int(depth), float(radius_step), dtype)
+    return pts[levels == depth] if leaves_only else pts
+
+
+def mixture(n: int, modes, weights=None, scale: float = 0.1, manifold=None, dtype=None):
+    """Draws from a mixture with known modes on Euclidean space, the sphere or a hyperbolic space.
+
+    Each draw picks a component ``c ~ Categorical(weights)`` (uniform by default) and then
+
+    * ``manifold=None`` (or ``Euclidean(ndim=1)``): ``N(modes[c], scale² I)``;
+    * a sphere (``Sphere()``/``SphereExact()``, modes unit vectors): von Mises–Fisher
+      ``vMF(modes[c], 1/scale²)`` (:class:`~dlmppl.distributions.VonMisesFisher`; for small ``scale``
+      each tangent coordinate has sd ≈ ``scale``);
+    * any manifold of :class:`~dlmppl.distributions.WrappedNormal` (the Poincaré disk
+      ``PoincareBall()``, κ-stereographic and Lorentz models): the wrapped normal
+      ``WN(modes[c], scale)``, ``scale`` in Riemannian units.
+
+    Well-separated modes: :func:`vmf_mixture_modes` (sphere), :func:`tree_modes` (Poincaré disk).
+    ``dtype`` defaults to that of ``modes`` (the default dtype if ``modes`` is not floating), the
+    device is that of ``modes``.  Randomness from torch's generator.
+
+    Returns:
+        ``x`` ``(n, D)`` the draws, ``labels`` ``(n,)`` long (the component of each draw) and
+        ``modes`` ``(k, D)`` (as validated and converted), so that mode-coverage metrics can be
+        computed against them.
+    """
+    modes = torch.as_tensor(modes)
+    if dtype is None:
+        dtype = modes.dtype if modes.is_floating_point() else torch.get_default_dtype()
+    modes = modes.to(dtype)
+    if modes.dim() != 2 or modes.shape[0] < 1:
+        raise ValueError(f"modes: expected shape (k, D) with k >= 1, got {tuple(modes.shape)}")
+    if not bool(torch.isfinite(modes).all()):
+        raise ValueError("modes: must be finite")
+    if int(n) != n or n < 0:
+        raise ValueError(f"mixture: n must be an integer >= 0, got {n}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale: must be positive and finite, got {scale}")
+    k = modes.shape[0]
+    if weights is None:
+        w = torch.ones(k, dtype=dtype, device=modes.device)
+    else:
+        w = torch.as_tensor(weights, dtype=dtype, device=modes.device)
+        if w.shape != (k,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not w.sum() > 0:
+            raise ValueError(
+                f"weights: expected {k} finite non-negative numbers with a positive sum, got {weights}"
+            )
+    n = int(n)
+    if n == 0:
+        labels = torch.zeros(0, dtype=torch.long, device=modes.device)
+    else:
+        labels = torch.multinomial(w, n, replacement=True)
+    loc = modes[labels]
+    if manifold is None:
+        return loc + scale * torch.randn_like(loc), labels, modes
+    from .geometry import geometry_of
+
+    g = geometry_of(manifold)
+    if g.ndim != 1:
+        raise ValueError(
+            f"manifold: mixture needs points that are vectors (ndim=1), {g.name} has ndim={g.ndim}"
+        )
+    bad = g.violation(modes) > 1e3 * torch.finfo(dtype).eps
+    if bool(bad.any()):
+        raise ValueError(f"modes: rows {bad.nonzero().flatten().tolist()} are not on {g.name} ({g.bounds})")
+    if g.name == "Sphere":
+        from .distributions import VonMisesFisher
+
+        law = VonMisesFisher(loc, torch.full(loc.shape[:-1], 1.0 / scale**2, dtype=dtype, device=loc.device))
+    else:
+        from .distributions import WrappedNormal
+
+        law = WrappedNormal(
+            manifold, loc, torch.full(loc.shape[:-1], float(scale), dtype=dtype, device=loc.device)
+        )
+    return law.sample(), labels, modes
