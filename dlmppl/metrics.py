@@ -536,6 +536,7 @@ def distance_preservation(
     distance ``|wrap(vᵢₖ - vⱼₖ)|`` for ``circular`` factors (radians); a geoopt manifold: its
     geodesic distance (factors are its points); a callable ``(a, b) -> (P,)`` on paired rows.
 
+    All pairs hold ``O(n²)`` memory: use ``num_pairs`` for large ``n``.
     latent : ``(n, *event)``, factors : ``(n, ...)``, ``n ≥ 2``.  Returns a 0-d tensor in
     ``[-1, 1]``; equal distances on one side (a constant) are a ``ValueError``.
     """

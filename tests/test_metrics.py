@@ -12,6 +12,7 @@ from sklearn.manifold import trustworthiness as sk_trustworthiness
 from sklearn.metrics import mutual_info_score
 
 from dlmppl import manifolds, metrics
+from dlmppl.geometry.torus import wrap_angle
 from dlmppl.metrics import (
     continuity,
     dci,
@@ -89,7 +90,9 @@ def test_mmd_test_returns_mmd2_and_a_permutation_pvalue():
     g = torch.Generator().manual_seed(1)
     stat, p = mmd_test(x, y, num_permutations=199, generator=g)
     assert torch.equal(stat, mmd2(x, y))
-    assert 1 / 200 <= float(p) <= 1 and float(p) * 200 == round(float(p) * 200)  # (1 + count) / (1 + B)
+    assert (
+        1 / 200 <= float(p) <= 1 and abs(float(p) * 200 - round(float(p) * 200)) < 1e-9
+    )  # (1 + count) / (1 + B)
     again = mmd_test(x, y, num_permutations=199, generator=torch.Generator().manual_seed(1))[1]
     assert torch.equal(p, again)  # the permutations come from the generator
     far = mmd_test(x, y + 50.0, bandwidth=1.0, num_permutations=99, generator=g)[1]
@@ -171,6 +174,10 @@ def test_precision_recall_density_coverage_hand_case(dtype):
     dc = density_coverage(real, fake, k=1)
     assert pr.precision.dtype == dtype
     assert torch.allclose(torch.stack([*pr, *dc]), _t([0.5, 1.0, 1.0, 2 / 3], dtype))
+    # closed balls (Kynkäänniemi et al. eq. 1): fake 5 lies on the boundary of B(3, 2)
+    on_edge = _t([[5.0], [9.0]], dtype)
+    assert float(precision_recall(real, on_edge, k=1).precision) == 0.5
+    assert float(density_coverage(real, on_edge, k=1).coverage) == pytest.approx(1 / 3)
 
 
 def test_knn_metrics_match_naive_loops_with_geodesic_distances():
@@ -204,6 +211,9 @@ def test_knn_metrics_errors():
         density_coverage(x, x, k=4)
     with pytest.raises(ValueError, match="event shapes differ"):
         precision_recall(x, torch.randn(4, 3))
+    pairs = _sphere(8).reshape(4, 2, 3)  # points of S² in pairs: not points of the sphere's (3,) event shape
+    with pytest.raises(ValueError, match="^manifold: points of event shape"):
+        precision_recall(pairs, pairs, k=1, manifold=manifolds.Sphere())
 
 
 def test_mode_coverage_hand_case_and_scipy_jsd():
@@ -223,6 +233,10 @@ def test_mode_coverage_hand_case_and_scipy_jsd():
     assert out.counts.tolist() == [2, 1, 1] and float(out.coverage) == pytest.approx(1 / 3)
     assert float(out.jsd) < 1e-15  # histogram (2, 1, 1)/4 equals the weights (2, 1, 1)/4
     assert float(mode_coverage(samples, modes, min_samples=0.3).coverage) == pytest.approx(1 / 3)
+    out32 = mode_coverage(samples.float(), modes.float(), threshold=1.0)
+    assert out32.jsd.dtype == torch.float32 and float(out32.jsd) == pytest.approx(
+        jensenshannon([0.5, 0.25, 0, 0.25], [1 / 3] * 3 + [0]) ** 2, rel=1e-5
+    )
 
 
 def test_mode_coverage_uses_geodesic_distances():
@@ -327,20 +341,19 @@ def test_dci_scores_hand_cases_and_scipy_entropy():
     assert [float(s) for s in metrics._dci_scores(R)] == pytest.approx([d_ref, c_ref], rel=1e-12)
 
 
+def _quasi(n, d):
+    """``n`` deterministic, evenly spread points of [0, 1)^d (unscrambled Sobol, the 0 point dropped):
+    test data whose structure does not depend on the seed."""
+    return torch.quasirandom.SobolEngine(d).draw(n + 1, dtype=f64)[1:]
+
+
 def test_dci_on_known_structure_with_a_circular_factor():
     n = 400
-    theta = (torch.rand(n, dtype=f64) * 2 - 1) * math.pi
-    s = torch.rand(n, dtype=f64)
-    # codes: (cos θ, sin θ) carry the angle, code 2 the scale, code 3 is noise
-    codes = torch.stack(
-        [
-            torch.cos(theta),
-            torch.sin(theta),
-            2 * s + 0.01 * torch.randn(n, dtype=f64),
-            torch.randn(n, dtype=f64),
-        ],
-        1,
-    )
+    u = _quasi(n, 4)
+    theta, s = (2 * u[:, 0] - 1) * math.pi, u[:, 1]
+    # codes: (cos θ, sin θ) carry the angle, code 2 the scale, code 3 is unrelated
+    noise = torch.special.ndtri(u[:, 2:])
+    codes = torch.stack([torch.cos(theta), torch.sin(theta), 2 * s + 0.01 * noise[:, 0], noise[:, 1]], 1)
     g = torch.Generator().manual_seed(3)
     out = dci(codes, torch.stack([theta, s], 1), circular=[True, False], alpha=0.01, generator=g)
     assert out.importance.shape == (4, 2)
@@ -367,6 +380,17 @@ def test_dci_on_known_structure_with_a_circular_factor():
         generator=g,
     )
     assert gb.disentanglement.dtype == torch.float32 and float(gb.informativeness_per_factor.max()) < 0.3
+
+
+def test_dci_informativeness_without_information_is_one():
+    # codes independent of the factors: each prediction is about the constant training mean, whose
+    # error is that of the test mean (up to O(1/n)), so the normalised error is ≈ 1.  The angle sits
+    # across the cut ±π (mean direction π): only a wrapped (angular) error gives ≈ 1 there.
+    n = 400
+    g = torch.special.ndtri(_quasi(n, 5))
+    factors = torch.stack([wrap_angle(math.pi + 0.3 * g[:, 0]), g[:, 1]], 1)
+    out = dci(g[:, 2:], factors, circular=[0], generator=torch.Generator().manual_seed(0))
+    assert ((out.informativeness_per_factor > 0.95) & (out.informativeness_per_factor < 1.1)).all()
 
 
 def test_dci_errors():
@@ -402,7 +426,10 @@ def test_distance_preservation_hand_case_and_scipy():
 
 def test_distance_preservation_on_the_circle():
     # points on S¹ ⊂ R² with the sphere's arc length; factors = their angles on the circle
-    theta = (torch.rand(40, dtype=f64) * 2 - 1) * math.pi
+    fixed = torch.Generator().manual_seed(
+        1
+    )  # data fixed whatever the test seed: the 0.99 below is not random
+    theta = (torch.rand(40, generator=fixed, dtype=f64) * 2 - 1) * math.pi
     z = torch.stack([torch.cos(theta), torch.sin(theta)], 1)
     S = manifolds.Sphere()
     assert float(distance_preservation(z, theta, manifold=S, circular=True)) == pytest.approx(1.0, abs=1e-12)
