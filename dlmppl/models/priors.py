@@ -55,6 +55,23 @@ Cost.  One density evaluation runs ``num_steps × stages`` field evaluations (4 
 one Jacobian–vector product of ``log``; backpropagating through it (a prior trained jointly
 inside an ELBO) roughly doubles that again.  Two-stage training (fit the prior to the codes
 of a trained VAE) never needs it.
+
+Use with :class:`~dlmppl.models.ManifoldVAE`::
+
+    # two-stage (like latent diffusion): fit to the posterior codes after training, then set it
+    c = vae.components[0]
+    prior = FlowMatchingPrior(c.manifold, c.event_shape)
+    prior.fit(vae.codes(x)[0])
+    vae.set_prior(prior)            # vae.sample(n) decodes flow draws; vae.model scores z by log_prob
+
+    # joint: the ELBO's log p(z) term trains the field by maximum likelihood on posterior draws
+    vae = ManifoldVAE(D, "poincare", 2, prior=FlowMatchingPrior(PoincareBall(), (2,), num_steps=4))
+
+Joint training evaluates :meth:`~FlowMatchingPrior.log_prob` (and its gradient) in every SVI
+step: with the defaults (16 RK4 steps) about 64 field evaluations and ``64 d`` extra backward
+passes per step, so fewer ``num_steps`` (or ``hutchinson=True`` for large ``d``) are advisable
+there; the model is then a continuous normalising flow prior trained by likelihood, not by flow
+matching.
 """
 
 from __future__ import annotations
@@ -665,9 +682,9 @@ class FlowMatchingPrior(nn.Module):
     def fit(
         self,
         codes,
-        steps: int = 2000,
-        batch_size: int = 256,
-        lr: float = 2e-3,
+        steps: int = 1500,
+        batch_size: int = 1024,
+        lr: float = 3e-3,
         progress: bool = False,
         weight_decay: float = 0.0,
         final_lr_fraction: float = 0.05,
@@ -683,6 +700,10 @@ class FlowMatchingPrior(nn.Module):
         minibatch noise of the last iterates).  With ``base_scale=None`` the base scales of the
         non-compact factors are first set from the codes (module docstring).
         ``progress=True`` shows a tqdm bar.  Returns the loss history, a list of ``steps`` floats.
+
+        The defaults fit a 4-mode vMF mixture on S² and a 10-node tree mixture on the Poincaré
+        disk well enough for a two-sample test at ``n = 2000`` (tests/models/test_priors.py), in
+        5–12 s on one CPU core.
         """
         flat, _ = self._flatten(codes, "codes")
         if flat.shape[0] == 0:
