@@ -103,12 +103,15 @@ class LatentComponent(nn.Module):
         learn_curvature: make the curvature a trainable parameter.
         posterior: ``"power_spherical"`` (default) or ``"vmf"`` for spheres;
             ``"wrapped"`` otherwise.
-        prior: ``"wrapped"`` (default) or ``"riemannian"`` (Poincaré ball only).
+        prior: ``"wrapped"`` (default) or ``"riemannian"`` (Poincaré ball only), or a learned
+            prior module (:class:`~dlmppl.models.priors.FlowMatchingPrior`): see :meth:`set_prior`.
         prior_scale: scale of the prior at the origin.
     """
 
     def __init__(self, kind, dim: int, curvature=None, learn_curvature=True, posterior=None, prior=None, prior_scale=1.0):
         super().__init__()
+        learned = prior if isinstance(prior, nn.Module) else None
+        prior = None if learned is not None else prior
         if not isinstance(kind, str):
             M = kind
             kind = _FAMILY_KINDS.get(geometry_of(M).name)
@@ -141,6 +144,37 @@ class LatentComponent(nn.Module):
         if kind in _TOPOLOGY and (self.posterior_kind, self.prior_kind) != ("wrapped", "uniform"):
             raise ValueError(f"latent {kind!r}: posterior must be 'wrapped' and prior 'uniform'")
         self.prior_scale = float(prior_scale)
+        self.learned_prior = None
+        if learned is not None:
+            self.set_prior(learned)
+
+    def set_prior(self, prior) -> None:
+        """Replace the fixed prior by a learned one (``None``: back to the fixed prior).
+
+        ``prior``: a module with ``manifold``, ``event_shape`` and ``distribution(batch_shape)``
+        (:class:`~dlmppl.models.priors.FlowMatchingPrior`) on a manifold of this component's family
+        and dimension.  It is rebound to this component's manifold (a learned curvature is shared)
+        and becomes a submodule: :meth:`prior` returns its distribution, so the model's ELBO uses
+        its ``log_prob`` and ``ManifoldVAE.sample`` decodes its draws; SVI steps then train its
+        parameters with the ELBO unless they are frozen (``prior.requires_grad_(False)``).
+        """
+        if prior is None:
+            self.learned_prior = None
+            return
+        if not all(hasattr(prior, a) for a in ("manifold", "event_shape", "distribution")):
+            raise ValueError(
+                f"prior: a learned prior needs manifold, event_shape and distribution(), got {type(prior).__name__}"
+            )
+        if tuple(prior.event_shape) != tuple(self.event_shape):
+            raise ValueError(
+                f"prior: event_shape {tuple(prior.event_shape)} differs from the latent's {tuple(self.event_shape)}"
+            )
+        if geometry_of(prior.manifold).name != self.geometry.name:
+            raise ValueError(
+                f"prior: built on {type(prior.manifold).__name__}, the latent is {type(self.manifold).__name__}"
+            )
+        prior.manifold = self.manifold
+        self.learned_prior = prior
 
     @staticmethod
     def _make_manifold(kind, curvature, learn):
@@ -270,8 +304,10 @@ class LatentComponent(nn.Module):
         return WrappedNormal(self.manifold, loc, scale)
 
     def prior(self, like: torch.Tensor, batch):
-        """``p(z)`` with batch shape ``batch``."""
+        """``p(z)`` with batch shape ``batch`` (the learned prior's distribution when one is set)."""
         batch = tuple(batch)
+        if self.learned_prior is not None:
+            return self.learned_prior.distribution(batch)
         if self.kind == "euclidean":
             zero = torch.zeros(batch + (self.dim,), dtype=like.dtype, device=like.device)
             return dist.Normal(zero, self.prior_scale).to_event(1)
@@ -332,7 +368,10 @@ class ManifoldVAE(PyroModule):
             positive parameter.
         curvature, learn_curvature: initial curvature and whether it is trained
             (see :class:`LatentComponent`).
-        posterior, prior: see :class:`LatentComponent`.
+        posterior, prior: see :class:`LatentComponent`; ``prior`` may be a
+            :class:`~dlmppl.models.priors.FlowMatchingPrior` (single factor), trained jointly by the
+            ELBO (its ``log_prob`` in every step: costly, see :mod:`dlmppl.models.priors`); or fit
+            one to the codes after training and call :meth:`set_prior` (two-stage).
         decoder: ``"mlp"``: an MLP on Riemannian normal coordinates at the
             origin; ``"distance"``: a first layer of geodesic distances to
             ``n_anchors`` learned anchor points (a geometry-aware layer in the
@@ -368,7 +407,7 @@ class ManifoldVAE(PyroModule):
         curvature=None,
         learn_curvature: bool = True,
         posterior: str | None = None,
-        prior: str | None = None,
+        prior=None,
         prior_scale: float = 1.0,
         decoder: str = "mlp",
         n_anchors: int = 16,
@@ -427,6 +466,26 @@ class ManifoldVAE(PyroModule):
                 if not obs_scale > 0:
                     raise ValueError(f"obs_scale must be > 0, got {obs_scale}")
                 self.register_buffer("_fixed_obs_scale", torch.tensor(float(obs_scale)))
+
+    def set_prior(self, prior, component: int = 0) -> ManifoldVAE:
+        """Use a learned prior for latent factor ``component`` (two-stage training; ``None`` undoes it).
+
+        After training, fit e.g. a :class:`~dlmppl.models.priors.FlowMatchingPrior` to the
+        posterior codes, then set it: ``vae.sample(n)`` decodes its draws and ``vae.model`` scores
+        ``z`` with its ``log_prob`` (:meth:`LatentComponent.set_prior`)::
+
+            c = vae.components[0]
+            prior = FlowMatchingPrior(c.manifold, c.event_shape)
+            prior.fit(vae.codes(x)[0])
+            vae.set_prior(prior)
+
+        Returns ``self``.
+        """
+        n = len(self.components)
+        if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < n:
+            raise ValueError(f"component: an index below {n}, got {component!r}")
+        self.components[component].set_prior(prior)
+        return self
 
     # -- geometry ---------------------------------------------------------
     def curvatures(self) -> list:
