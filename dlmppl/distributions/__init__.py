@@ -19,7 +19,13 @@ from .so3 import (
     igso3_log_density,
     matrix_fisher_log_normalizer,
 )
-from .torus import OnTorus, TorusVonMises, TorusWrappedNormal, wrapped_normal_log_density
+from .torus import (
+    OnTorus,
+    TorusVonMises,
+    TorusWrappedNormal,
+    sine_bivariate_sample,
+    wrapped_normal_log_density,
+)
 from .uniform import ManifoldUniform, log_volume
 from .von_mises_fisher import VonMisesFisher, vmf_log_normalizer, vmf_mean_resultant_length
 from .wrapped_normal import WrappedNormal
@@ -41,6 +47,7 @@ __all__ = [
     "RiemannianNormal",
     "TorusVonMises",
     "TorusWrappedNormal",
+    "sine_bivariate_sample",
     "VonMisesFisher",
     "WrappedNormal",
     "log_volume",

@@ -17,7 +17,9 @@ is already a density with respect to the torus volume (DESIGN.md, "Base measure"
   one meant (it need not be periodic: it is read on that fundamental domain).
   ``OnTorus(VonMises(loc, κ).to_event(1))`` is a product of von Mises laws (Mardia &
   Jupp 2000, "Directional Statistics", §3.5.4); ``OnTorus(SineBivariateVonMises(...))``
-  the sine model of Singh, Hnizdo & Demchuk (2002, Biometrika 89) on ``T^2``.
+  the sine model of Singh, Hnizdo & Demchuk (2002, Biometrika 89) on ``T^2``, drawn by
+  :func:`sine_bivariate_sample` (an exact sampler: Pyro 1.9.2's own draws are biased,
+  E[cos φ] 0.608 instead of 0.670 at κ = (2, 3), λ = 1.5).
 * :class:`TorusVonMises` ``(loc, concentration)``: that product, with validation.
 * :class:`TorusWrappedNormal`: what ``WrappedNormal(Torus(), loc, scale)`` builds
   (registered with :func:`~dlmppl.distributions.wrapped_normal.register_wrapped_normal`):
@@ -124,6 +126,116 @@ class TorusWrappedNormal(WrappedNormal):
 # ---------------------------------------------------------------------------------- Pyro angle laws on T^n
 
 
+def sine_bivariate_sample(base: dist.SineBivariateVonMises, sample_shape=torch.Size(), max_rounds: int = 10_000):
+    r"""Exact draws of the sine model ``p(φ, ψ) ∝ exp(κ₁ cos φ' + κ₂ cos ψ' + λ sin φ' sin ψ')``
+    (``φ' = φ - μ``, ``ψ' = ψ - ν``; Singh, Hnizdo & Demchuk 2002).
+
+    ``φ'`` is drawn from its marginal ``∝ exp(κ₁ cos φ') I₀(√(κ₂² + λ² sin² φ'))`` by
+    rejection from an angular central Gaussian on the circle (Kent, Ganeiber & Mardia 2018,
+    "A new unified approach for the simulation of a wide class of directional
+    distributions", J. Comput. Graph. Stat. 27): with ``e = (κ₁ - λ²/κ₂)/2``,
+    ``A = diag(0, e) - min(e, 0) I`` and ``b`` the root of ``Σᵢ 1/(b + 2aᵢ) = 1``, a proposal
+    ``x = ε / |ε|``, ``ε ~ N(0, (I + 2A/b)⁻¹)`` is kept with probability
+    ``f(x) (b/2 + xᵀAx) e^{1 - b/2} ≤ 1``, where ``log f = κ₁(cos φ' - 1) + min(e, 0) +
+    log I₀(√(κ₂² + λ² sin² φ')) - log I₀(κ₂) ≤ min(e,0) - e sin² φ' = -xᵀAx`` (from
+    ``cos φ' - 1 ≤ -sin² φ'/2`` and ``d log I₀(√(κ₂² + u))/du ≤ 1/(2κ₂)``), and
+    ``u e^{1-u} ≤ 1``.  That bound is loose by up to ``exp(λ²/2κ₂)`` where the marginal is
+    bimodal (``e < 0``, i.e. ``λ² > κ₁κ₂``); there the envelope is piecewise constant on ``m``
+    cells of width ``h`` (``m ≤ 4096``, ``(κ₁ + |λ|) h/2 ≤ 0.05`` where that fits), from the
+    bound ``|d log f/dφ'| ≤ κ₁ + |λ|``: exact as well, acceptance ``≥ exp(-(κ₁ + |λ|) h)``.  Then ``ψ' | φ' ~ vM(atan2(λ sin φ', κ₂), √(κ₂² + λ² sin² φ'))``
+    (torch's von Mises sampler, Best & Fisher 1979).
+
+    Pyro's ``SineBivariateVonMises.sample`` implements the same scheme but reshapes its
+    Gaussian proposals with ``view`` (which mixes the two coordinates' scales), so its
+    draws do not follow the density: at κ = (2, 3), λ = 1.5 it gives E[cos φ'] = 0.608
+    where the density gives 0.670 (4·10⁵ draws, 90 standard errors).
+
+    Args:
+        base: a ``pyro.distributions.SineBivariateVonMises`` with ``batch_shape B``.
+        sample_shape: leading shape ``S``.
+        max_rounds: rejection rounds before ``RuntimeError`` (each pending draw gets one
+            proposal per round).
+
+    Returns:
+        angles of shape ``S + B + (2,)``, not wrapped, in the base's dtype and device.
+    """
+    sample_shape = torch.Size(sample_shape)
+    shape = sample_shape + base.batch_shape
+    k1, k2, lam, mu, nu = (t.detach().expand(base.batch_shape).reshape(-1) for t in (
+        base.phi_concentration, base.psi_concentration, base.correlation, base.phi_loc, base.psi_loc))
+    nb = k1.numel()  # the law's parameters, one per batch element; draw i uses parameter i % nb
+    n = sample_shape.numel() * nb
+    if n == 0:
+        return k1.new_empty(shape + (2,))
+    e = 0.5 * (k1 - lam**2 / k2)
+    emin = e.clamp(max=0.0)
+    a0, a1 = -emin, e - emin  # A = diag(a0, a1) >= 0
+    s, p = a0 + a1, a0 * a1
+    b = 1.0 - s + torch.sqrt((s - 1.0) ** 2 - 4.0 * p + 2.0 * s)  # positive root of b^2 + 2(s-1)b + 4p - 2s
+    sd = torch.stack([torch.rsqrt(1.0 + 2.0 * a0 / b), torch.rsqrt(1.0 + 2.0 * a1 / b)], -1)
+    log_i0_k2 = torch.log(torch.special.i0e(k2)) + k2
+
+    def log_f(j, ph_cos, ph_sin):  # log marginal density of φ' (unnormalised, max 0 at φ' = 0 when e >= 0)
+        r = torch.sqrt(k2[j] ** 2 + (lam[j] * ph_sin) ** 2)
+        return k1[j] * (ph_cos - 1.0) + torch.log(torch.special.i0e(r)) + r - log_i0_k2[j]
+
+    # unimodal marginal (e >= 0): Kent et al.'s ACG envelope; bimodal (e < 0, where its bound is
+    # loose by exp(λ²/2κ₂)): a piecewise-constant envelope on m cells, from |d log f/dφ| ≤ κ₁ + |λ|
+    grid = (e < 0).nonzero().squeeze(-1)
+    lip = (k1 + lam.abs())[grid]
+    m = int(min(max(math.ceil(float(lip.max()) * math.pi / 0.05), 64), 4096)) if grid.numel() else 1
+    h = 2 * math.pi / m
+    centres = -math.pi + h * (torch.arange(m, dtype=k1.dtype, device=k1.device) + 0.5)
+    cell_bound = log_f(grid[:, None], torch.cos(centres), torch.sin(centres)) + lip[:, None] * (h / 2)
+    w = torch.exp(cell_bound - cell_bound.amax(-1, keepdim=True))
+    # the rows' normalised CDFs, shifted by the row number and concatenated: one sorted 1-d
+    # sequence, so one searchsorted draws every pending draw's cell from its own row
+    cdf = (torch.cumsum(w, -1) / w.sum(-1, keepdim=True)).clamp(max=1.0)
+    cdf = (cdf + torch.arange(grid.numel(), dtype=k1.dtype, device=k1.device)[:, None]).reshape(-1)
+    cell_bound = cell_bound.reshape(-1)
+    row = torch.full((nb,), -1, dtype=torch.long, device=k1.device)
+    row[grid] = torch.arange(grid.numel(), device=k1.device)
+    phi = k1.new_empty(n)
+    todo = torch.arange(n, device=k1.device)
+    for _ in range(max_rounds):
+        if todo.numel() == 0:
+            break
+        par = todo % nb
+        is_grid = row[par] >= 0
+        cand = torch.empty(todo.numel(), dtype=k1.dtype, device=k1.device)
+        log_acc = torch.empty_like(cand)
+        # ACG proposals
+        j = par[~is_grid]
+        eps = torch.randn(j.numel(), 2, dtype=k1.dtype, device=k1.device) * sd[j]
+        x = eps / eps.norm(dim=-1, keepdim=True)
+        c, sn = x[:, 0], x[:, 1]
+        cand[~is_grid] = torch.atan2(sn, c)
+        log_acc[~is_grid] = (log_f(j, c, sn) + emin[j] + 1.0 - b[j] / 2
+                             + torch.log(b[j] / 2 + a0[j] * c**2 + a1[j] * sn**2))
+        # grid proposals
+        j = par[is_grid]
+        r = row[j]
+        u = torch.rand(j.numel(), dtype=k1.dtype, device=k1.device)
+        flat = torch.searchsorted(cdf, u + r.to(k1.dtype)).clamp(max=cdf.numel() - 1)
+        flat = torch.maximum(torch.minimum(flat, r * m + m - 1), r * m)  # round-off at a row's ends
+        ph = centres[flat - r * m] + h * (torch.rand_like(u) - 0.5)
+        cand[is_grid] = ph
+        log_acc[is_grid] = log_f(j, torch.cos(ph), torch.sin(ph)) - cell_bound[flat]
+        keep = torch.rand_like(cand).log() < log_acc
+        phi[todo[keep]] = cand[keep]
+        todo = todo[~keep]
+    else:
+        if todo.numel():
+            raise RuntimeError(f"sine_bivariate_sample: {todo.numel()} draws not accepted after max_rounds="
+                               f"{max_rounds} rounds (κ₁ + |λ| = {float((k1 + lam.abs()).max()):.3g}); raise max_rounds")
+    phi = phi.reshape(-1, nb)
+    sphi = torch.sin(phi)
+    alpha = torch.sqrt(k2**2 + (lam * sphi) ** 2)
+    beta = torch.atan2(lam * sphi, k2)
+    psi = dist.VonMises(beta, alpha).sample()
+    return torch.stack([phi + mu, psi + nu], -1).reshape(shape + (2,))
+
+
 def _check_base(base):
     if not isinstance(base, torch.distributions.Distribution):
         raise ValueError(f"base: OnTorus needs a torch/Pyro distribution of angles, got {type(base).__name__}")
@@ -158,7 +270,8 @@ class OnTorus(ManifoldDistribution):
 
     ``support`` is ``dlmppl.constraints.manifold(Torus(n))``; ``batch_shape`` and
     ``event_shape (n,)`` are the base's (after the reading above).  ``sample`` /
-    ``rsample`` (when the base has one) are the base's draws wrapped to ``(-π, π]``;
+    ``rsample`` (when the base has one) are the base's draws wrapped to ``(-π, π]``
+    (for ``SineBivariateVonMises``, :func:`sine_bivariate_sample`'s: Pyro's are biased);
     ``log_prob(θ)`` is ``base.log_prob(wrap(θ))``, a density with respect to the torus
     volume when the base's is one with respect to Lebesgue measure on ``(-π, π]^n``.
     ``expand`` expands the base.
@@ -183,6 +296,8 @@ class OnTorus(ManifoldDistribution):
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
+            if isinstance(self.base_dist, dist.SineBivariateVonMises):
+                return wrap_angle(sine_bivariate_sample(self.base_dist, sample_shape))
             return wrap_angle(self.base_dist.sample(sample_shape))
 
     def rsample(self, sample_shape=torch.Size()):
