@@ -27,6 +27,7 @@ FIGURES = {
     "06_stiefel_ppca": ["subspace_and_signs.png", "rotation_nonidentifiability.png"],
     "07_sbc": ["sbc_ecdf.png", "rank_histograms.png"],
     "08_latent_rotations": ["object_samples.png", "latent_vs_factor.png", "geodesic_strip.png"],
+    "09_learned_priors": ["codes_vs_prior.png", "learned_density.png", "prior_metrics.png", "samples.png"],
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
