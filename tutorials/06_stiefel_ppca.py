@@ -40,6 +40,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -47,12 +48,13 @@ import torch
 import dlmppl as dl
 
 SMOKE = os.environ.get("DLMPPL_SMOKE") == "1"
+QUICK = os.environ.get("DLMPPL_QUICK") == "1"  # about a third of the full run's time; same lessons, noisier
 HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()  # script, or notebook opened in tutorials/
 OUT = Path(os.environ.get("DLMPPL_TUTORIAL_OUT") or HERE / "output" / "06_stiefel_ppca")
 OUT.mkdir(parents=True, exist_ok=True)
 N_DIM, P, N_OBS = 8, 2, 100
-WARMUP, DRAWS = (5, 5) if SMOKE else (150, 200)
-CHAINS = 2 if SMOKE else 4
+WARMUP, DRAWS = (5, 5) if SMOKE else ((100, 80) if QUICK else (150, 200))
+CHAINS = 2 if SMOKE else (3 if QUICK else 4)
 TRAJ = 0.2 if SMOKE else 0.5
 torch.set_default_dtype(torch.float64)
 pyro.set_rng_seed(0)
@@ -105,8 +107,8 @@ def ppca(x, shared_variance=False):
 # As in Pyro's `HMC`, the number of leapfrog steps is `trajectory_length /
 # step_size`, the step size being adapted during warm-up. The posterior of W
 # is concentrated (a few degrees wide with 100 observations), which forces
-# small steps (about 0.01), so we use a trajectory of length 0.5 (about 40
-# steps); λ and σ, whose coordinates are whitened by the adapted mass
+# small steps, so we use a trajectory of length 0.5 (the run prints the
+# adapted step size and the leapfrog steps per trajectory); λ and σ, whose coordinates are whitened by the adapted mass
 # matrix, would prefer longer ones: their ESS is the price.
 
 
@@ -133,7 +135,9 @@ print("principal angles to the true subspace (deg), posterior mean:", angles.mea
 print("lambda posterior mean (sorted per draw):", mcmc.get_samples()["lam"].sort(-1, descending=True).values.mean(0).numpy().round(2),
       "truth", lam_true.numpy(),
       "; sigma:", round(float(mcmc.get_samples()["sigma"].mean()), 3), "truth", sigma_true)
-print("divergences:", int(idata.sample_stats["diverging"].values.sum()))
+print("divergences:", int(idata.sample_stats["diverging"].values.sum()),
+      "; adapted step size per chain:", idata.sample_stats["step_size"].values[:, -1].round(4),
+      "; leapfrog steps per trajectory:", int(idata.sample_stats["n_steps"].values.max()))
 print(dl.diagnostics.summary(idata, var_names=["lam", "sigma"]).to_string(float_format=lambda t: f"{t:.3f}"))
 
 # %% [markdown]
@@ -147,10 +151,10 @@ print(dl.diagnostics.summary(idata, var_names=["lam", "sigma"]).to_string(float_
 # and chains started in different places can disagree. This is why R-hat on
 # the raw entries of W can be large while the subspace (the principal
 # angles, left panel) is perfectly well determined: report functions of W
-# that respect the symmetry. The same holds for λ: in the summary above,
-# `lam[0]` and `lam[1]` have a large R-hat because different chains put the
-# larger variance in different columns (label switching); sorted per draw,
-# they recover λ* = (9, 4).
+# that respect the symmetry. The same holds for λ: when different chains put
+# the larger variance in different columns (label switching), `lam[0]` and
+# `lam[1]` get a large R-hat in the summary above (it shows whether this
+# run's chains did); sorted per draw, they recover λ* (printed above).
 
 # %%
 lam_draws = mcmc.get_samples(group_by_chain=True)["lam"]  # (chain, draw, p)
@@ -189,9 +193,10 @@ fig.savefig(OUT / "subspace_and_signs.png", dpi=110)
 # identified: its draws should spread over the circle, while the principal
 # angles stay as small as before. In practice each chain drifts slowly
 # along the orbit (a flat direction of the posterior, explored by a random
-# walk) and different chains sit at different θ: in our full run, one chain
-# near 0° and the others between 60° and 160°. R-hat on θ (or on the raw
-# entries of W) would be huge; the largest principal angle stays below 6°.
+# walk) and different chains sit at different θ (the run prints where each
+# chain's θ sits). R-hat on θ (or on the raw entries of W) would be huge,
+# while the largest principal angle stays small (printed too). θ lives on a
+# circle: its traces are drawn without the vertical jumps of the ±180° wrap.
 
 # %%
 mcmc_rot = run(shared=True)
@@ -202,15 +207,29 @@ angles_rot = principal_angles(W_rot)
 print("shared variance: principal angles (deg), posterior mean:", angles_rot.mean((0, 1)).numpy().round(2),
       f"; in-subspace rotation θ: circular spread (1 − |mean e^iθ|) = "
       f"{1 - abs(complex(torch.cos(torch.deg2rad(theta)).mean(), torch.sin(torch.deg2rad(theta)).mean())):.2f}")
+for c in range(W_rot.shape[0]):
+    th = torch.deg2rad(theta[c])
+    print(f"  chain {c}: circular mean of θ {math.degrees(math.atan2(float(th.sin().mean()), float(th.cos().mean()))):7.1f}°")
+print(f"largest principal angle (shared variance): median {float(angles_rot[..., 0].median()):.1f}°, "
+      f"99th percentile {float(angles_rot[..., 0].quantile(0.99)):.1f}°, max {float(angles_rot[..., 0].max()):.1f}°")
+
+
+def break_at_wrap(y, period=360.0):
+    """(x, y) of a trace with NaN between consecutive draws that cross the ±period/2 wrap."""
+    y = y.numpy()
+    jumps = np.flatnonzero(np.abs(np.diff(y)) > period / 2) + 1
+    return np.insert(np.arange(len(y), dtype=float), jumps, np.nan), np.insert(y, jumps, np.nan)
+
+
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 for c in range(W_rot.shape[0]):
-    axes[0].plot(theta[c].numpy(), lw=0.8, label=f"chain {c}")
+    axes[0].plot(*break_at_wrap(theta[c]), lw=0.8, label=f"chain {c}")
 axes[0].set_ylim(-180, 180)
 axes[0].set_xlabel("draw")
 axes[0].set_ylabel("θ (degrees)")
 axes[0].set_title("rotation within the subspace: not identified")
 axes[0].legend(fontsize=7)
-axes[1].hist(angles_rot[..., -1].reshape(-1).numpy(), bins=30, color="C2")
+axes[1].hist(angles_rot[..., 0].reshape(-1).numpy(), bins=30, color="C2")  # angles[..., 0] is the largest
 axes[1].set_xlabel("largest principal angle (degrees)")
 axes[1].set_title("…while the subspace still is")
 fig.tight_layout()
