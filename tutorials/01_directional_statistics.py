@@ -102,7 +102,7 @@ print("every draw of mu on the sphere:", float((mu_draws.norm(dim=-1) - 1).abs()
 #
 # `dl.diagnostics.summary` is manifold-aware: for μ the `mean` column is the
 # **Fréchet mean** (the point minimising the mean squared geodesic distance),
-# `sd` is the RMS geodesic distance to it, and R-hat/ESS are computed on
+# `rms_geodesic` is the RMS geodesic distance to it (not an ambient `sd`), and R-hat/ESS are computed on
 # intrinsic coordinates (tangent coordinates at the Fréchet mean and the
 # distance to it), where they mean something. Look for R-hat ≈ 1 and
 # an ESS of at least a hundred or so per quantity (in our full run, 2 × 300
