@@ -210,14 +210,14 @@ def rank_histograms(values, bins: int = 20) -> np.ndarray:
 
 
 def plot_rank_manifold(data, var_names=None, *, manifolds: dict | None = None, max_coords: int = 3,
-                       bins: int = 20, figsize=None, path=None):
+                       bins: int | None = None, figsize=None, path=None):
     """Rank plots of manifold sites in intrinsic coordinates (Vehtari et al. 2021).
 
     For each point, the ``max_coords`` leading principal tangent coordinates at
     the Fréchet mean and the geodesic distance to it: one panel per coordinate,
     one bar chart per chain of the pooled ranks (:func:`rank_histograms`),
     with the uniform count dashed.  Chains that have not mixed pile their ranks
-    at one end.
+    at one end.  ``bins`` defaults to ``draws / 10`` per chain, between 5 and 20.
 
     Returns
     -------
@@ -237,16 +237,17 @@ def plot_rank_manifold(data, var_names=None, *, manifolds: dict | None = None, m
         for ax in row[len(ps):]:
             ax.set_visible(False)
         for ax, (name, b, lab, v, rh) in zip(row, ps, strict=False):
-            counts = rank_histograms(v, bins)
+            nb = bins or int(min(20, max(5, v.shape[1] // 10)))
+            counts = rank_histograms(v, nb)
             c = counts.shape[0]
             height = counts.max() * 1.1
             for ch in range(c):
                 base = ch * height
-                ax.bar(np.arange(bins), counts[ch], bottom=base, width=1.0, color=f"C{ch % 10}",
+                ax.bar(np.arange(nb), counts[ch], bottom=base, width=1.0, color=f"C{ch % 10}",
                        edgecolor="white", lw=0.3, align="edge")
-                ax.axhline(base + v.shape[1] / bins, color="k", ls="--", lw=0.7)
+                ax.axhline(base + v.shape[1] / nb, color="k", ls="--", lw=0.7)
             ax.set_yticks([ch * height for ch in range(c)], [f"chain {ch}" for ch in range(c)], fontsize=7)
-            ax.set_xticks([0, bins], ["0", "1"], fontsize=7)
+            ax.set_xticks([0, nb], ["0", "1"], fontsize=7)
             rh_txt = f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
             ax.set_title(f"{_row_title(name, b, lab)}  ({rh_txt})", fontsize=8)
             ax.set_xlabel("pooled rank (fraction)", fontsize=7)
