@@ -225,7 +225,7 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
         distance to the Fréchet mean) and ``site.pc<k>`` (tangent coordinate
         along the k-th principal geodesic direction), each with its own R-hat/ESS.
     round_to : None | int | "none"
-        As ``arviz.summary``: ``None`` rounds statistics to 3 decimals, ESS to
+        As ``arviz.summary`` (0.x): ``None`` rounds statistics to 3 decimals, ESS to
         integers and R-hat to 2 decimals; an int rounds every column to that many
         decimals; ``"none"`` returns the raw numbers.
 

@@ -209,9 +209,10 @@ def test_summary_of_one_chain_omits_r_hat_and_rounds_like_arviz():
     num = ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail"]
     np.testing.assert_allclose(s[num].values, raw[num].round({"ess_bulk": 0, "ess_tail": 0, "mean": 3, "sd": 3,
                                                               "rms_geodesic": 3}).values, equal_nan=True)
-    ref = az.summary(idata, var_names=["mu"], kind="all")
-    np.testing.assert_allclose(s.loc[ref.index, ["mean", "sd", "ess_bulk"]].values,
-                               ref[["mean", "sd", "ess_bulk"]].values)
+    if not _compat.ARVIZ_1:  # arviz 0.x's default rounding, which summary documents
+        ref = az.summary(idata, var_names=["mu"], kind="all")
+        np.testing.assert_allclose(s.loc[ref.index, ["mean", "sd", "ess_bulk"]].values,
+                                   ref[["mean", "sd", "ess_bulk"]].values)
     assert (raw.loc[["d[left].pc0", "d[left].pc1"], "mean"] == 0.0).all()
     assert (D.summary(idata, round_to=1)["mean"] == raw["mean"].round(1)).all()
 
