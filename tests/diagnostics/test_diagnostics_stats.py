@@ -308,3 +308,27 @@ def test_psis_diagnostic_loop_fallback_agrees():
     lwv = importance.log_weights(gauss_model, _guide(mean, sd, 1.0), (y,), {}, 20, 1)
     torch.testing.assert_close(lwv, logz.expand(20), atol=1e-9, rtol=0)
     assert importance.plate_nesting(gauss_model, _guide(mean, sd, 1.0), (y,), {}) == 1
+
+
+def test_summary_of_an_svi_guide_reads_as_an_mcmc_one():
+    """From AutoManifoldNormal through to_inference_data(guide) to summary: one chain, no R-hat
+    column, every printed number finite or an empty cell of the other spread column."""
+    from dlmppl.distributions import ManifoldUniform, VonMisesFisher
+    from dlmppl.inference.autoguides import AutoManifoldNormal
+
+    def model(y):
+        mu = pyro.sample("mu", ManifoldUniform(S2, event_shape=(3,), dtype=y.dtype))
+        kappa = pyro.sample("kappa", dist.Gamma(torch.tensor(2.0, dtype=y.dtype), 0.1))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("obs", VonMisesFisher(mu, kappa), obs=y)
+
+    pyro.clear_param_store()
+    y = torch.nn.functional.normalize(torch.randn(20, 3, dtype=torch.float64) + 3.0, dim=-1)
+    guide = AutoManifoldNormal(model)
+    guide(y)
+    idata = D.to_inference_data(guide, model=model, model_args=(y,), num_samples=200)
+    s = D.summary(idata)
+    assert list(s.columns) == ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail", "manifold"]
+    assert np.isfinite(s.loc[["mu[0]", "mu[1]", "mu[2]"], "rms_geodesic"]).all()
+    assert np.isfinite(s.loc[["kappa", "mu.pc0", "mu.pc1", "mu.dist"], "sd"]).all()
+    assert (s.loc[["mu.pc0", "mu.pc1"], "mean"] == 0.0).all()
