@@ -167,6 +167,7 @@ def plot_sphere(
     alpha: float = 0.6,
     markers=None,
     cmap=None,
+    colorbar: bool | None = None,
     colorbar_label: str | None = None,
     title: str | None = None,
     path=None,
@@ -184,9 +185,12 @@ def plot_sphere(
     colors : list, optional
         One matplotlib colour per set, or per-point values ``(N,)`` of a set,
         drawn with ``cmap`` and explained by a colourbar titled ``colorbar_label``.
+    colorbar : draw that colourbar; default: when the function makes its own figure
+        (``ax=None``), not on a caller's axes (a grid of panels shares one colourbar).
     s, markers : a marker size / matplotlib marker for all sets, or a list with one per
         set (e.g. a large ``"*"`` for a single true value among draws).
     """
+    colorbar = ax is None if colorbar is None else colorbar
     sets = _as_sets(points)
     for p in sets:
         if p.shape[-1] != 3:
@@ -236,7 +240,7 @@ def plot_sphere(
         ax.set_zlabel("z", labelpad=2)
     else:
         raise ValueError(f"plot_sphere: projection must be 'equal-area' or '3d', got {projection!r}")
-    if mappable is not None:
+    if mappable is not None and colorbar:
         ax.figure.colorbar(mappable, ax=ax, shrink=0.75, pad=0.08 if projection == "3d" else 0.03,
                            label=colorbar_label)
     if any(lab is not None for lab in labels):
@@ -301,6 +305,7 @@ def plot_poincare_disk(
     edge_color="0.5",
     legend_title: str | None = None,
     cmap=None,
+    colorbar: bool | None = None,
     colorbar_label: str | None = None,
     title: str | None = None,
     path=None,
@@ -318,8 +323,11 @@ def plot_poincare_disk(
     colors : per-point colours, or per-point values ``(N,)`` drawn with ``cmap`` and
         explained by a colourbar titled ``colorbar_label``.
     labels : per-point ints (classes, tree depths) when ``colors`` is not given: a
-        legend (at most 12 classes) titled ``legend_title``.
+        legend (at most 12 classes, else a colourbar) titled ``legend_title``.
+    colorbar : draw the colourbar of per-point values; default: when the function makes
+        its own figure (``ax=None``), not on a caller's axes.
     """
+    colorbar = ax is None if colorbar is None else colorbar
     ax = _new_ax(ax)
     R = 1.0 / math.sqrt(c)
     t = np.linspace(0, 2 * np.pi, 361)
@@ -343,9 +351,9 @@ def plot_poincare_disk(
             handles, names = sc.legend_elements()
             if len(handles) <= 12:
                 ax.legend(handles, names, loc="upper right", fontsize=7, title=legend_title, title_fontsize=7)
-            else:
+            elif colorbar:
                 ax.figure.colorbar(sc, ax=ax, shrink=0.75, pad=0.03, label=legend_title)
-        elif values is not None:
+        elif values is not None and colorbar:
             ax.figure.colorbar(sc, ax=ax, shrink=0.75, pad=0.03, label=colorbar_label)
     ax.set_aspect("equal")
     ax.set_xlim(-1.05 * R, 1.05 * R)

@@ -46,6 +46,12 @@ def test_plot_sphere_colourbar_for_per_point_values_and_per_set_markers(tmp_path
     # a single colour per set: no colourbar
     ax2 = D.plot_sphere([x], colors=["C1"])
     assert len(ax2.figure.axes) == 1
+    # on a caller's panel the caller owns the colourbar (a grid shares one), unless asked for
+    fig, (a, b) = plt.subplots(1, 2)
+    D.plot_sphere([x], colors=[vals], ax=a)
+    assert len(fig.axes) == 2
+    D.plot_sphere([x], colors=[vals], ax=b, colorbar=True, colorbar_label="z")
+    assert len(fig.axes) == 3
     with pytest.raises(ValueError, match="per set"):
         D.plot_sphere([x, x], markers=["o"])
 
