@@ -26,9 +26,9 @@ matplotlib.use("Agg")
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import trange  # noqa: E402
 
 import dlmppl as dl  # noqa: E402
+from dlmppl._progress import progress_bar  # noqa: E402
 from dlmppl.distributions import ManifoldUniform, VonMisesFisher  # noqa: E402
 
 
@@ -72,10 +72,14 @@ def part_mcmc(out: Path, quick: bool):
 
     path = out / "vmf_posterior.nc"
     idata.to_netcdf(str(path))
-    dl.diagnostics.plot_sphere([directions.numpy(), mu_draws.numpy()], labels=["data", "posterior of mu"],
+    dl.diagnostics.plot_sphere([directions.numpy(), mu_draws.numpy(), mu_true[None].numpy()],
+                               labels=["data", "posterior of mu", "true mu"], colors=["C0", "C1", "red"],
+                               s=[8, 8, 400], markers=["o", "o", "+"],
                                center=tuple(mu_true.tolist()), title="vMF posterior on S²",
                                path=out / "vmf_sphere.png")
     dl.diagnostics.plot_trace(idata, var_names=["kappa"], path=out / "vmf_trace_kappa.png")
+    # the sphere site in intrinsic coordinates: tangent coordinates at the Fréchet mean and the distance to it
+    dl.diagnostics.plot_trace_manifold(idata, var_names=["mu"], path=out / "vmf_trace_mu.png")
     return path
 
 
@@ -91,7 +95,7 @@ def part_vae(out: Path, quick: bool):
     svi = pyro.infer.SVI(vae.model, vae.guide, optim, pyro.infer.Trace_ELBO())
     steps = 60 if quick else 1500
     losses = []
-    for _ in trange(steps, desc="SVI", mininterval=1.0):
+    for _ in progress_bar(range(steps), desc="SVI", mininterval=1.0):
         losses.append(svi.step(x) / x.shape[0])
     c = vae.curvatures()[0].item()
     print(f"final ELBO per point: {-losses[-1]:.3f}; learned curvature κ = {c:.3f}")
@@ -103,7 +107,7 @@ def part_vae(out: Path, quick: bool):
         centre = {int(i): dl.geometry.frechet_mean(z[y[:, 1] == i].double(), ball) for i in nodes}
         edges = [(centre[(i - 1) // 2].numpy(), centre[i].numpy()) for i in centre if i > 0 and (i - 1) // 2 in centre]
     dl.diagnostics.plot_elbo(losses, path=out / "vae_elbo.png")
-    dl.diagnostics.plot_poincare_disk(z.numpy(), c=-c, labels=y[:, 0].numpy(), geodesics=edges,
+    dl.diagnostics.plot_poincare_disk(z.numpy(), c=-c, labels=y[:, 0].numpy(), geodesics=edges, legend_title="tree depth",
                                       title="latent codes by tree depth; tree edges as geodesics",
                                       path=out / "vae_poincare_latents.png")
 

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 
 FIGURES = {
-    "01_directional_statistics": ["sphere.png", "posterior_vs_truth.png", "trace.png", "rank.png", "energy.png"],
+    "01_directional_statistics": ["sphere.png", "posterior_vs_truth.png", "trace.png", "rank.png", "energy.png",
+                                  "trace_mu.png", "rank_mu.png", "ppc.png"],
     "02_hyperbolic_vae": ["latents.png", "elbo.png"],
     "03_dynamic_curvature": ["elbo.png", "curvature_per_class.png", "geodesic_interpolation.png", "steering.png"],
     "04_regularized_latents": ["ot_sphere.png", "target_topology.png", "topological_vae.png"],

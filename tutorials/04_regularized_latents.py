@@ -90,7 +90,8 @@ fig = plt.figure(figsize=(13, 4.2))
 ax1, ax2, ax3 = (fig.add_subplot(1, 3, k) for k in (1, 2, 3))
 dl.diagnostics.plot_sphere([target, init], labels=["target", "start"], ax=ax1, title="before")
 dl.diagnostics.plot_sphere([target, cloud], labels=["target", "after OT"], ax=ax2, title="after minimising W₂²")
-dl.diagnostics.plot_elbo(ot_losses, ax=ax3, title="W₂² (SVI loss)")
+dl.diagnostics.plot_elbo(ot_losses, ax=ax3, ylabel="W₂² (great-circle cost)", title="the SVI loss")
+fig.tight_layout()
 fig.savefig(OUT / "ot_sphere.png", dpi=110, bbox_inches="tight")
 
 # %% [markdown]

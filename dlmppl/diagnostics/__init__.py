@@ -1,8 +1,10 @@
 """Diagnostics: arviz InferenceData for manifold draws, manifold-aware R-hat/ESS, PSIS,
 simulation-based calibration (:mod:`.sbc`), plots.
 
-Plotting functions live in :mod:`dlmppl.diagnostics.plots` (imported lazily,
-so that importing the statistics does not import matplotlib).
+Plotting functions live in :mod:`dlmppl.diagnostics.plots` and, for manifold
+sites in intrinsic coordinates (trace, rank, posterior predictive),
+:mod:`dlmppl.diagnostics.manifold_plots` (both imported lazily, so that
+importing the statistics does not import matplotlib).
 """
 
 import importlib
@@ -43,6 +45,16 @@ _PLOTS = (
     "plot_sbc",
 )
 
+_MANIFOLD_PLOTS = (
+    "manifold_trace_coordinates",
+    "plot_trace_manifold",
+    "plot_rank_manifold",
+    "rank_histograms",
+    "ppc_geodesic_distances",
+    "plot_ppc_manifold",
+    "plot_ppc",
+)
+
 __all__ = [
     "to_inference_data",
     "log_likelihood",
@@ -66,7 +78,9 @@ __all__ = [
     "ecdf_band",
     "chi2_uniformity_test",
     "plots",
+    "manifold_plots",
     *_PLOTS,
+    *_MANIFOLD_PLOTS,
 ]
 
 
@@ -74,4 +88,7 @@ def __getattr__(name):
     if name == "plots" or name in _PLOTS:
         plots = importlib.import_module(".plots", __name__)
         return plots if name == "plots" else getattr(plots, name)
+    if name == "manifold_plots" or name in _MANIFOLD_PLOTS:
+        mp = importlib.import_module(".manifold_plots", __name__)
+        return mp if name == "manifold_plots" else getattr(mp, name)
     raise AttributeError(f"module 'dlmppl.diagnostics' has no attribute {name!r}")

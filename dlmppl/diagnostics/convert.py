@@ -16,7 +16,13 @@ dlmppl's Riemannian kernels), a dict of draws, or an SVI guide (draws through
   replaying the model conditioned on each draw, so ``arviz.loo`` works
   (Vehtari, Gelman & Gabry 2017, "Practical Bayesian model evaluation using
   leave-one-out cross-validation and WAIC");
-* ``observed_data``.
+* ``observed_data``; manifold-valued observations carry the same ``attrs``
+  as manifold latent sites;
+* ``prior``, ``prior_predictive``, ``posterior_predictive`` from the output
+  dicts of ``pyro.infer.Predictive`` (as arviz's ``from_pyro`` builds them):
+  latent sites of a prior run go to ``prior``, observed sites to
+  ``prior_predictive``; manifold sites carry their manifold ``attrs`` in every
+  group.
 
 Kernel contract (dlmppl's kernels): ``kernel.diagnostics()`` per chain has the
 attribute ``sample_stats`` (a :class:`dlmppl.inference.kernels.SampleStats`: a dict of 1-D
@@ -263,6 +269,8 @@ def to_inference_data(
     coords: dict | None = None,
     dims: dict | None = None,
     vectorize: bool = True,
+    prior: dict | None = None,
+    posterior_predictive: dict | None = None,
 ):
     """Build an arviz ``InferenceData`` (arviz 1.x: ``DataTree``) from dlmppl/Pyro results.
 
@@ -291,12 +299,25 @@ def to_inference_data(
         Passed to ``arviz.from_dict``.
     vectorize : bool
         Vectorise the likelihood replay over draws (falls back to a loop).
+    prior : dict, optional
+        ``pyro.infer.Predictive(model, num_samples=S)(*args)``: ``{site: (S, *site)}``
+        (or ``(chain, draw, *site)`` with ``num_chains``); latent sites become the
+        ``prior`` group, the model's observed sites (all sites not in the
+        posterior when no model is known) the ``prior_predictive`` group, one chain.
+    posterior_predictive : dict, optional
+        ``pyro.infer.Predictive(model, posterior_samples=..., return_sites=[obs])``
+        output ``{site: (S, *site)}``; latent sites in it are dropped.  With ``S``
+        equal to the posterior's ``chain * draw`` the draws are split into its
+        chains (``Predictive`` keeps the order of ``get_samples()``), otherwise one chain.
 
     Returns
     -------
     InferenceData (arviz 0.x) or DataTree (arviz 1.x) with groups
     ``posterior``, ``sample_stats`` (MCMC), ``log_likelihood`` and
-    ``observed_data`` (when a model with observed sites is known).
+    ``observed_data`` (when a model with observed sites is known), and
+    ``prior`` / ``prior_predictive`` / ``posterior_predictive`` when given.
+    Manifold-valued sites (latent or observed) carry ``attrs["manifold"]``
+    (and ``"manifold_k"``) in every group they appear in.
     """
     stats: dict = {}
     msites_names: dict = {}
@@ -350,13 +371,15 @@ def to_inference_data(
 
     # manifold sites: from the model's supports, then the kernel, then the user
     site_manifolds: dict = {}
+    site_shapes: dict = {}
     loglik: dict = {}
     observed: dict = {}
     if model is not None:
         flat = {k: torch.as_tensor(v).reshape((c * n,) + tuple(v.shape[2:])) for k, v in draws.items()}
         ref = _trace(model, {k: v[0] for k, v in flat.items()}, model_args, model_kwargs)
         for name, site in ref.nodes.items():
-            if site["type"] == "sample" and name in draws:
+            if site["type"] == "sample" and not site["infer"].get("is_auxiliary"):
+                site_shapes[name] = tuple(site["value"].shape)
                 M = _manifold_of(site)
                 if M is not None:
                     site_manifolds[name] = M
@@ -390,7 +413,57 @@ def to_inference_data(
         "log_likelihood": loglik,
         "observed_data": observed,
     }
+    if prior is not None:
+        pri = _predictive_draws(prior, "prior", 1 if num_chains is None else num_chains, None, site_shapes)
+        obs_names = set(observed) if model is not None else set(pri) - set(draws)
+        groups["prior"] = {k: v for k, v in pri.items() if k not in obs_names}
+        groups["prior_predictive"] = {k: v for k, v in pri.items() if k in obs_names}
+    if posterior_predictive is not None:
+        pp = _predictive_draws(posterior_predictive, "posterior_predictive", None, (c, n), site_shapes)
+        groups["posterior_predictive"] = {k: v for k, v in pp.items() if k not in draws}
+        if not groups["posterior_predictive"]:
+            raise ValueError("to_inference_data: posterior_predictive has no site that is not a posterior latent "
+                             f"site (got {sorted(pp)})")
+    for g in ("prior_predictive", "posterior_predictive"):
+        for k, v in groups.get(g, {}).items():
+            # replicated observations share the observed data's dims (arviz's convention)
+            if k not in dims:
+                dims[k] = [f"{k}_dim_{i}" for i in range(v.ndim - 2)]
     idata = _compat.from_dict(groups, coords=coords, dims=dims)
-    for k, attrs in site_attrs.items():
-        _compat.set_var_attrs(idata, "posterior", k, attrs)
+    for g, vals in groups.items():
+        if g in ("sample_stats", "log_likelihood") or not vals:
+            continue
+        for k in vals:
+            if k in site_attrs:
+                _compat.set_var_attrs(idata, g, k, site_attrs[k])
     return idata
+
+
+def _predictive_draws(out: dict, arg: str, num_chains, chain_draw, site_shapes) -> dict:
+    """``{site: (chain, draw, *site)}`` numpy arrays from ``pyro.infer.Predictive`` output.
+
+    ``site_shapes`` (from a trace of the model) removes the singleton plate dims that
+    ``Predictive`` may add in front of a site's own shape.
+    """
+    if not isinstance(out, dict) or not out:
+        raise ValueError(f"to_inference_data: {arg} must be a non-empty dict of draws (Predictive output), got {out!r}")
+    res = {}
+    sizes = set()
+    for k, v in out.items():
+        a = _to_numpy(v)
+        if a.ndim == 0:
+            raise ValueError(f"to_inference_data: {arg}[{k!r}] needs a leading draw dimension, got a scalar")
+        shape = site_shapes.get(k)
+        if shape is not None and a.shape[1:] != shape and a.size == a.shape[0] * int(np.prod(shape)):
+            a = a.reshape((a.shape[0],) + shape)
+        if num_chains is not None and num_chains > 1:
+            a = a.reshape((num_chains, -1) + a.shape[1:])
+        elif chain_draw is not None and a.shape[0] == chain_draw[0] * chain_draw[1]:
+            a = a.reshape(tuple(chain_draw) + a.shape[1:])
+        else:
+            a = a[None]
+        res[k] = a
+        sizes.add(a.shape[:2])
+    if len(sizes) != 1:
+        raise ValueError(f"to_inference_data: the sites of {arg} disagree on the number of draws: {sorted(sizes)}")
+    return res

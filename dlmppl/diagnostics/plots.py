@@ -165,6 +165,10 @@ def plot_sphere(
     colors=None,
     s: float = 8.0,
     alpha: float = 0.6,
+    markers=None,
+    cmap=None,
+    colorbar: bool | None = None,
+    colorbar_label: str | None = None,
     title: str | None = None,
     path=None,
     **scatter_kwargs,
@@ -179,16 +183,26 @@ def plot_sphere(
     labels : list of str, optional
         Legend entries, one per set of points.
     colors : list, optional
-        One matplotlib colour (or per-point values) per set.
+        One matplotlib colour per set, or per-point values ``(N,)`` of a set,
+        drawn with ``cmap`` and explained by a colourbar titled ``colorbar_label``.
+    colorbar : draw that colourbar; default: when the function makes its own figure
+        (``ax=None``), not on a caller's axes (a grid of panels shares one colourbar).
+    s, markers : a marker size / matplotlib marker for all sets, or a list with one per
+        set (e.g. a large ``"*"`` for a single true value among draws).
     """
+    colorbar = ax is None if colorbar is None else colorbar
     sets = _as_sets(points)
     for p in sets:
         if p.shape[-1] != 3:
             raise ValueError(f"plot_sphere: points must be (N, 3) unit vectors, got {p.shape}")
     labels = list(labels) if labels is not None else [None] * len(sets)
     colors = list(colors) if colors is not None else [None] * len(sets)
-    if len(labels) != len(sets) or len(colors) != len(sets):
-        raise ValueError(f"plot_sphere: give one label and one colour per set of points ({len(sets)} sets)")
+    sizes = list(s) if isinstance(s, (list, tuple)) else [s] * len(sets)
+    markers = list(markers) if isinstance(markers, (list, tuple)) else [markers] * len(sets)
+    if len(labels) != len(sets) or len(colors) != len(sets) or len(sizes) != len(sets) or len(markers) != len(sets):
+        raise ValueError(f"plot_sphere: give one label, colour, size and marker per set of points ({len(sets)} sets)")
+    values = [_per_point_values(col, len(p)) for p, col in zip(sets, colors, strict=True)]
+    mappable = None
     if projection == "equal-area":
         ax = _new_ax(ax)
         t = np.linspace(0, 2 * np.pi, 361)
@@ -197,9 +211,11 @@ def plot_sphere(
         for theta in (np.pi / 6, np.pi / 3, 2 * np.pi / 3, 5 * np.pi / 6):  # parallels every 30°
             r = 2 * np.sin(theta / 2)
             ax.plot(r * np.cos(t), r * np.sin(t), color="0.85", lw=0.6)
-        for p, lab, col in zip(sets, labels, colors, strict=True):
+        for p, lab, col, val, sz, mk in zip(sets, labels, colors, values, sizes, markers, strict=True):
             xy = lambert_equal_area(p, center)
-            ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, label=lab, c=col, **scatter_kwargs)
+            sc = ax.scatter(xy[:, 0], xy[:, 1], s=sz, alpha=alpha, label=lab, c=col if val is None else val,
+                            marker=mk, cmap=cmap if val is not None else None, **scatter_kwargs)
+            mappable = sc if val is not None else mappable
         ax.set_aspect("equal")
         ax.set_xlim(-2.1, 2.1)
         ax.set_ylim(-2.1, 2.1)
@@ -210,19 +226,40 @@ def plot_sphere(
         ax = _new_ax(ax, projection="3d")
         u, v = np.mgrid[0 : 2 * np.pi : 37j, 0 : np.pi : 19j]
         ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.8", lw=0.4)
-        for p, lab, col in zip(sets, labels, colors, strict=True):
-            ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=s, alpha=alpha, label=lab, c=col, **scatter_kwargs)
+        for p, lab, col, val, sz, mk in zip(sets, labels, colors, values, sizes, markers, strict=True):
+            sc = ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=sz, alpha=alpha, label=lab, c=col if val is None else val,
+                            marker=mk, cmap=cmap if val is not None else None, **scatter_kwargs)
+            mappable = sc if val is not None else mappable
         ax.set_box_aspect((1, 1, 1))
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-        ax.set_zlabel("z")
+        # three ticks per axis, small, pushed off the axes: the default ones overlap at the corners
+        for set_ticks in (ax.set_xticks, ax.set_yticks, ax.set_zticks):
+            set_ticks([-1.0, 0.0, 1.0])
+        ax.tick_params(labelsize=7, pad=1)
+        ax.set_xlabel("x", labelpad=2)
+        ax.set_ylabel("y", labelpad=2)
+        ax.set_zlabel("z", labelpad=2)
     else:
         raise ValueError(f"plot_sphere: projection must be 'equal-area' or '3d', got {projection!r}")
+    if mappable is not None and colorbar:
+        ax.figure.colorbar(mappable, ax=ax, shrink=0.75, pad=0.08 if projection == "3d" else 0.03,
+                           label=colorbar_label)
     if any(lab is not None for lab in labels):
         ax.legend(loc="upper right", fontsize=8)
     if title:
         ax.set_title(title)
     return _finish(ax, path)
+
+
+def _per_point_values(col, n):
+    """``col`` as per-point numbers ``(n,)`` for a colour map, or ``None`` when it is a colour."""
+    if col is None or isinstance(col, str):
+        return None
+    a = np.asarray(col)
+    if a.ndim != 1 or a.shape[0] != n or not np.issubdtype(a.dtype, np.number):
+        return None
+    if n in (3, 4) and a.min() >= 0 and a.max() <= 1:
+        return None  # as matplotlib reads it: one RGB(A) colour
+    return a
 
 
 # --------------------------------------------------------------------------- Poincaré disk
@@ -266,6 +303,10 @@ def plot_poincare_disk(
     s: float = 10.0,
     alpha: float = 0.8,
     edge_color="0.5",
+    legend_title: str | None = None,
+    cmap=None,
+    colorbar: bool | None = None,
+    colorbar_label: str | None = None,
     title: str | None = None,
     path=None,
     **scatter_kwargs,
@@ -279,8 +320,14 @@ def plot_poincare_disk(
         Geodesic segments to draw.
     edges : sequence of ``(i, j)`` index pairs into ``points``, optional
         Drawn as geodesic segments (e.g. a tree's edges).
-    colors : per-point values or colours; ``labels`` (per-point ints) colour by class.
+    colors : per-point colours, or per-point values ``(N,)`` drawn with ``cmap`` and
+        explained by a colourbar titled ``colorbar_label``.
+    labels : per-point ints (classes, tree depths) when ``colors`` is not given: a
+        legend (at most 12 classes, else a colourbar) titled ``legend_title``.
+    colorbar : draw the colourbar of per-point values; default: when the function makes
+        its own figure (``ax=None``), not on a caller's axes.
     """
+    colorbar = ax is None if colorbar is None else colorbar
     ax = _new_ax(ax)
     R = 1.0 / math.sqrt(c)
     t = np.linspace(0, 2 * np.pi, 361)
@@ -296,11 +343,18 @@ def plot_poincare_disk(
         ax.plot(arc[:, 0], arc[:, 1], color=edge_color, lw=0.8, zorder=1)
     if len(pts):
         col = colors if colors is not None else (labels if labels is not None else None)
-        sc = ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=alpha, c=col, zorder=2, **scatter_kwargs)
+        values = _per_point_values(colors, len(pts)) if colors is not None else None
+        sc = ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=alpha, c=col, zorder=2,
+                        cmap=cmap if (values is not None or colors is None and labels is not None) else None,
+                        **scatter_kwargs)
         if labels is not None and colors is None:
             handles, names = sc.legend_elements()
             if len(handles) <= 12:
-                ax.legend(handles, names, loc="upper right", fontsize=7)
+                ax.legend(handles, names, loc="upper right", fontsize=7, title=legend_title, title_fontsize=7)
+            elif colorbar:
+                ax.figure.colorbar(sc, ax=ax, shrink=0.75, pad=0.03, label=legend_title)
+        elif values is not None and colorbar:
+            ax.figure.colorbar(sc, ax=ax, shrink=0.75, pad=0.03, label=colorbar_label)
     ax.set_aspect("equal")
     ax.set_xlim(-1.05 * R, 1.05 * R)
     ax.set_ylim(-1.05 * R, 1.05 * R)
@@ -314,11 +368,13 @@ def plot_poincare_disk(
 # --------------------------------------------------------------------------- ELBO
 
 
-def plot_elbo(losses, *, ax=None, window: int | None = None, log_scale: bool | None = None, title=None, path=None):
+def plot_elbo(losses, *, ax=None, window: int | None = None, log_scale: bool | None = None, title=None,
+              ylabel: str = "loss (−ELBO)", xlabel: str = "step", path=None):
     """SVI loss (−ELBO) per step, with a moving average over ``window`` steps.
 
     ``log_scale`` defaults to a log y-axis when all losses are positive and
-    span more than two decades.
+    span more than two decades.  ``ylabel`` names another curve (a Wasserstein
+    or topological loss drawn with the same smoothing).
     """
     y = _np(losses).reshape(-1)
     if y.size == 0:
@@ -334,8 +390,8 @@ def plot_elbo(losses, *, ax=None, window: int | None = None, log_scale: bool | N
         log_scale = bool((y > 0).all() and y.max() / y.min() > 100)
     if log_scale:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (−ELBO)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)

@@ -952,7 +952,7 @@ def sbc(
             seed, so the ranks do not depend on ``num_workers``.
         mp_context: ``"fork"`` (default where available: the model and factories
             need not be picklable) or ``"spawn"``/``"forkserver"`` (they must be).
-        progress: show a progress bar (tqdm).
+        progress: show a progress bar (tqdm; a few log lines when stderr is not a terminal).
         seed: base seed; simulation ``i`` runs after ``pyro.set_rng_seed`` of a
             seed derived from ``(seed, i)``.  ``None``: drawn from torch's
             generator, so ``pyro.set_rng_seed`` before the call reproduces it.
@@ -1024,9 +1024,9 @@ def sbc(
     results = [None] * int(num_simulations)
     try:
         if num_workers == 1:
-            from tqdm.auto import tqdm
+            from .._progress import progress_bar
 
-            with tqdm(total=int(num_simulations), desc="SBC", disable=not progress) as bar:
+            with progress_bar(total=int(num_simulations), desc="SBC", disable=not progress) as bar:
                 for i in range(int(num_simulations)):
                     results[i] = _simulate_with_context(job, i)
                     bar.update()
@@ -1068,7 +1068,7 @@ def sbc(
 
 
 def _run_parallel(job, n, num_workers, mp_context, progress):
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     methods = multiprocessing.get_all_start_methods()
     if mp_context is None:
@@ -1093,7 +1093,7 @@ def _run_parallel(job, n, num_workers, mp_context, progress):
     # the pool (and its forks) before the progress bar's monitor thread
     with ctx.Pool(num_workers, initializer=_init_worker, initargs=(job,)) as pool:
         it = pool.imap(_work, range(n), chunksize=chunk)
-        with tqdm(total=n, desc=f"SBC ({num_workers} processes)", disable=not progress) as bar:
+        with progress_bar(total=n, desc=f"SBC ({num_workers} processes)", disable=not progress) as bar:
             for r in it:
                 results.append(r)
                 bar.update()

@@ -174,22 +174,42 @@ def manifold_diagnostics(draws, manifold, principal: bool = True) -> dict:
 
 
 def _posterior_vars(data):
-    """``{name: (array (chain, draw, ...), attrs)}`` from idata / MCMC / dict."""
+    """``{name: (array (chain, draw, ...), attrs, coord labels per site dim)}`` from idata / MCMC / dict."""
     from .convert import to_inference_data
 
     if isinstance(data, dict):
-        return {k: (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v), {}) for k, v in data.items()}
+        out = {}
+        for k, v in data.items():
+            a = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+            out[k] = (a, {}, [None] * max(a.ndim - 2, 0))
+        return out
     if hasattr(data, "get_samples") and hasattr(data, "kernel"):
         data = to_inference_data(data, log_likelihood=False)
     post = _compat.get_group(data, "posterior")
-    return {str(k): (np.asarray(v.values), dict(v.attrs)) for k, v in post.data_vars.items()}
+    out = {}
+    for k, v in post.data_vars.items():
+        labels = []
+        for dim in v.dims[2:]:
+            # arviz's default dims (``mu_dim_0``) carry integer coords: label rows by index, as arviz does
+            lab = np.asarray(v[dim].values) if dim in v.coords else None
+            labels.append(None if lab is None or str(dim).startswith(f"{k}_dim_") else [str(x) for x in lab])
+        out[str(k)] = (np.asarray(v.values), dict(v.attrs), labels)
+    return out
 
 
-def _index_name(name, idx):
-    return name if not idx else f"{name}[{','.join(str(i) for i in idx)}]"
+def _index_name(name, idx, labels=None):
+    """Row name ``name[i, j]`` as arviz writes it, with coordinate labels where the dims have them."""
+    if not idx:
+        return name
+    labels = labels or [None] * len(idx)
+    parts = [str(i) if lab is None else lab[i] for i, lab in zip(idx, labels, strict=False)]
+    return f"{name}[{', '.join(parts)}]"
 
 
-def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool = True):
+_COLUMNS = ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail", "r_hat", "manifold"]
+
+
+def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool = True, round_to=None):
     """Posterior summary that is manifold-aware.
 
     Parameters
@@ -204,17 +224,30 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
         Also list, for each manifold point, the rows ``site.dist`` (geodesic
         distance to the Fréchet mean) and ``site.pc<k>`` (tangent coordinate
         along the k-th principal geodesic direction), each with its own R-hat/ESS.
+    round_to : None | int | "none"
+        As ``arviz.summary`` (0.x): ``None`` rounds statistics to 3 decimals, ESS to
+        integers and R-hat to 2 decimals; an int rounds every column to that many
+        decimals; ``"none"`` returns the raw numbers.
 
     Returns
     -------
-    pandas.DataFrame with columns ``mean, sd, ess_bulk, ess_tail, r_hat,
-    manifold``.  Euclidean sites: one row per scalar component, as arviz.
-    Manifold sites (the event dims of the manifold; leading dims are a batch
-    of points): one row per ambient coordinate ``site[i]`` whose ``mean`` is
-    the Fréchet mean's coordinate, ``sd`` the spread (RMS geodesic distance
-    to the Fréchet mean), ``r_hat`` the largest and ``ess_*`` the smallest
-    over the intrinsic coordinates of that point.
+    pandas.DataFrame with columns ``mean, sd, rms_geodesic, ess_bulk, ess_tail,
+    r_hat, manifold``.  Rows are named as arviz names them: ``site[i, j]``,
+    with the labels of the InferenceData's coords where the site has named
+    dims (``mu[a, x]``).  Euclidean sites (and the intrinsic rows): one row per
+    scalar component, ``mean`` and ``sd`` as arviz.  Manifold sites (the event
+    dims of the manifold; leading dims are a batch of points): one row per
+    ambient coordinate ``site[i]`` whose ``mean`` is the Fréchet mean's
+    coordinate and ``rms_geodesic`` the spread of the point, the RMS geodesic
+    distance to the Fréchet mean ``sqrt(mean_s d(μ̂, x_s)²)`` (not an ambient
+    standard deviation, so ``sd`` is empty there); ``r_hat`` the largest and
+    ``ess_*`` the smallest over the intrinsic coordinates of that point.
+    Columns that are empty on every row are left out: ``rms_geodesic`` without
+    manifold sites, ``r_hat`` for a single chain (an SVI posterior), where
+    split R-hat is not defined.
     """
+    import logging
+
     import pandas as pd
 
     from .convert import manifold_from_attrs
@@ -223,56 +256,87 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
     manifolds = dict(manifolds or {})
     names = var_names or list(variables)
     rows = {}
-    for name in names:
-        if name not in variables:
-            raise ValueError(f"summary: no site {name!r} in the posterior (have {sorted(variables)})")
-        arr, attrs = variables[name]
-        M = manifolds.get(name) or manifold_from_attrs(attrs)
-        if M is None or arr.ndim < 2 + M.ndim:
-            c, n = arr.shape[:2]
-            flat = arr.reshape(c, n, -1).astype(np.float64)
-            st = _compat.rhat_ess(flat)
-            for j, idx in enumerate(np.ndindex(*arr.shape[2:]) if arr.ndim > 2 else [()]):
-                rows[_index_name(name, idx)] = {
-                    "mean": flat[..., j].mean(),
-                    "sd": flat[..., j].std(ddof=1),
-                    "ess_bulk": st["ess_bulk"][j],
-                    "ess_tail": st["ess_tail"][j],
-                    "r_hat": st["r_hat"][j],
-                    "manifold": "",
-                }
-            continue
-        mname = attrs.get("manifold", type(M).__name__)
-        batch = arr.shape[2 : arr.ndim - M.ndim]
-        event = arr.shape[arr.ndim - M.ndim :]
-        for b in np.ndindex(*batch) if batch else [()]:
-            sub = arr[(slice(None), slice(None)) + b]
-            diag = manifold_diagnostics(sub, M)
-            mu = diag["mean"].cpu().numpy()
-            pname = _index_name(name, b)
-            for e in np.ndindex(*event):
-                rows[_index_name(name, b + e)] = {
-                    "mean": float(mu[e]),
-                    "sd": diag["spread"],
-                    "ess_bulk": diag["min_ess_bulk"],
-                    "ess_tail": diag["min_ess_tail"],
-                    "r_hat": diag["max_r_hat"],
-                    "manifold": mname,
-                }
-            if intrinsic:
-                d = diag["tangent"].shape[-1]
-                labels = [f"{pname}.pc{k}" for k in range(d)] + [f"{pname}.dist"]
-                vals = np.concatenate([diag["tangent"], diag["distance"][..., None]], -1)
-                for j, lab in enumerate(labels):
-                    rows[lab] = {
-                        "mean": vals[..., j].mean(),
-                        "sd": vals[..., j].std(ddof=1),
-                        "ess_bulk": diag["ess_bulk"][j],
-                        "ess_tail": diag["ess_tail"][j],
-                        "r_hat": diag["r_hat"][j],
+    nan = float("nan")
+    # arviz 0.x logs a shape warning for one chain (its logger is not registered with logging):
+    # r_hat is dropped below instead
+    az_log = getattr(_compat.az, "_log", None) or logging.getLogger("arviz")
+    level = az_log.level
+    az_log.setLevel(logging.ERROR)
+    try:
+        for name in names:
+            if name not in variables:
+                raise ValueError(f"summary: no site {name!r} in the posterior (have {sorted(variables)})")
+            arr, attrs, labels = variables[name]
+            M = manifolds.get(name) or manifold_from_attrs(attrs)
+            if M is None or arr.ndim < 2 + M.ndim:
+                c, n = arr.shape[:2]
+                flat = arr.reshape(c, n, -1).astype(np.float64)
+                st = _compat.rhat_ess(flat)
+                for j, idx in enumerate(np.ndindex(*arr.shape[2:]) if arr.ndim > 2 else [()]):
+                    rows[_index_name(name, idx, labels)] = {
+                        "mean": flat[..., j].mean(),
+                        "sd": flat[..., j].std(ddof=1),
+                        "rms_geodesic": nan,
+                        "ess_bulk": st["ess_bulk"][j],
+                        "ess_tail": st["ess_tail"][j],
+                        "r_hat": st["r_hat"][j],
+                        "manifold": "",
+                    }
+                continue
+            mname = attrs.get("manifold", type(M).__name__)
+            nb = arr.ndim - 2 - M.ndim
+            batch = arr.shape[2 : 2 + nb]
+            event = arr.shape[2 + nb :]
+            for b in np.ndindex(*batch) if batch else [()]:
+                sub = arr[(slice(None), slice(None)) + b]
+                diag = manifold_diagnostics(sub, M)
+                mu = diag["mean"].cpu().numpy()
+                pname = _index_name(name, b, labels[:nb])
+                for e in np.ndindex(*event):
+                    rows[_index_name(name, b + e, labels)] = {
+                        "mean": float(mu[e]),
+                        "sd": nan,
+                        "rms_geodesic": diag["spread"],
+                        "ess_bulk": diag["min_ess_bulk"],
+                        "ess_tail": diag["min_ess_tail"],
+                        "r_hat": diag["max_r_hat"],
                         "manifold": mname,
                     }
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "manifold"])
+                if intrinsic:
+                    d = diag["tangent"].shape[-1]
+                    labs = [f"{pname}.pc{k}" for k in range(d)] + [f"{pname}.dist"]
+                    vals = np.concatenate([diag["tangent"], diag["distance"][..., None]], -1)
+                    for j, lab in enumerate(labs):
+                        mean = vals[..., j].mean()
+                        if j < d and abs(mean) <= 1e-6 * diag["spread"]:
+                            # zero by construction at the Fréchet mean (up to its stopping tolerance,
+                            # sqrt(eps) x spread): print 0, not the solver's round-off
+                            mean = 0.0
+                        rows[lab] = {
+                            "mean": mean,
+                            "sd": vals[..., j].std(ddof=1),
+                            "rms_geodesic": nan,
+                            "ess_bulk": diag["ess_bulk"][j],
+                            "ess_tail": diag["ess_tail"][j],
+                            "r_hat": diag["r_hat"][j],
+                            "manifold": mname,
+                        }
+    finally:
+        az_log.setLevel(level)
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=_COLUMNS)
+    chains = {variables[k][0].shape[0] for k in names}
+    drop = [col for col in ("sd", "rms_geodesic") if len(df) and df[col].isna().all()]
+    if chains == {1} or (len(df) and df["r_hat"].isna().all()):
+        drop.append("r_hat")
+    df = df.drop(columns=drop)
+    if isinstance(round_to, str) and round_to.lower() == "none":
+        return df
+    num = [col for col in df.columns if col != "manifold"]
+    if round_to is None:
+        decimals = {col: 0 if col.startswith("ess") else 2 if col == "r_hat" else 3 for col in num}
+    else:
+        decimals = {col: int(round_to) for col in num}
+    return df.round(decimals)
 
 
 # --------------------------------------------------------------------------- PSIS

@@ -17,6 +17,10 @@ r"""Autoguides for models with manifold-valued latent variables.
 * a normal on the unconstrained value of every other site (as ``AutoNormal``),
   pushed through ``biject_to(support)``.
 
+:meth:`AutoManifoldNormal.quantiles` gives, as ``AutoNormal``'s, per-coordinate
+quantiles of the Euclidean sites, and for a manifold site the quantiles of the
+geodesic distance to the factor's centre (the radii of its credible geodesic balls).
+
 Every site is sampled directly from its factor (no auxiliary sites), so the
 guide works with ``Trace_ELBO``, ``TraceMeanField_ELBO`` (analytic KL where
 one is registered), ``RenyiELBO`` (IWAE bounds), ``Predictive`` and
@@ -203,4 +207,64 @@ class AutoManifoldNormal(AutoGuide):
                 loc = biject_to(site["fn"].support)(loc)
             out[name] = loc.clone()
         return out
+
+    @torch.no_grad()
+    def quantiles(self, quantiles, *args, num_samples: int = 4096, **kwargs):
+        """Quantiles of each latent site under the guide, as ``AutoNormal.quantiles``.
+
+        * Euclidean sites (normal factors): ``biject_to(support)(loc + scale Φ⁻¹(q))``
+          per coordinate, exactly as ``AutoNormal``; shape ``(len(q), *site_shape)``.
+        * Manifold sites: a point on a manifold has no scalar quantile, so the
+          quantiles are those of the geodesic distance ``d(m, z)``, ``z ~`` factor,
+          to the factor's centre ``m`` (:meth:`median`; the factors are symmetric
+          under the geodesic reflection at ``m``, which makes ``m`` their Fréchet
+          median where the law is concentrated): the radius ``r_q`` of the geodesic
+          ball around ``m`` that holds guide probability ``q``.  Shape
+          ``(len(q), *batch_shape)`` (one radius per point of the site).
+
+          - sphere sites (Power Spherical, De Cao & Aziz 2020): exact, from
+            ``(1 + cos d)/2 ~ Beta(α, β)``, ``α = (n-1)/2 + κ``, ``β = (n-1)/2``
+            (``n`` the ambient dimension): ``r_q = arccos(2 B⁻¹(1 - q) - 1)``;
+          - wrapped-normal sites: the empirical ``q``-quantile of ``d(m, z_s)`` over
+            ``num_samples`` draws of the factor (randomness from torch's generator;
+            the quantile's Monte Carlo error is ``sqrt(q(1-q)/num_samples) / f(r_q)``).
+
+        Returns ``{site: tensor}`` on each site's device and dtype.
+        """
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        out = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            kind = self._kinds[name]
+            loc = attrgetter(name)(self.locs).detach()
+            q = torch.as_tensor(quantiles, dtype=loc.dtype, device=loc.device).reshape(-1)
+            if not ((q > 0) & (q < 1)).all():
+                raise ValueError(f"quantiles must lie in (0, 1), got {q.tolist()}")
+            if kind in ("real", "euclidean"):
+                scale = attrgetter(name)(self.scales).detach()
+                val = dist.Normal(loc, scale).icdf(q.reshape((-1,) + (1,) * loc.dim()))
+                out[name] = biject_to(site["fn"].support)(val) if kind == "real" else val
+            elif kind == "sphere":
+                out[name] = _power_spherical_radius_quantiles(loc, attrgetter(name)(self.concentrations).detach(), q)
+            else:
+                if num_samples < 2:
+                    raise ValueError(f"num_samples must be >= 2, got {num_samples}")
+                fac = self.get_factor(name)
+                z = fac.sample((num_samples,))
+                g = geometry_of(self._manifolds[name])
+                d = g.dist(loc.expand_as(z), z)  # (S, *batch)
+                out[name] = torch.quantile(d, q, dim=0) if d.dim() > 0 else torch.quantile(d, q)
+        return out
+
+
+def _power_spherical_radius_quantiles(loc, concentration, q):
+    """Exact quantiles ``(len(q), *batch)`` of the geodesic distance to the mean of a Power Spherical law."""
+    from scipy.stats import beta as _beta
+
+    n = loc.shape[-1]
+    a = ((n - 1) / 2 + concentration).double().cpu().numpy()
+    b = (n - 1) / 2
+    qq = q.double().cpu().numpy().reshape((-1,) + (1,) * a.ndim)
+    t = 2.0 * _beta.ppf(1.0 - qq, a, b) - 1.0  # the cosine, decreasing in the distance
+    return torch.as_tensor(t, dtype=loc.dtype, device=loc.device).clamp(-1, 1).arccos()
 

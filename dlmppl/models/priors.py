@@ -699,7 +699,7 @@ class FlowMatchingPrior(nn.Module):
         averaging, as diffusion and flow-matching models are trained: it removes most of the
         minibatch noise of the last iterates).  With ``base_scale=None`` the base scales of the
         non-compact factors are first set from the codes (module docstring).
-        ``progress=True`` shows a tqdm bar.  Returns the loss history, a list of ``steps`` floats.
+        ``progress=True`` shows a tqdm bar (a few log lines when stderr is not a terminal).  Returns the loss history, a list of ``steps`` floats.
 
         The defaults fit a 4-mode vMF mixture on S² and a 10-node tree mixture on the Poincaré
         disk well enough for a two-sample test at ``n = 2000`` (tests/models/test_priors.py), in
@@ -728,9 +728,9 @@ class FlowMatchingPrior(nn.Module):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, int(steps), eta_min=lr * final_lr_fraction)
         it = range(int(steps))
         if progress:
-            from tqdm.auto import tqdm
+            from .._progress import progress_bar
 
-            it = tqdm(it, desc="flow matching")
+            it = progress_bar(it, desc="flow matching")
         history = []
         n = flat.shape[0]
         avg = [p.detach().clone() for p in params] if ema is not None else None

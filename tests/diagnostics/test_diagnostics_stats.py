@@ -148,13 +148,14 @@ def test_summary_rows_and_euclidean_match_arviz():
     sigma = torch.rand(4, 200, dtype=torch.float64) + 1.0
     beta = torch.randn(4, 200, 2, dtype=torch.float64)
     draws = {"loc": X, "sigma": sigma, "beta": beta}
-    s = D.summary(draws, manifolds={"loc": S2})
-    assert list(s.columns) == ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "manifold"]
+    s = D.summary(draws, manifolds={"loc": S2}, round_to="none")
+    assert list(s.columns) == ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail", "r_hat", "manifold"]
     assert {"loc[0]", "loc[1]", "loc[2]", "loc.pc0", "loc.pc1", "loc.dist", "sigma", "beta[0]", "beta[1]"} == set(s.index)
     mu = D.frechet_mean(X.reshape(-1, 3), S2)
     np.testing.assert_allclose(s.loc[["loc[0]", "loc[1]", "loc[2]"], "mean"].values, mu.numpy(), atol=1e-8)
     dist_ = geometry_of(S2).dist(mu, X.reshape(-1, 3))
-    np.testing.assert_allclose(s.loc["loc[0]", "sd"], float(dist_.pow(2).mean().sqrt()), rtol=1e-6)
+    np.testing.assert_allclose(s.loc["loc[0]", "rms_geodesic"], float(dist_.pow(2).mean().sqrt()), rtol=1e-6)
+    assert np.isnan(s.loc["loc[0]", "sd"]) and np.isnan(s.loc["sigma", "rms_geodesic"])
     assert s.loc["loc[1]", "r_hat"] == s.loc[["loc.pc0", "loc.pc1", "loc.dist"], "r_hat"].max()
     ref = az.summary(
         az.from_dict(posterior={"sigma": sigma.numpy(), "beta": beta.numpy()}) if not _compat.ARVIZ_1 else
@@ -170,7 +171,50 @@ def test_summary_batched_manifold_points():
     # two points on S^2 per draw (site shape (2, 3)): one summary block per point
     X = torch.stack([_oblique_chains(0.0, N=100), _oblique_chains(0.0, N=100)], 2)
     s = D.summary({"dirs": X}, manifolds={"dirs": S2}, intrinsic=False)
-    assert list(s.index) == [f"dirs[{i},{j}]" for i in range(2) for j in range(3)]
+    assert list(s.index) == [f"dirs[{i}, {j}]" for i in range(2) for j in range(3)]
+
+
+def _idata_with_dims(chains):
+    g = torch.Generator().manual_seed(3)
+    mu = torch.randn(chains, 100, 2, 3, generator=g, dtype=torch.float64)
+    d = torch.nn.functional.normalize(torch.randn(chains, 100, 2, 3, generator=g, dtype=torch.float64) * 0.1
+                                      + torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), dim=-1)
+    groups = {"posterior": {"mu": mu.numpy(), "d": d.numpy()}}
+    idata = _compat.from_dict(groups, coords={"a": ["p", "q"], "x": ["u", "v", "w"], "pt": ["left", "right"]},
+                              dims={"mu": ["a", "x"], "d": ["pt", "xyz"]})
+    _compat.set_var_attrs(idata, "posterior", "d", D.manifold_attrs(S2))
+    return idata
+
+
+def test_summary_rows_follow_coords_and_dims_as_arviz():
+    """Row names are arviz's (``mu[p, u]``) where the InferenceData names its dims; a manifold
+    point's own rows use the labels of its batch dims (``d[left].dist``)."""
+    idata = _idata_with_dims(chains=2)
+    s = D.summary(idata, round_to="none")
+    ref = az.summary(idata, var_names=["mu"], kind="all", round_to="none")
+    assert list(s.index[:6]) == list(ref.index) == [f"mu[{a}, {x}]" for a in "pq" for x in "uvw"]
+    np.testing.assert_allclose(s.loc[ref.index, "mean"].values, ref["mean"].values, rtol=1e-10)
+    assert {"d[left, 0]", "d[right, 2]", "d[left].dist", "d[right].pc1"} <= set(s.index)
+    assert (s.loc[["d[left, 0]", "d[right].dist"], "manifold"] == "Sphere").all()
+
+
+def test_summary_of_one_chain_omits_r_hat_and_rounds_like_arviz():
+    """An SVI posterior (one chain): no R-hat column rather than NaN; by default the numbers are
+    rounded as arviz rounds them (3 decimals, ESS to integers) and the tangent means at the
+    Fréchet mean, zero by construction, read 0 rather than round-off like 3e-13."""
+    idata = _idata_with_dims(chains=1)
+    s = D.summary(idata)
+    assert "r_hat" not in s.columns and not s.drop(columns="manifold").isna().all(axis=1).any()
+    raw = D.summary(idata, round_to="none")
+    num = ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail"]
+    np.testing.assert_allclose(s[num].values, raw[num].round({"ess_bulk": 0, "ess_tail": 0, "mean": 3, "sd": 3,
+                                                              "rms_geodesic": 3}).values, equal_nan=True)
+    if not _compat.ARVIZ_1:  # arviz 0.x's default rounding, which summary documents
+        ref = az.summary(idata, var_names=["mu"], kind="all")
+        np.testing.assert_allclose(s.loc[ref.index, ["mean", "sd", "ess_bulk"]].values,
+                                   ref[["mean", "sd", "ess_bulk"]].values)
+    assert (raw.loc[["d[left].pc0", "d[left].pc1"], "mean"] == 0.0).all()
+    assert (D.summary(idata, round_to=1)["mean"] == raw["mean"].round(1)).all()
 
 
 # --------------------------------------------------------------------------- PSIS
@@ -264,3 +308,27 @@ def test_psis_diagnostic_loop_fallback_agrees():
     lwv = importance.log_weights(gauss_model, _guide(mean, sd, 1.0), (y,), {}, 20, 1)
     torch.testing.assert_close(lwv, logz.expand(20), atol=1e-9, rtol=0)
     assert importance.plate_nesting(gauss_model, _guide(mean, sd, 1.0), (y,), {}) == 1
+
+
+def test_summary_of_an_svi_guide_reads_as_an_mcmc_one():
+    """From AutoManifoldNormal through to_inference_data(guide) to summary: one chain, no R-hat
+    column, every printed number finite or an empty cell of the other spread column."""
+    from dlmppl.distributions import ManifoldUniform, VonMisesFisher
+    from dlmppl.inference.autoguides import AutoManifoldNormal
+
+    def model(y):
+        mu = pyro.sample("mu", ManifoldUniform(S2, event_shape=(3,), dtype=y.dtype))
+        kappa = pyro.sample("kappa", dist.Gamma(torch.tensor(2.0, dtype=y.dtype), 0.1))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("obs", VonMisesFisher(mu, kappa), obs=y)
+
+    pyro.clear_param_store()
+    y = torch.nn.functional.normalize(torch.randn(20, 3, dtype=torch.float64) + 3.0, dim=-1)
+    guide = AutoManifoldNormal(model)
+    guide(y)
+    idata = D.to_inference_data(guide, model=model, model_args=(y,), num_samples=200)
+    s = D.summary(idata)
+    assert list(s.columns) == ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail", "manifold"]
+    assert np.isfinite(s.loc[["mu[0]", "mu[1]", "mu[2]"], "rms_geodesic"]).all()
+    assert np.isfinite(s.loc[["kappa", "mu.pc0", "mu.pc1", "mu.dist"], "sd"]).all()
+    assert (s.loc[["mu.pc0", "mu.pc1"], "mean"] == 0.0).all()
