@@ -190,9 +190,8 @@ class DistributedSVI:
 
     def _allreduce(self, params: dict, loss: float) -> float:
         ps = list(params.values())
-        anchor = ps[0] if ps else torch.zeros(())
         # one small float64 buffer: the loss, then one 'has a gradient' count per parameter
-        head = torch.zeros(1 + len(ps), dtype=torch.float64, device=anchor.device)
+        head = torch.zeros(1 + len(ps), dtype=torch.float64, device=self._device())
         head[0] = float(loss)
         head[1:] = torch.tensor([p.grad is not None for p in ps], dtype=torch.float64)
         buckets: dict = {}
@@ -280,7 +279,12 @@ class DistributedSVI:
 
     def load(self, path, map_location=None) -> None:
         """Resume from :meth:`save`'s checkpoint (every rank reads ``path``; call before :meth:`step`,
-        with a fresh optimiser).  The random state is restored when the world size is the one saved."""
+        with a fresh optimiser).  The random state is restored when the world size is the one saved.
+
+        A model that is a ``PyroModule`` (or calls ``pyro.module``) needs ``module=`` at construction:
+        Pyro runs such a module's own ``nn.Parameter`` objects, so the loaded values are copied into
+        them and the param store made to hold those very tensors (otherwise the optimiser would step
+        copies that never receive a gradient)."""
         state = torch.load(path, map_location=map_location, weights_only=False)
         store = pyro.get_param_store()
         store.set_state(state["param_store"])
