@@ -43,11 +43,23 @@ class DeltaVAE(dl.models.ManifoldVAE):
             pyro.sample("z", dist.Delta(q.loc, event_dim=1))
 
 
-def exact_setup(init_seed):
+def exact_setup(init_seed, sgd=False):
+    """RiemannianAdam, or RiemannianSGD, whose step is linear in the gradient (a wrong gradient scale shows)."""
     torch.manual_seed(init_seed)
     vae = DeltaVAE(D, latent="poincare", latent_dim=2, hidden=(8,), likelihood="gaussian", obs_scale=None).double()
-    optim = dl.inference.RiemannianAdam({"lr": 0.02})
+    optim = dl.inference.RiemannianSGD({"lr": 2e-4}) if sgd else dl.inference.RiemannianAdam({"lr": 0.02})
     return vae, optim
+
+
+def scaled(fn):
+    """``fn`` with its log densities scaled by ``N / len(x)``: the shard's ELBO estimates the whole data set's
+    (what a subsampled ``pyro.plate(size=N)`` does), the setting of ``reduction="mean"``."""
+
+    def wrapped(x):
+        with pyro.poutine.scale(scale=N / x.shape[0]):
+            return fn(x)
+
+    return wrapped
 
 
 def constrained_params():
@@ -95,6 +107,18 @@ def run(out: Path) -> None:
         for (xb,) in loader:
             losses.append(svi.step(xb))
     torch.save({"params": constrained_params(), "losses": losses}, out / f"exact_{r}.pt")
+
+    # A': the same with each shard's ELBO scaled to the data set and the ranks' gradients averaged
+    pyro.clear_param_store()
+    vae, optim = exact_setup(100 + r, sgd=True)
+    svi = DistributedSVI(scaled(vae.model), scaled(vae.guide), optim, pyro.infer.Trace_ELBO(), module=vae,
+                         reduction="mean")
+    losses = []
+    for epoch in range(EPOCHS):
+        loader.sampler.set_epoch(epoch)
+        for (xb,) in loader:
+            losses.append(svi.step(xb))
+    torch.save({"params": constrained_params(), "losses": losses}, out / f"mean_{r}.pt")
 
     # B: stochastic ELBO, different noise and data on each rank; checkpoint after 2 steps, resume
     pyro.clear_param_store()
