@@ -4,6 +4,7 @@ One launch of tests/_dist_scenarios.py (2 ranks) serves every test of the module
 are computed here with plain ``pyro.infer.SVI`` / ``pyro.infer.MCMC`` and no process group.
 """
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -49,13 +50,23 @@ def _launch(out):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    for _ in range(3):  # the free port may be taken between its choice and the rendezvous
-        codes, logs = _launch(out)
-        if not any(c and "address already in use" in log.lower() for c, log in zip(codes, logs, strict=True)):
-            break
-    for r, c in enumerate(codes):
-        assert c == 0, f"rank {r} failed:\n{logs[r][-3000:]}"
+    # one launch per test session, also under pytest-xdist: the workers share the parent of their
+    # base temp dir, and the first to take the lock runs the 2 ranks for all of them
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # .../pytest-N/popen-gwK: pytest-N is this session's
+        shared = shared.parent
+    out = shared / "dlmppl_two_ranks"
+    with open(shared / "dlmppl_two_ranks.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "done").exists():
+            out.mkdir(exist_ok=True)
+            for _ in range(3):  # the free port may be taken between its choice and the rendezvous
+                codes, logs = _launch(out)
+                if not any(c and "address already in use" in log.lower() for c, log in zip(codes, logs, strict=True)):
+                    break
+            for r, c in enumerate(codes):
+                assert c == 0, f"rank {r} failed:\n{logs[r][-3000:]}"
+            (out / "done").touch()
     return out
 
 
