@@ -3,7 +3,7 @@
 Submodules: :mod:`dlmppl.manifolds`, :mod:`dlmppl.constraints`,
 :mod:`dlmppl.distributions`, :mod:`dlmppl.inference`, :mod:`dlmppl.losses`,
 :mod:`dlmppl.geometry`, :mod:`dlmppl.models`, :mod:`dlmppl.diagnostics`,
-:mod:`dlmppl.datasets`, :mod:`dlmppl.metrics`.  Heavy submodules are imported on first access.
+:mod:`dlmppl.datasets`, :mod:`dlmppl.metrics`, :mod:`dlmppl.distributed`.  Heavy submodules are imported on first access.
 """
 
 import importlib
@@ -12,7 +12,7 @@ from . import constraints, distributions, kmath, manifolds
 
 __version__ = "0.1.0"
 
-_LAZY = ("inference", "losses", "geometry", "models", "diagnostics", "datasets", "metrics")
+_LAZY = ("inference", "losses", "geometry", "models", "diagnostics", "datasets", "metrics", "distributed")
 
 __all__ = ["constraints", "distributions", "kmath", "manifolds", *_LAZY]
 

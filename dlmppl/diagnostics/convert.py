@@ -42,7 +42,7 @@ import torch
 
 from . import _compat
 
-__all__ = ["to_inference_data", "manifold_attrs", "manifold_from_attrs", "log_likelihood"]
+__all__ = ["to_inference_data", "manifold_attrs", "manifold_from_attrs", "log_likelihood", "mcmc_sample_stats"]
 
 _SAMPLE_STATS = ("diverging", "energy", "step_size", "acceptance_rate", "n_steps", "tree_depth")
 
@@ -246,6 +246,20 @@ def _mcmc_sample_stats(mcmc, num_chains, num_draws):
     for d in diags:
         msites.update(d.get("manifold_sites") or {})
     return stats, msites
+
+
+def mcmc_sample_stats(mcmc) -> tuple[dict, dict]:
+    """The sample stats of an MCMC run as :func:`to_inference_data` stores them.
+
+    Returns ``(stats, manifold_sites)``: ``{name: array (chain, draw)}`` for the stats every chain
+    reports (``diverging``, ``energy``, ``step_size``, ...), and ``{site: manifold class name}``
+    from the kernel's diagnostics (both empty for a run without per-chain diagnostics).
+    """
+    draws = mcmc.get_samples(group_by_chain=True)
+    if not draws:
+        return {}, {}
+    c, n = next(iter(draws.values())).shape[:2]
+    return _mcmc_sample_stats(mcmc, c, n)
 
 
 # --------------------------------------------------------------------------- main entry
