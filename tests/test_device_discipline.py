@@ -1,0 +1,407 @@
+"""Device and dtype discipline of the library's main entry points (issue 16, point 1).
+
+DESIGN.md: device and dtype follow the inputs.  Without a GPU this is checked on CPU by a
+trick: the entry points run with ``torch.device("meta")`` as the *default* device while
+their inputs (and the models' parameters) live on the CPU.  A tensor the library creates
+without ``device=`` then lands on ``meta``, and the first operation that mixes it with a
+CPU tensor raises ("Tensor on device meta is not on the expected device cpu"): exactly
+the tensors that would land on the CPU while the inputs are on ``cuda`` (and break there,
+or force a host copy).  The same calls are made in float32 and float64 and every
+floating output (values, draws, gradients) must keep the inputs' dtype.
+
+What is not covered by the trick, on purpose: the CPU solvers (exact OT and the
+persistence pairing compute on the host by design, DESIGN.md), which receive numpy
+arrays; their results come back as indices or plans and are put on the inputs' device
+(checked here too, since the gathered values must be on CPU and finite).
+
+A deliberately broken library (a ``torch.zeros(shape)`` without ``device=`` in a
+geometry map, or a float64 constant) fails these tests: see the module's last test,
+which breaks one on purpose and checks that the harness notices.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pyro
+import pytest
+import torch
+from pyro.infer import MCMC, SVI, Trace_ELBO
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
+
+from dlmppl import manifolds as M
+from dlmppl.distributions import (
+    AngularCentralGaussian,
+    IsotropicGaussianSO3,
+    ManifoldUniform,
+    MatrixFisher,
+    PowerSpherical,
+    RiemannianNormal,
+    TorusVonMises,
+    VonMisesFisher,
+    WrappedNormal,
+)
+from dlmppl.geometry import geometry_of
+from dlmppl.geometry.projective import ProjectiveSpace
+from dlmppl.geometry.so3 import SO3
+from dlmppl.geometry.torus import Torus
+
+DTYPES = [torch.float32, torch.float64]
+DT_IDS = ["f32", "f64"]
+
+
+def _called_from_library(frame) -> bool:
+    """Whether the first caller outside torch is dlmppl's own code (not Pyro, POT or the test)."""
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("torch"):
+        frame = frame.f_back
+    return frame is not None and frame.f_globals.get("__name__", "").startswith("dlmppl")
+
+
+class meta_default(TorchFunctionMode):
+    """Tensors dlmppl creates without ``device=`` go to ``meta``: mixing them with CPU inputs raises.
+
+    ``torch.device("meta")`` as a context would do the same, with two false positives this
+    mode leaves out: ``torch.as_tensor(t)`` of a tensor ``t`` keeps ``t``'s device when
+    no default device is set (the context would move it to ``meta``), and factories called
+    by Pyro, POT or the test itself are not the library's to fix.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _device_constructors() and kwargs.get("device") is None:
+            data = args[0] if args else kwargs.get("data")
+            keeps_device = func in (torch.as_tensor, torch.asarray) and isinstance(data, torch.Tensor)
+            if not keeps_device and _called_from_library(sys._getframe(1)):
+                kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _floats(out):
+    """Every floating tensor in a (nested) result."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _floats(o)]
+    return []
+
+
+def _check(out, dtype, what):
+    ts = _floats(out)
+    assert ts, f"{what}: no floating output"
+    for t in ts:
+        assert t.device.type == "cpu", f"{what}: output on {t.device}"
+        assert t.dtype == dtype, f"{what}: {t.dtype} output from {dtype} inputs"
+        assert torch.isfinite(t).all(), f"{what}: non-finite output"
+
+
+# ----------------------------------------------------------------------------------- geometry
+
+FAMILIES = [
+    M.Euclidean(1),
+    M.Sphere(),
+    M.PoincareBall(1.5),
+    M.SphereProjection(0.7),
+    M.Stereographic(-0.3),
+    M.Lorentz(1.0),
+    M.Stiefel(),
+    M.SymmetricPositiveDefinite(),
+    M.ProductManifold((M.Sphere(), 3), (M.PoincareBall(1.0), 3)),
+    M.Scaled(M.Sphere(), 2.0),
+    ProjectiveSpace(),
+    SO3(),
+    Torus(),
+]
+
+
+def _event(g):
+    return {"Stiefel": (5, 2), "SymmetricPositiveDefinite": (3, 3), "SO3": (3, 3), "ProductManifold": (6,)}.get(g.name, (3,))
+
+
+def _tangent(g, x, size, gen):
+    f = g.frame(x)
+    nb = x.dim() - g.ndim
+    w = size * torch.randn(f.shape[: nb + 1], dtype=x.dtype, generator=gen)
+    return (w.reshape(w.shape + (1,) * g.ndim) * f).sum(nb)
+
+
+def _geometry_outputs(man, dtype):
+    g = geometry_of(man)
+    gen = torch.Generator().manual_seed(0)
+    event = _event(g)
+    o = g.origin(event, dtype).expand((4,) + event)
+    x = g.exp(o, _tangent(g, o, 0.3, gen))
+    y = g.exp(o, _tangent(g, o, 0.3, gen))
+    u, v = _tangent(g, x, 0.2, gen), _tangent(g, x, 0.2, gen)
+    t = torch.full((4,) + (1,) * g.ndim, 0.5, dtype=dtype)
+    with meta_default():
+        outs = {
+            "origin": g.origin(event, dtype, device=x.device),
+            "exp": g.exp(x, u),
+            "log": g.log(x, y),
+            "dist": g.dist(x, y),
+            "inner": g.inner(x, u, v),
+            "norm": g.norm(x, u),
+            "proju": g.proju(x, u + 0.1),
+            "egrad2rgrad": g.egrad2rgrad(x, u),
+            "geodesic": g.geodesic(x, y, t),
+            "frame": g.frame(x),
+            "random_tangent": g.random_tangent(x),
+            "violation": g.violation(x),
+            "kinetic": g.kinetic(x, u),
+        }
+        if not isinstance(man, M.Scaled):  # no exact flow for a rescaled metric: HMC refuses it by design
+            outs["flow"] = g.for_hmc().flow(x, u, 0.3)
+    return g, outs
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("man", FAMILIES, ids=lambda m: type(m).__name__)
+def test_geometry_maps_follow_the_inputs(man, dtype):
+    g, outs = _geometry_outputs(man, dtype)
+    for k, out in outs.items():
+        _check(out, dtype, f"{g.name}.{k}")
+
+
+def _break(monkeypatch, cls, name, src):
+    """Replace ``cls.name`` by ``src``, compiled as if written in ``cls``'s own module."""
+    ns = {}
+    exec(src, vars(sys.modules[cls.__module__]), ns)  # library globals: the harness treats it as dlmppl code
+    monkeypatch.setattr(cls, name, ns[name])
+
+
+def test_a_tensor_created_without_device_is_caught(monkeypatch):
+    g = geometry_of(M.Sphere())
+    src = "def dist(self, x, y):\n    return torch.zeros(x.shape[:-1]) + (x * y).sum(-1).clamp(-1, 1).acos()\n"
+    _break(monkeypatch, type(g), "dist", src)
+    with pytest.raises(RuntimeError, match="meta"):
+        _geometry_outputs(M.Sphere(), torch.float32)
+    # outside the harness the broken map runs silently on CPU: only the harness finds it
+    x = _unit(3, d=3, dtype=torch.float32)
+    assert g.dist(x, x).shape == (3,)
+
+
+def test_a_float64_constant_is_caught(monkeypatch):
+    g = geometry_of(M.PoincareBall(1.5))
+    src = ("def dist(self, x, y):\n"
+           "    return torch.ones(x.shape[:-1], dtype=torch.float64, device=x.device) * self.norm(x, self.log(x, y))\n")
+    _break(monkeypatch, type(g), "dist", src)
+    _, outs = _geometry_outputs(M.PoincareBall(1.5), torch.float32)
+    with pytest.raises(AssertionError, match="float64 output from torch.float32"):
+        _check(outs["dist"], torch.float32, "dist")
+
+
+# ------------------------------------------------------------------------------ distributions
+
+
+def _unit(*shape, d, dtype):
+    x = torch.randn(*shape, d, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def _rot(dtype):
+    q = _unit(2, d=4, dtype=dtype)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def _lorentz(*shape, d, dtype):
+    s = 0.5 * torch.randn(*shape, d, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    return torch.cat([(1 + s.pow(2).sum(-1, keepdim=True)).sqrt(), s], -1)
+
+
+def _c(v, dtype):
+    return torch.tensor(v, dtype=dtype)
+
+
+DISTRIBUTIONS = {
+    "vmf-d3": lambda dt: VonMisesFisher(_unit(2, d=3, dtype=dt), _c([1.0, 50.0], dt)),
+    "vmf-d5": lambda dt: VonMisesFisher(_unit(2, d=5, dtype=dt), _c([0.5, 2.0], dt)),
+    "power-spherical": lambda dt: PowerSpherical(_unit(2, d=3, dtype=dt), _c([1.0, 5.0], dt)),
+    "wn-poincare": lambda dt: WrappedNormal(M.PoincareBall(), 0.3 * _unit(2, d=2, dtype=dt), _c([0.5, 1.0], dt)),
+    "wn-lorentz": lambda dt: WrappedNormal(M.Lorentz(), _lorentz(3, d=2, dtype=dt), _c(0.7, dt)),
+    "wn-sphere": lambda dt: WrappedNormal(M.Sphere(), _unit(3, d=3, dtype=dt), _c(0.4, dt)),
+    "wn-stereo-batched-k": lambda dt: WrappedNormal(
+        M.Stereographic(_c([[-1.0], [0.5]], dt)), 0.2 * _unit(2, d=2, dtype=dt), _c(0.3, dt)),
+    "wn-so3": lambda dt: WrappedNormal(SO3(), _rot(dt), _c(0.4, dt)),
+    "wn-torus": lambda dt: WrappedNormal(Torus(), _c([[0.1, -2.0], [3.0, 0.5]], dt), _c(0.4, dt)),
+    "wn-projective": lambda dt: WrappedNormal(ProjectiveSpace(), _unit(2, d=3, dtype=dt), _c(0.3, dt)),
+    "rn-poincare": lambda dt: RiemannianNormal(M.PoincareBall(), 0.3 * _unit(2, d=2, dtype=dt), _c([0.5, 1.0], dt)),
+    "rn-lorentz": lambda dt: RiemannianNormal(M.Lorentz(), _lorentz(d=3, dtype=dt), _c(0.6, dt)),
+    "uniform-sphere": lambda dt: ManifoldUniform(M.Sphere(), (3,), (2,), dtype=dt, device="cpu"),
+    "uniform-stiefel": lambda dt: ManifoldUniform(M.Stiefel(), (4, 2), dtype=dt, device="cpu"),
+    "uniform-so3": lambda dt: ManifoldUniform(SO3(), (3, 3), (2,), dtype=dt, device="cpu"),
+    "uniform-torus": lambda dt: ManifoldUniform(Torus(), (2,), dtype=dt, device="cpu"),
+    "uniform-projective": lambda dt: ManifoldUniform(ProjectiveSpace(), (3,), dtype=dt, device="cpu"),
+    "matrix-fisher": lambda dt: MatrixFisher(3.0 * _rot(dt)),
+    "igso3": lambda dt: IsotropicGaussianSO3(_rot(dt), _c([0.3, 1.0], dt)),
+    "torus-vm": lambda dt: TorusVonMises(_c([[0.1, -2.0], [3.0, 0.5]], dt), _c([[1.0, 4.0], [0.5, 2.0]], dt)),
+    "acg": lambda dt: AngularCentralGaussian(torch.diag(_c([1.0, 2.0, 0.5], dt))),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", list(DISTRIBUTIONS))
+def test_distributions_follow_the_inputs(name, dtype):
+    d = DISTRIBUTIONS[name](dtype)
+    with meta_default():
+        outs = {"sample": d.sample((5,))}
+        outs["log_prob"] = d.log_prob(outs["sample"])
+        if d.has_rsample:
+            outs["rsample"] = d.rsample((5,))
+            outs["rsample.log_prob"] = d.log_prob(outs["rsample"])
+    for k, out in outs.items():
+        _check(out, dtype, f"{name}.{k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_reparameterized_gradients_follow_the_inputs(dtype):
+    loc = _unit(4, d=3, dtype=dtype).requires_grad_()
+    kappa = _c([0.5, 2.0, 10.0, 200.0], dtype).requires_grad_()
+    scale = _c([0.3, 0.5, 1.0, 2.0], dtype).requires_grad_()
+    ball = M.PoincareBall()  # a manifold from a Python number holds a CPU curvature, as on any device
+    with meta_default():
+        z = VonMisesFisher(loc, kappa).rsample((3,))
+        w = WrappedNormal(ball, 0.2 * loc[:, :2], scale).rsample((3,))
+        (z.sum() + w.sum()).backward()
+    _check([loc.grad, kappa.grad, scale.grad], dtype, "rsample gradients")
+
+
+# ------------------------------------------------------------------------------------- losses
+
+
+def _cloud(n, d, dtype, seed):
+    return torch.randn(n, d, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize(
+    "method,manifold",
+    [("emd", None), ("emd", "sphere"), ("sinkhorn", "poincare"), ("sinkhorn", None), ("sliced", None), ("sliced", "sphere")],
+)
+def test_ot_losses_follow_the_inputs(method, manifold, dtype):
+    from dlmppl import losses
+
+    x, y = _cloud(20, 3, dtype, 0), _cloud(15, 3, dtype, 1)
+    man = {"sphere": M.Sphere(), "poincare": M.PoincareBall(1.0), None: None}[manifold]
+    if manifold == "sphere":
+        x, y = x / x.norm(dim=-1, keepdim=True), y / y.norm(dim=-1, keepdim=True)
+    elif manifold == "poincare":
+        x, y = 0.3 * torch.tanh(x), 0.3 * torch.tanh(y)
+    x.requires_grad_()
+    with meta_default():
+        val = losses.wasserstein(x, y, man, p=2, method=method)
+        val.backward()
+        dm = losses.manifold_distances(x.detach(), y, man)
+    _check([val, x.grad, dm], dtype, f"wasserstein[{method}, {manifold}]")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_topology_losses_follow_the_inputs(dtype):
+    from dlmppl import losses
+
+    t = torch.linspace(0, 2 * math.pi, 31, dtype=dtype)[:-1]
+    circle = torch.stack([t.cos(), t.sin()], -1) + 0.05 * _cloud(30, 2, dtype, 3)
+    x = _cloud(30, 5, dtype, 4)
+    z = (0.3 * torch.tanh(circle)).requires_grad_()
+    ball = M.PoincareBall(1.0)
+    with meta_default():
+        dgms = losses.persistence(z, maxdim=1, manifold=ball)
+        topo = losses.topological(x, z, z_manifold=ball)
+        target = losses.topology_target_loss(z, betti={1: 1})
+        dd = losses.diagram_distance(dgms[1], dgms[1].detach() * 1.1)
+        (topo + target + dd).backward()
+    _check(list(dgms) + [topo, target, dd, z.grad], dtype, "topology losses")
+
+
+# ---------------------------------------------------------------------------------- optimizers
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_riemannian_optimizers_follow_the_inputs(opt, dtype):
+    from dlmppl.constraints import manifold as on
+    from dlmppl.inference import RiemannianAdam, RiemannianSGD
+
+    target = _unit(d=3, dtype=dtype)
+
+    def model():
+        mu = pyro.param("mu", _unit(d=3, dtype=dtype).flip(-1), constraint=on(M.Sphere()))
+        k = pyro.param("k", _c(1.0, dtype), constraint=torch.distributions.constraints.positive)
+        pyro.factor("f", k.log() * 0 + (mu * target).sum() * k)
+
+    def guide():
+        pass
+
+    optim = (RiemannianAdam if opt == "adam" else RiemannianSGD)({"lr": 0.05})
+    svi = SVI(model, guide, optim, Trace_ELBO())
+    with meta_default():
+        for _ in range(3):
+            svi.step()
+    _check([pyro.param("mu"), pyro.param("k")], dtype, f"Riemannian{opt}")
+
+
+# ---------------------------------------------------------------------------------------- MCMC
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("kernel", ["hmc", "nuts"])
+def test_mcmc_kernels_follow_the_inputs(kernel, dtype):
+    from dlmppl.inference import RiemannianHMC, RiemannianNUTS
+
+    obs = VonMisesFisher(_unit(d=3, dtype=dtype), _c(5.0, dtype)).sample((20,))
+
+    def model(obs):
+        mu = pyro.sample("mu", ManifoldUniform(M.Sphere(), (3,), dtype=obs.dtype, device=obs.device))
+        kappa = pyro.sample("kappa", pyro.distributions.Gamma(_c(2.0, obs.dtype), _c(0.5, obs.dtype)))
+        with pyro.plate("data", obs.shape[0], device=obs.device):
+            pyro.sample("obs", VonMisesFisher(mu, kappa), obs=obs)
+
+    k = RiemannianHMC(model, trajectory_length=0.5) if kernel == "hmc" else RiemannianNUTS(model, max_tree_depth=4)
+    mcmc = MCMC(k, num_samples=3, warmup_steps=3, disable_progbar=True)
+    with meta_default():
+        mcmc.run(obs)
+    _check(mcmc.get_samples(), dtype, f"Riemannian{kernel.upper()}")
+
+
+# -------------------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("latent", ["euclidean", "sphere", "poincare", "lorentz", "stereographic"])
+def test_manifold_vae_step_follows_the_inputs(latent, dtype):
+    from dlmppl.inference import RiemannianAdam
+    from dlmppl.models import ManifoldVAE
+
+    x = (torch.rand(16, 8, generator=torch.Generator().manual_seed(5)) < 0.3).to(dtype)
+    vae = ManifoldVAE(8, latent, 2, hidden=(8,), likelihood="bernoulli").to(dtype)
+    svi = SVI(vae.model, vae.guide, RiemannianAdam({"lr": 0.01}), Trace_ELBO())
+    with meta_default():
+        loss = svi.step(x)
+        z = vae.codes(x)
+        rec = vae.reconstruct(x)
+    assert math.isfinite(loss)
+    _check(list(z) + [rec] + [p for p in vae.parameters()], dtype, f"ManifoldVAE[{latent}]")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_dynamic_curvature_vae_step_follows_the_inputs(dtype):
+    from dlmppl.inference import RiemannianAdam
+    from dlmppl.models import DynamicCurvatureVAE
+
+    x = torch.randn(16, 6, dtype=dtype, generator=torch.Generator().manual_seed(6))
+    cond = torch.arange(16) % 2
+    vae = DynamicCurvatureVAE(6, 2, condition="label", n_conditions=2, hidden=(8,)).to(dtype)
+    svi = SVI(vae.model, vae.guide, RiemannianAdam({"lr": 0.01}), Trace_ELBO())
+    with meta_default():
+        loss = svi.step(x, cond)
+        kappa = vae.kappa(None, cond)
+    assert math.isfinite(loss)
+    _check([kappa] + [p for p in vae.parameters()], dtype, "DynamicCurvatureVAE")
