@@ -32,21 +32,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 from dlmppl import manifolds as M
-from dlmppl.distributions import (
-    AngularCentralGaussian,
-    IsotropicGaussianSO3,
-    ManifoldUniform,
-    MatrixFisher,
-    PowerSpherical,
-    RiemannianNormal,
-    TorusVonMises,
-    VonMisesFisher,
-    WrappedNormal,
-)
+from dlmppl.distributions import ManifoldUniform, VonMisesFisher, WrappedNormal
 from dlmppl.geometry import geometry_of
-from dlmppl.geometry.projective import ProjectiveSpace
-from dlmppl.geometry.so3 import SO3
-from dlmppl.geometry.torus import Torus
+from tests.device_cases import DISTRIBUTIONS, FAMILIES
+from tests.device_cases import c as _c
+from tests.device_cases import event_of as _event
+from tests.device_cases import tangent as _tangent
+from tests.device_cases import unit as _unit
 
 DTYPES = [torch.float32, torch.float64]
 DT_IDS = ["f32", "f64"]
@@ -100,32 +92,6 @@ def _check(out, dtype, what):
 
 # ----------------------------------------------------------------------------------- geometry
 
-FAMILIES = [
-    M.Euclidean(1),
-    M.Sphere(),
-    M.PoincareBall(1.5),
-    M.SphereProjection(0.7),
-    M.Stereographic(-0.3),
-    M.Lorentz(1.0),
-    M.Stiefel(),
-    M.SymmetricPositiveDefinite(),
-    M.ProductManifold((M.Sphere(), 3), (M.PoincareBall(1.0), 3)),
-    M.Scaled(M.Sphere(), 2.0),
-    ProjectiveSpace(),
-    SO3(),
-    Torus(),
-]
-
-
-def _event(g):
-    return {"Stiefel": (5, 2), "SymmetricPositiveDefinite": (3, 3), "SO3": (3, 3), "ProductManifold": (6,)}.get(g.name, (3,))
-
-
-def _tangent(g, x, size, gen):
-    f = g.frame(x)
-    nb = x.dim() - g.ndim
-    w = size * torch.randn(f.shape[: nb + 1], dtype=x.dtype, generator=gen)
-    return (w.reshape(w.shape + (1,) * g.ndim) * f).sum(nb)
 
 
 def _geometry_outputs(man, dtype):
@@ -197,54 +163,6 @@ def test_a_float64_constant_is_caught(monkeypatch):
 # ------------------------------------------------------------------------------ distributions
 
 
-def _unit(*shape, d, dtype):
-    x = torch.randn(*shape, d, dtype=dtype, generator=torch.Generator().manual_seed(1))
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-def _rot(dtype):
-    q = _unit(2, d=4, dtype=dtype)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
-
-
-def _lorentz(*shape, d, dtype):
-    s = 0.5 * torch.randn(*shape, d, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    return torch.cat([(1 + s.pow(2).sum(-1, keepdim=True)).sqrt(), s], -1)
-
-
-def _c(v, dtype):
-    return torch.tensor(v, dtype=dtype)
-
-
-DISTRIBUTIONS = {
-    "vmf-d3": lambda dt: VonMisesFisher(_unit(2, d=3, dtype=dt), _c([1.0, 50.0], dt)),
-    "vmf-d5": lambda dt: VonMisesFisher(_unit(2, d=5, dtype=dt), _c([0.5, 2.0], dt)),
-    "power-spherical": lambda dt: PowerSpherical(_unit(2, d=3, dtype=dt), _c([1.0, 5.0], dt)),
-    "wn-poincare": lambda dt: WrappedNormal(M.PoincareBall(), 0.3 * _unit(2, d=2, dtype=dt), _c([0.5, 1.0], dt)),
-    "wn-lorentz": lambda dt: WrappedNormal(M.Lorentz(), _lorentz(3, d=2, dtype=dt), _c(0.7, dt)),
-    "wn-sphere": lambda dt: WrappedNormal(M.Sphere(), _unit(3, d=3, dtype=dt), _c(0.4, dt)),
-    "wn-stereo-batched-k": lambda dt: WrappedNormal(
-        M.Stereographic(_c([[-1.0], [0.5]], dt)), 0.2 * _unit(2, d=2, dtype=dt), _c(0.3, dt)),
-    "wn-so3": lambda dt: WrappedNormal(SO3(), _rot(dt), _c(0.4, dt)),
-    "wn-torus": lambda dt: WrappedNormal(Torus(), _c([[0.1, -2.0], [3.0, 0.5]], dt), _c(0.4, dt)),
-    "wn-projective": lambda dt: WrappedNormal(ProjectiveSpace(), _unit(2, d=3, dtype=dt), _c(0.3, dt)),
-    "rn-poincare": lambda dt: RiemannianNormal(M.PoincareBall(), 0.3 * _unit(2, d=2, dtype=dt), _c([0.5, 1.0], dt)),
-    "rn-lorentz": lambda dt: RiemannianNormal(M.Lorentz(), _lorentz(d=3, dtype=dt), _c(0.6, dt)),
-    "uniform-sphere": lambda dt: ManifoldUniform(M.Sphere(), (3,), (2,), dtype=dt, device="cpu"),
-    "uniform-stiefel": lambda dt: ManifoldUniform(M.Stiefel(), (4, 2), dtype=dt, device="cpu"),
-    "uniform-so3": lambda dt: ManifoldUniform(SO3(), (3, 3), (2,), dtype=dt, device="cpu"),
-    "uniform-torus": lambda dt: ManifoldUniform(Torus(), (2,), dtype=dt, device="cpu"),
-    "uniform-projective": lambda dt: ManifoldUniform(ProjectiveSpace(), (3,), dtype=dt, device="cpu"),
-    "matrix-fisher": lambda dt: MatrixFisher(3.0 * _rot(dt)),
-    "igso3": lambda dt: IsotropicGaussianSO3(_rot(dt), _c([0.3, 1.0], dt)),
-    "torus-vm": lambda dt: TorusVonMises(_c([[0.1, -2.0], [3.0, 0.5]], dt), _c([[1.0, 4.0], [0.5, 2.0]], dt)),
-    "acg": lambda dt: AngularCentralGaussian(torch.diag(_c([1.0, 2.0, 0.5], dt))),
-}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
