@@ -173,7 +173,9 @@ def sinkhorn(dev, quick):
         return 2 * gl(x, y)
 
     t_gl = timed(theirs, dev, reps)
-    out.append(f"| geomloss `SamplesLoss('sinkhorn', debias=False)` ×2 | {t_gl:.3f} | {float(theirs()):.4f} |")
+    import geomloss
+
+    out.append(f"| geomloss {geomloss.__version__} `SamplesLoss('sinkhorn', debias=False)` ×2 | {t_gl:.3f} | {float(theirs()):.4f} |")
     out.append(f"\nratio dlmppl / geomloss: {t_ours / t_gl:.2f}.")
     return out
 
@@ -264,6 +266,9 @@ def main():
     lines = ["## dlmppl on an accelerator (benchmarks/gpu.py)", "",
              f"Device: {dev} — {machine(dev)}. Mode: {mode}. `python benchmarks/gpu.py"
              f"{' --quick' if args.quick else ''} --device {dev.type}`.", ""]
+    if dev.type == "cpu":
+        lines += ["A CPU run: it checks the benchmark end to end and gives the CPU side of the ratios; "
+                  "it says nothing of GPU speed. No GPU figures exist until `bash run.sh gpu` runs on one.", ""]
     failed = []
     for title, fn in SECTIONS:
         letter = title[1]
