@@ -46,7 +46,9 @@ DT_IDS = ["f32", "f64"]
 
 def _called_from_library(frame) -> bool:
     """Whether the first caller outside torch is dlmppl's own code (not Pyro, POT or the test)."""
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("torch"):
+    # torch's own frames, and another mode of this module stacked under this one
+    while frame is not None and (frame.f_globals.get("__name__", "").startswith("torch")
+                                 or frame.f_code.co_name == "__torch_function__"):
         frame = frame.f_back
     return frame is not None and frame.f_globals.get("__name__", "").startswith("dlmppl")
 
@@ -323,3 +325,61 @@ def test_dynamic_curvature_vae_step_follows_the_inputs(dtype):
         kappa = vae.kappa(None, cond)
     assert math.isfinite(loss)
     _check([kappa] + [p for p in vae.parameters()], dtype, "DynamicCurvatureVAE")
+
+
+# --------------------------------------------------------------------------------- host syncs
+
+_SYNCS = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__,
+          torch.Tensor.__index__, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy}
+
+
+class count_host_syncs(TorchFunctionMode):
+    """Counts the calls made by dlmppl's own code that read a tensor on the host (a device sync on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _SYNCS and _called_from_library(sys._getframe(1)):
+            f = sys._getframe(1)
+            self.calls.append(f"{func.__name__} at {f.f_globals.get('__name__')}:{f.f_lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("man", [m for m in FAMILIES if not isinstance(m, M.Stiefel)], ids=lambda m: type(m).__name__)
+def test_geometry_maps_make_no_host_sync(man):
+    # Stiefel's log is an iterative solver with a tolerance test per Newton step (left out)
+    pyro.enable_validation(False)
+    with count_host_syncs() as c:
+        _geometry_outputs(man, torch.float32)
+    assert not c.calls, c.calls
+
+
+@pytest.mark.parametrize("latent", ["euclidean", "sphere", "poincare"])
+def test_vae_step_host_syncs_stay_within_budget(latent):
+    """Measured when written: 2 per SVI step in dlmppl's code (Euclidean, sphere: the guide's
+    centring flag, one finiteness check per device in the optimiser) and 3 for Poincaré (the
+    wrapped normal's radius guard); Pyro's own (the returned loss) are not counted."""
+    from dlmppl.inference import RiemannianAdam
+    from dlmppl.models import ManifoldVAE
+
+    pyro.enable_validation(False)
+    x = (torch.rand(16, 8, generator=torch.Generator().manual_seed(5)) < 0.3).float()
+    vae = ManifoldVAE(8, latent, 2, hidden=(8,), likelihood="bernoulli")
+    svi = SVI(vae.model, vae.guide, RiemannianAdam({"lr": 0.01}), Trace_ELBO())
+    svi.step(x)
+    with count_host_syncs() as c:
+        svi.step(x)
+    assert len(c.calls) <= (3 if latent == "poincare" else 2), c.calls
+
+
+def test_a_host_sync_is_counted(monkeypatch):
+    g = geometry_of(M.Sphere())
+    src = ("def dist(self, x, y):\n"
+           "    d = (x * y).sum(-1).clamp(-1, 1).acos()\n"
+           "    return d if bool((d >= 0).all()) else d.abs()\n")
+    _break(monkeypatch, type(g), "dist", src)
+    with count_host_syncs() as c:
+        _geometry_outputs(M.Sphere(), torch.float32)
+    assert len(c.calls) == 1 and "__bool__" in c.calls[0], c.calls
