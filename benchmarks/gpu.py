@@ -25,6 +25,7 @@ of a few minutes on CPU).  Results go to benchmarks/results_gpu.md for a full ru
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -63,7 +64,8 @@ def timed(fn, dev, reps, warm=1):
 
 def machine(dev):
     cpu = platform.processor() or platform.machine()
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({cpu}, {torch.get_num_threads()} threads)"
+    name = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+            else f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s))")
     return f"{name}; torch {torch.__version__}, pyro {pyro.__version__}, Python {platform.python_version()}"
 
 

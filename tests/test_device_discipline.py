@@ -1,22 +1,29 @@
 """Device and dtype discipline of the library's main entry points (issue 16, point 1).
 
-DESIGN.md: device and dtype follow the inputs.  Without a GPU this is checked on CPU by a
-trick: the entry points run with ``torch.device("meta")`` as the *default* device while
-their inputs (and the models' parameters) live on the CPU.  A tensor the library creates
-without ``device=`` then lands on ``meta``, and the first operation that mixes it with a
-CPU tensor raises ("Tensor on device meta is not on the expected device cpu"): exactly
-the tensors that would land on the CPU while the inputs are on ``cuda`` (and break there,
-or force a host copy).  The same calls are made in float32 and float64 and every
-floating output (values, draws, gradients) must keep the inputs' dtype.
+DESIGN.md: device and dtype follow the inputs, and nothing reads a tensor on the host on a
+hot path.  Without a GPU both are checked on the CPU:
 
-What is not covered by the trick, on purpose: the CPU solvers (exact OT and the
-persistence pairing compute on the host by design, DESIGN.md), which receive numpy
-arrays; their results come back as indices or plans and are put on the inputs' device
-(checked here too, since the gathered values must be on CPU and finite).
+* Device: the entry points run under :class:`meta_default`, a torch function mode that
+  sends every tensor *dlmppl's own code* creates without ``device=`` to the ``meta``
+  device while the inputs (and the models' parameters) live on the CPU; the first
+  operation that mixes it with a CPU tensor raises ("Tensor on device meta is not on the
+  expected device cpu"): exactly the tensors that would land on the CPU while the inputs
+  are on ``cuda``.  (``torch.device("meta")`` as a context would also flag
+  ``torch.as_tensor(t)`` of a tensor, which keeps ``t``'s device, and tensors made by
+  Pyro, POT or the test; the mode leaves those out.)
+* Dtype: the same calls in float32 and float64; every floating output (values, draws,
+  gradients, parameters after a step) keeps the inputs' dtype.
+* Host syncs: :class:`count_host_syncs` counts ``item``/``bool``/``float``/``tolist``/
+  ``cpu``/``numpy`` calls made by dlmppl's code: none in the geometry maps, a measured
+  budget per VAE training step.
 
-A deliberately broken library (a ``torch.zeros(shape)`` without ``device=`` in a
-geometry map, or a float64 constant) fails these tests: see the module's last test,
-which breaks one on purpose and checks that the harness notices.
+Not flagged, on purpose: the CPU solvers (exact OT and the persistence pairing compute on
+the host by design, DESIGN.md) and the constants cached on the host once.
+
+The harness is seen to fail: the ``test_a_*`` tests break a geometry map on purpose (a
+``torch.zeros`` without ``device=``, a float64 constant, a ``bool()`` of a tensor) and
+check that it is caught; reverting the NUTS coin flip to ``torch.rand(())`` fails
+``test_mcmc_kernels_follow_the_inputs[nuts-*]``.
 """
 
 from __future__ import annotations
