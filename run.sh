@@ -2,6 +2,7 @@
 # dlmppl's two commands:   bash run.sh demo     (the main job)
 #                          bash run.sh test     (the test suite; what CI runs)
 # also:                    bash run.sh bench NAME   (a benchmark in benchmarks/)
+#                          bash run.sh gpu          (device tests + benchmarks/gpu.py on cuda)
 #
 # Environment: inside an activated virtualenv/conda env the packages go there and
 # an installed torch (e.g. your CUDA build) is kept; otherwise a .venv is made
@@ -36,5 +37,9 @@ case "$cmd" in
   demo) exec $PY -m dlmppl.demo "$@" ;;
   test) exec $PY -m pytest -n 2 "$@" ;;
   bench) name="$1"; shift; exec $PY "benchmarks/${name%.py}.py" "$@" ;;
-  *) echo "usage: bash run.sh demo|test|bench NAME" >&2; exit 2 ;;
+  gpu) dev="${DLMPPL_TEST_DEVICE:-cuda}"  # the on_device tests, then benchmarks/gpu.py, on $dev
+    $PY -c "import sys, torch; sys.exit(torch.device('$dev').type == 'cuda' and not torch.cuda.is_available())" \
+      || { echo "run.sh gpu: torch sees no CUDA device (set DLMPPL_TEST_DEVICE to choose another)" >&2; exit 1; }
+    DLMPPL_TEST_DEVICE="$dev" $PY -m pytest -m on_device "$@" && exec $PY benchmarks/gpu.py --device "$dev" ;;
+  *) echo "usage: bash run.sh demo|test|gpu|bench NAME" >&2; exit 2 ;;
 esac

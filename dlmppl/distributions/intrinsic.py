@@ -144,7 +144,7 @@ def log_volume_grid(metric, low, high, n: int = 200, condition=None, radius: flo
         raise ValueError(f"log_volume_grid is for d <= 3 (n^d points), got d={dim}")
     low = torch.as_tensor(low, dtype=torch.get_default_dtype()).expand(dim)
     high = torch.as_tensor(high, dtype=low.dtype).expand(dim)
-    axes = [low[i] + (torch.arange(n, dtype=low.dtype) + 0.5) * (high[i] - low[i]) / n for i in range(dim)]
+    axes = [low[i] + (torch.arange(n, dtype=low.dtype, device=low.device) + 0.5) * (high[i] - low[i]) / n for i in range(dim)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, dim)
     lv = 0.5 * metric.logdet(grid, condition=condition)
     if radius is not None:

@@ -90,12 +90,12 @@ def digamma_diff(x: torch.Tensor, b: float) -> torch.Tensor:
 def _constants(d: int):
     """Per-dimension numbers: cumulants ``c_2..c_9`` of ``log(1 + μᵀx)`` under U, and the KL(U ‖ p) offsets."""
     beta = (d - 1) / 2
-    b = torch.tensor([beta, 2 * beta], dtype=torch.float64)
+    b = torch.tensor([beta, 2 * beta], dtype=torch.float64, device="cpu")  # cached host constants
     # ψ^{(m)}(x) = (-1)^{m+1} m! ζ(m+1, x) (Hurwitz ζ: torch's trigamma is only accurate to ~1e-10)
     cum = []
     for n in range(2, 2 + _KL_SERIES_TERMS):
         m = n - 1
-        z = torch.special.zeta(torch.tensor(float(m + 1), dtype=torch.float64), b)
+        z = torch.special.zeta(torch.tensor(float(m + 1), dtype=torch.float64, device="cpu"), b)
         cum.append((-1) ** (m + 1) * math.factorial(m) * float(z[0] - z[1]))
     dig = float(torch.digamma(b[:1]) - torch.digamma(b[1:]))  # ψ(β) - ψ(2β)
     return beta, cum, dig, math.lgamma(2 * beta) - math.lgamma(beta)

@@ -386,7 +386,7 @@ class RiemannianNormal(ManifoldLocScale):
         c = torch.as_tensor(c, dtype=self.scale.dtype, device=self.scale.device)
         x = c.clamp_min(0).sqrt() * self.scale
         m = 0.5 * (n * x + (n * n * x * x + 4 * n).sqrt())
-        u = -float(torch.special.ndtri(torch.tensor(_UNREPRESENTABLE_MASS / 2, dtype=torch.float64)))
+        u = -float(torch.special.ndtri(torch.tensor(_UNREPRESENTABLE_MASS / 2, dtype=torch.float64, device="cpu")))
         return self.scale * (m + u)
 
     def _check_curvature(self, like):

@@ -781,7 +781,7 @@ class RiemannianHMC(HMC):
             # NUTS-like statistic: the acceptance along the trajectory, the non-finite end counting 0,
             # so that a NaN region no step size avoids does not drive the step size to zero
             adapt_prob = torch.stack(checkpoints).sum() / (len(checkpoints) + 1)
-        accepted = bool(torch.rand((), dtype=accept_prob.dtype) < accept_prob)
+        accepted = bool(torch.rand((), dtype=accept_prob.dtype, device=accept_prob.device) < accept_prob)
         energy = energy_current
         if accepted and z_new is not None:
             z, aux, energy = z_new, aux_new, energy_new

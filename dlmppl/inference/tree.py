@@ -135,7 +135,7 @@ def build_tree(integrator, leaf, step_size, depth, energy_current, max_delta_ene
     other = build_tree(integrator, start, step_size, depth - 1, energy_current, max_delta_energy, numerical_error)
     weight = torch.logaddexp(half.weight, other.weight)
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
-    src = other if bool(torch.rand(()) < (other.weight - weight).exp()) else half
+    src = other if bool(torch.rand((), device=weight.device) < (other.weight - weight).exp()) else half
     left, right = (half.left, other.right) if step_size > 0 else (other.left, half.right)
     return Tree(
         left=left, right=right, z_proposal=src.z_proposal, pe_proposal=src.pe_proposal,
@@ -164,7 +164,7 @@ def nuts_transition(integrator, z, potential_energy, aux, step_size, max_tree_de
     energy = energy_current
     tree_depth = 0
     while tree_depth < max_tree_depth:
-        if bool(torch.rand(()) < 0.5):
+        if bool(torch.rand((), device=tree_weight.device) < 0.5):
             new = build_tree(integrator, right, step_size, tree_depth, energy_current, max_delta_energy, numerical_error)
             right = new.right
         else:
@@ -178,7 +178,7 @@ def nuts_transition(integrator, z, potential_energy, aux, step_size, max_tree_de
             break
         if new.turning:
             break
-        if bool(torch.rand(()) < (new.weight - tree_weight).exp()):
+        if bool(torch.rand((), device=tree_weight.device) < (new.weight - tree_weight).exp()):
             accepted = True
             z, potential_energy, aux, energy = new.z_proposal, new.pe_proposal, new.aux_proposal, new.energy_proposal
         rho = {k: rho[k] + new.rho[k] for k in rho}

@@ -431,8 +431,8 @@ def topological(
     pairs_z, far_z = _rips_pairs(Dz, dims[-1]), _argmax_edge(Dz)
     del Dz
     dev = z.device
-    cx = torch.as_tensor(_critical_edges([torch.as_tensor(p) for p in pairs_x], dims), device=dev)
-    cz = torch.as_tensor(_critical_edges([torch.as_tensor(p) for p in pairs_z], dims), device=dev)
+    cx = torch.as_tensor(_critical_edges([torch.as_tensor(p, device="cpu") for p in pairs_x], dims), device=dev)
+    cz = torch.as_tensor(_critical_edges([torch.as_tensor(p, device="cpu") for p in pairs_z], dims), device=dev)
     e = torch.cat([cx, cz], 0)
     ax = ex(e[:, 0], e[:, 1])
     az = ez(e[:, 0], e[:, 1])
