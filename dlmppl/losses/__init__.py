@@ -7,10 +7,11 @@ r"""Optimal-transport and persistent-homology regularizers with geodesic costs.
 * :func:`topological` (topological-autoencoder loss, Moor et al. 2020),
   :func:`diagram_distance` (Wasserstein distance between diagrams),
   :func:`topology_target_loss` (e.g. "one persistent loop");
-* :func:`factor` to use any of them as a ``pyro.factor`` term.
+* :func:`factor` to use any of them as a ``pyro.factor`` term, :func:`suggest_weight` to scale its weight
+  by the ELBO's magnitude.
 """
 
-from .factor import factor
+from .factor import factor, suggest_weight
 from .ot import manifold_distances, wasserstein
 from .topology import (
     cubical_persistence,
@@ -28,6 +29,7 @@ __all__ = [
     "manifold_distances",
     "persistence",
     "rips_pairs",
+    "suggest_weight",
     "topological",
     "topology_target_loss",
     "wasserstein",

@@ -132,3 +132,79 @@ def test_topological_factor_with_a_manifold_vae():
     for _ in range(60):
         svi.step(x)
     assert topo(x).item() < 0.5 * before
+
+
+def test_suggest_weight_scales_the_factor_to_a_share_of_the_elbo():
+    # reference by hand: share · mean|ELBO| / mean(R)
+    assert losses.suggest_weight(-1000.0, 20.0) == pytest.approx(50.0)
+    assert losses.suggest_weight([1000.0, -1200.0], [10.0, 12.0], share=0.5) == pytest.approx(0.5 * 1100 / 11)
+    # tensors (with graphs), on any dtype; one value per batch
+    e = torch.tensor([300.0, 500.0], dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([2.0, 6.0], requires_grad=True)
+    w = losses.suggest_weight(e, r, share=2.0)
+    assert isinstance(w, float) and w == pytest.approx(2.0 * 400 / 4)
+    assert losses.suggest_weight([torch.tensor(-8.0), torch.tensor(-12.0)], [torch.tensor(1.0), 3.0]) == 5.0
+    # the factor at that weight weighs share × |ELBO| at the batch it was measured on
+    loss = torch.tensor(4.0)
+    tr = pyro.poutine.trace(lambda: losses.factor("r", loss, weight=losses.suggest_weight(-600.0, loss, 0.3))).get_trace()
+    assert tr.log_prob_sum().item() == pytest.approx(-0.3 * 600)
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (([], []), "elbo_loss"),
+        (([1.0], []), "loss"),
+        (([1.0, 2.0], [1.0]), "elbo_loss, loss"),
+        ((float("nan"), 1.0), "elbo_loss"),
+        ((1.0, float("inf")), "loss"),
+        ((1.0, 0.0), "loss"),
+        (([1.0, 1.0], torch.tensor([-1.0, 0.5])), "mean must be > 0"),
+        ((1.0, 1.0, 0.0), "share"),
+        ((1.0, 1.0, float("inf")), "share"),
+        ((1.0, 1.0, "a"), "share"),
+        (("x", 1.0), "elbo_loss"),
+        ((1.0, 1e-320), "loss"),
+    ],
+)
+def test_suggest_weight_refuses_bad_arguments(args, name):
+    with pytest.raises(ValueError, match=name):
+        losses.suggest_weight(*args)
+
+
+@pytest.mark.statistical
+def test_rule_weight_keeps_the_loop_of_held_out_data_under_posterior_collapse():
+    """The recipe of tutorial 04 section 3, small: a VAE on 64 points of a noisy circle in R¹⁰ with
+    σ = 1 collapses (held-out loop score 0.03-0.09 at ``share=0.01`` on seeds 200-202: the test of
+    the test); the topological factor at the weight of ``suggest_weight(share=1)`` keeps the loop
+    of 64 *held-out* points (data ≈ 0.6).  An optimisation outcome: after 150 steps the held-out
+    loop score was 0.39-0.56 on seeds 200-215 (0/16 below 0.3); decided by 3 of 5 seeds
+    (``st.majority``: a false alarm of 2e-3 at a per-seed failure rate of 6 %)."""
+    import dlmppl as dl
+
+    def loop_score(z):
+        dg = losses.persistence(z, maxdim=1)[1]
+        return float((dg[:, 1] - dg[:, 0]).max() / torch.cdist(z, z).max()) if len(dg) else 0.0
+
+    def run(i):
+        pyro.clear_param_store()
+        x, _ = dl.datasets.noisy_sphere(n=64, dim=1, ambient=10, noise=0.05, dtype=torch.float32)
+        x_te, _ = dl.datasets.noisy_sphere(n=64, dim=1, ambient=10, noise=0.05, dtype=torch.float32)
+        vae = dl.models.ManifoldVAE(10, latent="euclidean", latent_dim=2, hidden=(64,), likelihood="gaussian",
+                                    obs_scale=1.0)
+
+        def guide(xb):
+            (z,) = vae.guide(xb)
+            losses.factor("topo", losses.topological(xb, z, normalize=True), weight=w, in_guide=True)
+
+        optim, elbo = dl.inference.RiemannianAdam({"lr": 1e-2}), pyro.infer.Trace_ELBO()
+        with torch.no_grad():
+            r0 = losses.topological(x, vae.encode(x)[0].sample(), normalize=True)
+        w = losses.suggest_weight(pyro.infer.SVI(vae.model, vae.guide, optim, elbo).evaluate_loss(x), r0, share=1.0)
+        svi = pyro.infer.SVI(vae.model, guide, optim, elbo)
+        for _ in range(150):
+            svi.step(x)
+        s = loop_score(vae.codes(x_te)[0])
+        return s > 0.3, round(s, 3)
+
+    st.majority(run, n=5, need=3, what="held-out loop score > 0.3")
