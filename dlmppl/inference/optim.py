@@ -36,7 +36,11 @@ ones of Riemannian Adam by one update of all the parameters that share a
 manifold, shape, dtype, step count and hyper-parameters, stacked along a new
 leading (batch) dimension (geoopt's arithmetic, row by row).  The updates equal
 the per-parameter ones to round-off (``tests/inference/test_optim_fused.py``);
-``fused=False`` steps parameter by parameter.
+The fused step also releases the gradients of the parameters it stepped (sets
+``.grad`` to ``None``, as ``torch.optim.Optimizer.zero_grad`` does by default),
+where Pyro's SVI would overwrite them with zero tensors that the next backward
+adds into.  ``fused=False`` steps parameter by parameter and leaves the
+gradients as they are.
 
 A ``pyro.param`` with a manifold constraint is stored through
 ``transform_to(manifold(M))``, :class:`dlmppl.constraints.ManifoldProjection`
@@ -128,23 +132,24 @@ def _param_names(params):
 
 def _all_finite(tensors):
     """One boolean per tensor (``True`` when every entry is finite), with one host
-    synchronisation per device and dtype."""
+    synchronisation per device."""
     if not tensors:
         return []
     by_device = {}
     for i, t in enumerate(tensors):
-        by_device.setdefault((t.device, t.dtype), []).append(i)
+        by_device.setdefault(t.device, []).append(i)
     out = [True] * len(tensors)
     for idx in by_device.values():
-        group = [tensors[i] for i in idx]
-        if all(t.numel() > 0 and t.is_floating_point() and not t.is_sparse for t in group):
-            # the largest |entry| is NaN or inf exactly when an entry is: one foreach kernel
-            # instead of two ops per tensor (an empty tensor has no largest entry)
-            flags = torch.isfinite(torch.stack(torch._foreach_norm(group, float("inf"))))
+        # a finite sum proves every entry finite (an inf or NaN entry makes the sum inf or NaN);
+        # a sum is one cheap reduction, where isfinite + all are two ops and a boolean copy.
+        # A sum that overflows from finite entries is checked entry by entry
+        sums = [tensors[i].sum() for i in idx]
+        if len({x.dtype for x in sums}) == 1:
+            flags = torch.isfinite(torch.stack(sums))
         else:
-            flags = torch.stack([torch.isfinite(t).all() for t in group])
+            flags = torch.stack([torch.isfinite(x) for x in sums])
         for i, v in zip(idx, flags.tolist(), strict=True):
-            out[i] = bool(v)
+            out[i] = bool(v) or bool(torch.isfinite(tensors[i]).all())
     return out
 
 
@@ -152,21 +157,17 @@ def _snapshot_state(state):
     return {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
 
 
-def _hashable(v):
-    if torch.is_tensor(v):
-        return ("tensor", id(v))
-    if isinstance(v, (list, tuple)):
-        return tuple(_hashable(x) for x in v)
-    try:
-        hash(v)
-    except TypeError:
-        return ("object", id(v))
-    return v
-
-
 def _hyper_key(group):
-    """The hyper-parameters of a param group (everything but ``params``), hashable."""
-    return tuple(sorted((k, _hashable(v)) for k, v in group.items() if k != "params"))
+    """The hyper-parameters of a param group (everything but ``params``), hashable.
+
+    Tensors hash by identity: two tensor learning rates of equal value make two groups
+    (stepped apart, which is correct, only not fused)."""
+    key = tuple((k, v) for k, v in group.items() if k != "params")
+    try:
+        hash(key)
+    except TypeError:  # e.g. a list value
+        key = tuple((k, v if isinstance(v, (int, float, str, bool, type(None))) else id(v)) for k, v in key)
+    return key
 
 
 def _manifold_for(p, opt):
@@ -375,6 +376,12 @@ class _RiemannianPyroOptim(PyroOptim):
                             opt.state[p] = state
                 self._refuse(params, bad, "Riemannian step")
         self._step(euclidean, *args, **kwargs)
+        if self.fused and not (args or kwargs):
+            # SVI replaces the gradients by zero tensors right after the step
+            # (pyro.infer.util.zero_grads), which the next backward then adds into: releasing
+            # them instead skips both the allocation and the addition (torch's set_to_none)
+            for p in params:
+                p.grad = None
 
     def _get_optim(self, param):
         args = dict(self._get_optim_args(param))
@@ -396,7 +403,8 @@ def RiemannianAdam(optim_args: dict, clip_args: dict | None = None, *, fused: bo
         fused: step all the parameters together (one ``foreach`` torch Adam call
             for the Euclidean ones, one stacked Riemannian update per manifold,
             shape and step count) instead of one optimiser call per parameter;
-            the same updates to round-off, faster (module docstring).
+            the same updates to round-off, faster; the gradients are released
+            (``None``) after the step (module docstring).
 
     Manifold parameters (see the module docstring) move by the retraction of
     their manifold with the Adam moments parallel-transported; the others as
@@ -417,7 +425,8 @@ def RiemannianSGD(optim_args: dict, clip_args: dict | None = None, *, fused: boo
             ``nesterov``, ``stabilize``), or a callable as in Pyro.
         clip_args: gradient clipping as in :class:`pyro.optim.PyroOptim`.
         fused: step the Euclidean parameters by one ``foreach`` torch SGD call
-            (same updates to round-off); manifold parameters are stepped one by one.
+            (same updates to round-off; manifold parameters are stepped one by
+            one) and release the gradients (``None``) after the step.
 
     Raises ``ValueError`` naming the parameters, and updates none, when a
     gradient is NaN or infinite.

@@ -196,3 +196,16 @@ def test_nan_gradient_is_still_refused_by_the_fused_step():
         RiemannianAdam({"lr": 0.1})([p, q, w])
     for t, b in zip((p, q, w), before, strict=True):
         assert torch.equal(t.detach(), b)
+
+
+def test_fused_step_releases_the_gradients_and_the_per_parameter_step_keeps_them():
+    for fused in (True, False):
+        pyro.clear_param_store()
+        net = _Net(M.Sphere(), (3,), torch.float64, torch.Generator().manual_seed(3))
+        svi = SVI(lambda: None, net.guide, RiemannianAdam({"lr": 0.05}, fused=fused), Trace_ELBO())
+        svi.step()
+        grads = [p.unconstrained().grad for p in pyro.get_param_store().values()]
+        if fused:
+            assert all(g is None for g in grads)
+        else:  # Pyro's SVI zeroes them
+            assert all(g is not None and not g.any() for g in grads)
