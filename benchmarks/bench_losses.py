@@ -418,7 +418,7 @@ def bench_issue15(out, sizes=(256, 512), rounds=5, reps=3):
         "move with the load of the machine.  The H1 part is well ahead of ripser.py's bare diagram "
         "(giotto-ph's ripser with its apparent-pair and clearing optimisations).  What was tried, one-off "
         "measurements on the same machine (CPU time of one giotto-ph call with generators, one cloud in "
-        "16-D): edge collapse (`collapse_edges=True`) 25-40× slower at n = 256 and 512 (points in 16-D "
+        "16-D): edge collapse (`collapse_edges=True`) 25-35× slower in wall time at n = 256 and 512 (points in 16-D "
         "hardly collapse); a threshold at the enclosing radius 1.5× slower (giotto-ph switches to its "
         "sparse path); a threshold just above the largest H1 death would save 15-20%, but that death is "
         "not known before the reduction; `n_threads=2` returns, from one call to the next, different "
