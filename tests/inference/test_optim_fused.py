@@ -60,6 +60,9 @@ MANIFOLDS = [
     ("stereographic, learned curvature", lambda dtype: M.Stereographic(-0.5, learnable=True), (3,)),
     ("lorentz", lambda dtype: M.Lorentz(), (3,)),
     ("stiefel", lambda dtype: M.Stiefel(), (4, 2)),
+    ("so3", lambda dtype: M.SO3(), (3, 3)),
+    ("torus", lambda dtype: M.Torus(), (2,)),
+    ("projective", lambda dtype: M.ProjectiveSpace(), (3,)),
 ]
 
 
