@@ -35,7 +35,7 @@ optimiser state staying in the per-parameter objects: the Euclidean ones by one
 ones of Riemannian Adam by one update of all the parameters that share a
 manifold, shape, dtype, step count and hyper-parameters, stacked along a new
 leading (batch) dimension (geoopt's arithmetic, row by row).  The updates equal
-the per-parameter ones to round-off (``tests/inference/test_optim_fused.py``);
+the per-parameter ones to round-off (``tests/inference/test_optim_fused.py``).
 The fused step also releases the gradients of the parameters it stepped (sets
 ``.grad`` to ``None``, as ``torch.optim.Optimizer.zero_grad`` does by default),
 where Pyro's SVI would overwrite them with zero tensors that the next backward
