@@ -24,6 +24,24 @@ itself overflows (a retraction to infinity) is put back, with its optimiser
 state, and the same error is raised.  Without this, geoopt writes NaN into the
 parameter and the error surfaces one step later, far from its cause.
 
+**One fused update per group, not one optimiser call per parameter.**  Pyro keeps
+one optimiser object per parameter (so that ``get_state``/``set_state`` work by
+parameter name); stepping them one by one costs a Python optimiser call per
+tensor, which dominates the optimiser time of a small network.  With
+``fused=True`` (the default) the parameters are instead stepped together, their
+optimiser state staying in the per-parameter objects: the Euclidean ones by one
+``torch.optim`` call per set of hyper-parameters with ``foreach=True`` (torch's
+``_foreach_*`` kernels, the same arithmetic as the per-tensor loop), the manifold
+ones of Riemannian Adam by one update of all the parameters that share a
+manifold, shape, dtype, step count and hyper-parameters, stacked along a new
+leading (batch) dimension (geoopt's arithmetic, row by row).  The updates equal
+the per-parameter ones to round-off (``tests/inference/test_optim_fused.py``).
+The fused step also releases the gradients of the parameters it stepped (sets
+``.grad`` to ``None``, as ``torch.optim.Optimizer.zero_grad`` does by default),
+where Pyro's SVI would overwrite them with zero tensors that the next backward
+adds into.  ``fused=False`` steps parameter by parameter and leaves the
+gradients as they are.
+
 A ``pyro.param`` with a manifold constraint is stored through
 ``transform_to(manifold(M))``, :class:`dlmppl.constraints.ManifoldProjection`
 (registered by :mod:`dlmppl.constraints`).
@@ -31,10 +49,13 @@ A ``pyro.param`` with a manifold constraint is stored through
 
 from __future__ import annotations
 
+import collections
+
 import geoopt
 import pyro
 import torch
 from pyro.optim import PyroOptim
+from pyro.optim.optim import _load_state_dict
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER
 
 from ..constraints import ManifoldConstraint
@@ -114,20 +135,105 @@ def _all_finite(tensors):
     synchronisation per device."""
     if not tensors:
         return []
-    flags = [torch.isfinite(t).all() for t in tensors]
     by_device = {}
-    for i, f in enumerate(flags):
-        by_device.setdefault(f.device, []).append(i)
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
     out = [True] * len(tensors)
     for idx in by_device.values():
-        values = torch.stack([flags[i] for i in idx]).tolist()
-        for i, v in zip(idx, values, strict=True):
-            out[i] = bool(v)
+        # a finite sum proves every entry finite (an inf or NaN entry makes the sum inf or NaN);
+        # a sum is one cheap reduction, where isfinite + all are two ops and a boolean copy.
+        # A sum that overflows from finite entries is checked entry by entry
+        sums = [tensors[i].sum() for i in idx]
+        if len({x.dtype for x in sums}) == 1:
+            flags = torch.isfinite(torch.stack(sums))
+        else:
+            flags = torch.stack([torch.isfinite(x) for x in sums])
+        for i, v in zip(idx, flags.tolist(), strict=True):
+            out[i] = bool(v) or bool(torch.isfinite(tensors[i]).all())
     return out
 
 
 def _snapshot_state(state):
     return {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+
+
+def _hyper_key(group):
+    """The hyper-parameters of a param group (everything but ``params``), hashable.
+
+    Tensors hash by identity: two tensor learning rates of equal value make two groups
+    (stepped apart, which is correct, only not fused)."""
+    key = tuple((k, v) for k, v in group.items() if k != "params")
+    try:
+        hash(key)
+    except TypeError:  # e.g. a list value
+        key = tuple((k, v if isinstance(v, (int, float, str, bool, type(None))) else id(v)) for k, v in key)
+    return key
+
+
+def _manifold_for(p, opt):
+    """The manifold geoopt steps ``p`` on: its own, or its optimiser's default."""
+    if isinstance(p, (geoopt.ManifoldParameter, geoopt.ManifoldTensor)):
+        return p.manifold
+    return opt._default_manifold
+
+
+@torch.no_grad()
+def _riemannian_adam_fused(items):
+    """One geoopt Riemannian Adam step of several parameters at once.
+
+    ``items``: ``(param, optimiser)`` pairs of :class:`_GeooptRAdam` optimisers (one
+    parameter each) whose parameters share the manifold, shape, dtype, device, step count
+    and hyper-parameters.  The points, gradients and moments are stacked along a new
+    leading dimension, which every geoopt manifold treats as a batch dimension, and
+    the arithmetic is that of :meth:`geoopt.optim.RiemannianAdam.step`, line by line, so
+    each parameter ends where its own step would have put it (to round-off).  Unlike
+    geoopt, the gradients are not modified in place by the weight decay.
+    """
+    p0, opt0 = items[0]
+    group = opt0.param_groups[0]
+    betas, eps, lr = group["betas"], group["eps"], group["lr"]
+    weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
+    manifold = _manifold_for(p0, opt0)
+    params = [p for p, _ in items]
+    states = [opt.state[p] for p, opt in items]
+    for st, p in zip(states, params, strict=True):
+        if len(st) == 0:
+            st["step"] = 0
+            st["exp_avg"] = torch.zeros_like(p)
+            st["exp_avg_sq"] = torch.zeros_like(p)
+            if amsgrad:
+                st["max_exp_avg_sq"] = torch.zeros_like(p)
+    step = states[0]["step"] + 1
+    point = torch.stack(params)
+    grad = torch.stack([p.grad for p in params])
+    exp_avgs = [st["exp_avg"] for st in states]
+    exp_avg_sqs = [st["exp_avg_sq"] for st in states]
+    exp_avg = torch.stack(exp_avgs)
+    exp_avg_sq = torch.stack(exp_avg_sqs)
+    grad.add_(point, alpha=weight_decay)
+    grad = manifold.egrad2rgrad(point, grad)
+    exp_avg.mul_(betas[0]).add_(grad, alpha=1 - betas[0])
+    exp_avg_sq.mul_(betas[1]).add_(manifold.component_inner(point, grad), alpha=1 - betas[1])
+    bias_correction1 = 1 - betas[0] ** step
+    bias_correction2 = 1 - betas[1] ** step
+    if amsgrad:
+        max_exp_avg_sqs = [st["max_exp_avg_sq"] for st in states]
+        max_exp_avg_sq = torch.stack(max_exp_avg_sqs)
+        torch.max(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        torch._foreach_copy_(max_exp_avg_sqs, list(max_exp_avg_sq.unbind(0)))
+        denom = max_exp_avg_sq.div(bias_correction2).sqrt_()
+    else:
+        denom = exp_avg_sq.div(bias_correction2).sqrt_()
+    direction = exp_avg.div(bias_correction1) / denom.add_(eps)
+    new_point, exp_avg_new = manifold.retr_transp(point, -lr * direction, exp_avg)
+    torch._foreach_copy_(params, list(new_point.unbind(0)))
+    torch._foreach_copy_(exp_avgs, list(exp_avg_new.unbind(0)))
+    torch._foreach_copy_(exp_avg_sqs, list(exp_avg_sq.unbind(0)))
+    for st in states:
+        st["step"] = step
+    if group["stabilize"] is not None and step % group["stabilize"] == 0:
+        for _, opt in items:
+            opt.stabilize_group(opt.param_groups[0])
 
 
 class _RiemannianPyroOptim(PyroOptim):
@@ -136,12 +242,17 @@ class _RiemannianPyroOptim(PyroOptim):
     Parameters without a manifold get the torch optimiser of the same method
     (identical updates to geoopt's on Euclidean space, and faster).  A step
     whose gradients are not finite is refused (see the module docstring).
+    With ``fused`` the parameters are stepped together (module docstring).
     """
 
-    def __init__(self, riemannian_cls, euclidean_cls, optim_args, clip_args=None, name="RiemannianOptim"):
+    def __init__(
+        self, riemannian_cls, euclidean_cls, optim_args, clip_args=None, name="RiemannianOptim", fused=True
+    ):
         super().__init__(riemannian_cls, optim_args, clip_args)
         self._euclidean_cls = euclidean_cls
         self._name = name
+        self.fused = bool(fused)
+        self._fused_objs = {}  # hyper-parameter key -> one torch optimiser stepping many parameters
 
     def _is_manifold_param(self, p):
         opt = self.optim_objs.get(p)
@@ -166,6 +277,69 @@ class _RiemannianPyroOptim(PyroOptim):
             )
         )
 
+    def _step(self, params, *args, **kwargs):
+        """Step ``params`` (all of one kind: on a manifold, or not), fused or one by one."""
+        if not params:
+            return
+        if not self.fused or args or kwargs:  # a closure: each optimiser evaluates it, as in Pyro
+            super().__call__(params, *args, **kwargs)
+            return
+        for p in params:  # what PyroOptim.__call__ does before stepping: create, restore, clip
+            if p not in self.optim_objs:
+                optimizer = self.optim_objs[p] = self._get_optim(p)
+                self.grad_clip[p] = self._get_grad_clip(p)
+                state = self._state_waiting_to_be_consumed.pop(pyro.get_param_store().param_name(p), None)
+                if state is not None:
+                    _load_state_dict(optimizer, state)
+            if self.grad_clip[p] is not None:
+                self.grad_clip[p](p)
+        groups = {}
+        for p in params:
+            if p.grad is None:
+                continue
+            opt = self.optim_objs[p]
+            group = opt.param_groups[0]
+            if isinstance(opt, _GeooptRAdam):
+                st = opt.state.get(p)
+                key = (
+                    "radam",
+                    id(_manifold_for(p, opt)),
+                    p.shape,
+                    p.dtype,
+                    p.device,
+                    st["step"] if st else 0,
+                    _hyper_key(group),
+                )
+            elif type(opt) in (torch.optim.Adam, torch.optim.SGD) and not (
+                group.get("fused") or group.get("differentiable") or group.get("capturable")
+            ):
+                key = ("torch", type(opt), _hyper_key(group))
+            else:
+                key = ("single", id(p))
+            groups.setdefault(key, []).append((p, opt))
+        for key, items in groups.items():
+            if len(items) == 1:
+                p, opt = items[0]
+                opt.step()
+            elif key[0] == "radam":
+                _riemannian_adam_fused(items)
+            else:
+                self._torch_fused_step(key, items)
+
+    def _torch_fused_step(self, key, items):
+        """One ``foreach`` torch step of several parameters, their state kept in their own optimisers."""
+        params = [p for p, _ in items]
+        group = dict(items[0][1].param_groups[0], params=params, foreach=True)
+        fused = self._fused_objs.get(key)
+        if fused is None:
+            hyper = {k: v for k, v in group.items() if k != "params"}
+            fused = self._fused_objs[key] = type(items[0][1])(params, **hyper)
+        fused.param_groups = [group]
+        # the per-parameter state dicts themselves: the fused step fills and updates them in place
+        fused.state = collections.defaultdict(dict, {p: opt.state[p] for p, opt in items})
+        fused.step()
+        fused.state = collections.defaultdict(dict)
+
     def __call__(self, params, *args, **kwargs) -> None:
         params = list(params)
         with_grad = [p for p in params if p.grad is not None]
@@ -176,15 +350,16 @@ class _RiemannianPyroOptim(PyroOptim):
         # manifold parameters step first, their value and optimiser state kept to be put back
         # if the Riemannian step itself overflows; the Euclidean ones (finite gradients give
         # finite torch updates) only once those succeeded, so that a refusal updates nothing
-        on_manifold = [p for p in params if self._is_manifold_param(p)]
+        on_manifold, euclidean = [], []
+        for p in params:
+            (on_manifold if self._is_manifold_param(p) else euclidean).append(p)
         saved = {}
         for p in on_manifold:
             if p.grad is not None:
                 opt = self.optim_objs.get(p)
                 state = _snapshot_state(opt.state[p]) if opt is not None and p in opt.state else None
                 saved[p] = (p.detach().clone(), state)
-        if on_manifold:
-            super().__call__(on_manifold, *args, **kwargs)
+        self._step(on_manifold, *args, **kwargs)
         if saved:
             moved = list(saved)
             finite = _all_finite([p.detach() for p in moved])
@@ -200,9 +375,13 @@ class _RiemannianPyroOptim(PyroOptim):
                         else:
                             opt.state[p] = state
                 self._refuse(params, bad, "Riemannian step")
-        euclidean = [p for p in params if not self._is_manifold_param(p)]
-        if euclidean:
-            super().__call__(euclidean, *args, **kwargs)
+        self._step(euclidean, *args, **kwargs)
+        if self.fused and not (args or kwargs):
+            # SVI replaces the gradients by zero tensors right after the step
+            # (pyro.infer.util.zero_grads), which the next backward then adds into: releasing
+            # them instead skips both the allocation and the addition (torch's set_to_none)
+            for p in params:
+                p.grad = None
 
     def _get_optim(self, param):
         args = dict(self._get_optim_args(param))
@@ -213,7 +392,7 @@ class _RiemannianPyroOptim(PyroOptim):
         return self.pt_optim_constructor([param], manifold=manifold, **args)
 
 
-def RiemannianAdam(optim_args: dict, clip_args: dict | None = None) -> PyroOptim:
+def RiemannianAdam(optim_args: dict, clip_args: dict | None = None, *, fused: bool = True) -> PyroOptim:
     """Riemannian Adam (Bécigneul & Ganea, ICLR 2019) as a Pyro optimiser.
 
     Args:
@@ -221,16 +400,23 @@ def RiemannianAdam(optim_args: dict, clip_args: dict | None = None) -> PyroOptim
             (``lr``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad``,
             ``stabilize``), or a callable ``param_name -> dict`` as in Pyro.
         clip_args: gradient clipping as in :class:`pyro.optim.PyroOptim`.
+        fused: step all the parameters together (one ``foreach`` torch Adam call
+            for the Euclidean ones, one stacked Riemannian update per manifold,
+            shape and step count) instead of one optimiser call per parameter;
+            the same updates to round-off, faster; the gradients are released
+            (``None``) after the step (module docstring).
 
     Manifold parameters (see the module docstring) move by the retraction of
     their manifold with the Adam moments parallel-transported; the others as
     in :class:`torch.optim.Adam`.  Raises ``ValueError`` naming the parameters,
     and updates none, when a gradient is NaN or infinite.
     """
-    return _RiemannianPyroOptim(_GeooptRAdam, torch.optim.Adam, optim_args, clip_args, name="RiemannianAdam")
+    return _RiemannianPyroOptim(
+        _GeooptRAdam, torch.optim.Adam, optim_args, clip_args, name="RiemannianAdam", fused=fused
+    )
 
 
-def RiemannianSGD(optim_args: dict, clip_args: dict | None = None) -> PyroOptim:
+def RiemannianSGD(optim_args: dict, clip_args: dict | None = None, *, fused: bool = True) -> PyroOptim:
     """Riemannian SGD with optional momentum (Bonnabel 2013) as a Pyro optimiser.
 
     Args:
@@ -238,8 +424,13 @@ def RiemannianSGD(optim_args: dict, clip_args: dict | None = None) -> PyroOptim:
             (``lr``, ``momentum``, ``dampening``, ``weight_decay``,
             ``nesterov``, ``stabilize``), or a callable as in Pyro.
         clip_args: gradient clipping as in :class:`pyro.optim.PyroOptim`.
+        fused: step the Euclidean parameters by one ``foreach`` torch SGD call
+            (same updates to round-off; manifold parameters are stepped one by
+            one) and release the gradients (``None``) after the step.
 
     Raises ``ValueError`` naming the parameters, and updates none, when a
     gradient is NaN or infinite.
     """
-    return _RiemannianPyroOptim(_GeooptRSGD, torch.optim.SGD, optim_args, clip_args, name="RiemannianSGD")
+    return _RiemannianPyroOptim(
+        _GeooptRSGD, torch.optim.SGD, optim_args, clip_args, name="RiemannianSGD", fused=fused
+    )
