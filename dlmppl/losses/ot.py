@@ -119,12 +119,30 @@ def _geodesic(x: torch.Tensor, y: torch.Tensor, manifold=None) -> torch.Tensor:
     return g.dist(x, y)
 
 
+def _sq_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``‖x_i - y_j‖²``, shape ``(n, m)``, by one matrix product (``ot.dist``'s formula).
+
+    ``‖x‖² + ‖y‖² - 2 x·y`` needs no ``(n, m, D)`` temporary and no square root
+    squared again; both clouds are first centred at one common point (the cost is
+    translation invariant, so the detached shift changes neither the value nor
+    the gradient), which keeps the cancellation of the formula at the scale of
+    the clouds' spread instead of their distance from the origin.
+    """
+    c = (x.detach().mean(0) + y.detach().mean(0)) / 2
+    xc, yc = x - c, y - c
+    C = torch.addmm(yc.pow(2).sum(-1)[None, :], xc, yc.T, alpha=-2)
+    return (C + xc.pow(2).sum(-1)[:, None]).clamp_min(0)
+
+
 def _cost(x: torch.Tensor, y: torch.Tensor, manifold=None, p: float = 2) -> torch.Tensor:
     """Ground-cost matrix ``d(x_i, y_j) ** p``, shape ``(n, m)``.
 
     The single place where ground costs are made, so that other notions of
-    distance (e.g. metric fields) can be plugged in here.
+    distance (e.g. metric fields) can be plugged in here.  Euclidean ``p = 2``
+    is :func:`_sq_euclidean` (no square root squared again).
     """
+    if manifold is None and p == 2:
+        return _sq_euclidean(x, y)
     d = _manifold_distances(x, y, manifold)
     return d if p == 1 else d.pow(p)
 
@@ -347,6 +365,14 @@ def wasserstein(
 
 def _checked_cost(x, y, manifold, p):
     C = _cost(x, y, manifold, p)
+    if manifold is None and p == 2:
+        # finite points (checked by the caller): every entry is at most
+        # 2(‖x_i - c‖² + ‖y_j - c‖²), so checking the largest squared norms (O(n)
+        # instead of a pass over the n × m matrix) is enough
+        c = (x.detach().mean(0) + y.detach().mean(0)) / 2
+        top = 2 * ((x.detach() - c).pow(2).sum(-1).max() + (y.detach() - c).pow(2).sum(-1).max())
+        if bool(torch.isfinite(top)):
+            return C
     # finite points can still give a non-finite cost: off-manifold points, an
     # overflowing d**p, a manifold whose curvature overflowed
     if not bool(torch.isfinite(C.detach()).all()):

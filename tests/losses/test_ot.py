@@ -237,3 +237,35 @@ def test_sliced_hyperbolic_two_points_and_far_from_the_origin():
     assert (moved_by - 0.1).abs().max() < 0.01
     sw = wasserstein(x, moved, L, p=1, method="sliced", n_projections=200).item()
     assert math.isfinite(sw) and 0.01 < sw <= moved_by.max().item() + 1e-6
+
+
+def test_squared_euclidean_cost_is_exact_far_from_the_origin():
+    # p = 2 builds the cost as ‖x‖² + ‖y‖² - 2 x·y (one matrix product, like ot.dist) on
+    # clouds centred at a common point: far from the origin the uncentred formula loses
+    # the cost to cancellation (relative error ~1e-4 at an offset of 1e6 in float64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(30, 3, generator=g, dtype=torch.float64) + 0.5
+    ref = ((x[:, None] - y[None]) ** 2).sum(-1)  # broadcast difference: no cancellation
+    for shift in (0.0, 1e3, 1e6):
+        C = _cost(x + shift, y + shift, None, 2)
+        assert torch.allclose(C, ref, rtol=1e-9, atol=1e-12), shift
+    # the value and the gradient are those of the reference cost, on the same solver
+    xx = (x + 1e6).requires_grad_()
+    v = wasserstein(xx, y + 1e6, p=2, method="emd")
+    v.backward()
+    x0 = x.clone().requires_grad_()
+    ref_v = ot.emd2(torch.full((40,), 1 / 40, dtype=torch.float64), torch.full((30,), 1 / 30, dtype=torch.float64),
+                    ((x0[:, None] - y[None]) ** 2).sum(-1))
+    ref_v.backward()
+    assert abs(v.item() - ref_v.item()) < 1e-9 * ref_v.item()
+    assert torch.allclose(xx.grad, x0.grad, atol=1e-9)
+
+
+def test_squared_euclidean_cost_that_overflows_raises():
+    # finite float32 points whose squared distances overflow: a ValueError, not an inf cost
+    x = torch.tensor([[3e19, 0.0], [0.0, 1.0]], dtype=torch.float32)
+    y = torch.tensor([[-3e19, 0.0], [1.0, 0.0]], dtype=torch.float32)
+    with pytest.raises(ValueError, match="^x, y:"):
+        wasserstein(x, y, p=2, method="emd")
+    assert torch.isfinite(wasserstein(x * 1e-10, y * 1e-10, p=2, method="emd"))
