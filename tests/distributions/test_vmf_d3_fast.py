@@ -156,3 +156,24 @@ def test_the_law_tests_reject_a_wrong_azimuth():
     t = 1 - x[:, 2]
     with pytest.raises(AssertionError):
         st.assert_ks(t, lambda s: -np.expm1(-6.0 * s) / -math.expm1(-12.0), alpha=st.ALPHA / 2)
+
+
+@pytest.mark.parametrize("d", [3, 64])
+def test_cached_normalizer_is_never_stale(d):
+    g = torch.Generator().manual_seed(1)
+    loc = torch.randn(d, generator=g, dtype=torch.float64)
+    loc = loc / loc.norm()
+    x = VonMisesFisher(loc, torch.tensor(4.0, dtype=torch.float64)).sample((6,))
+    kappa = torch.tensor(4.0, dtype=torch.float64)
+    dist = VonMisesFisher(loc, kappa)
+    first = dist.log_prob(x)
+    torch.testing.assert_close(dist.log_prob(x), first, rtol=0, atol=0)
+    dist.concentration.mul_(2)  # in place: the version counter moves, the cache must not serve 4.0
+    torch.testing.assert_close(dist.log_prob(x), VonMisesFisher(loc, torch.tensor(8.0, dtype=torch.float64)).log_prob(x))
+    # float32 points against float64 parameters, then a κ that needs its gradient: recomputed
+    torch.testing.assert_close(dist.log_prob(x.float()), dist.log_prob(x))
+    kg = torch.tensor(8.0, dtype=torch.float64, requires_grad=True)
+    dg = VonMisesFisher(loc, kg)
+    (gk,) = torch.autograd.grad(dg.log_prob(x).sum(), kg)
+    a = vmf_mod.vmf_mean_resultant_length(d, kg.detach())
+    torch.testing.assert_close(gk, (x @ loc).sum() - 6 * a)
