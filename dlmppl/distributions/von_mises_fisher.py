@@ -183,9 +183,10 @@ def _series_log_sum(v: float, kappa: torch.Tensor) -> torch.Tensor:
     result keeps its relative accuracy as κ → 0 (it is ≈ κ²/(4(v+1))).
     """
     q = kappa * kappa / 4
-    s = torch.ones_like(kappa)
+    one = torch.ones_like(kappa)
+    s = one
     for k in range(_SERIES_TERMS, 1, -1):
-        s = 1 + s * q / (k * (v + k))
+        s = torch.addcmul(one, s, q, value=1 / (k * (v + k)))  # 1 + s q / (k (v+k)), one kernel
     return torch.log1p(s * q / (v + 1))
 
 
@@ -217,8 +218,12 @@ def _scaled_log_iv_and_ratio(v: float, kappa: torch.Tensor, need_ratio: bool):
     if kappa.numel() == 0:  # the region selection below needs at least one element
         return kappa * 0, (kappa * 0 if need_ratio else None)
     small = kappa <= _SERIES_MAX_KAPPA
-    # one device sync to skip a region no element needs (hundreds of elementwise kernels each)
-    any_small, all_small = bool(small.any()), bool(small.all())
+    if kappa.device.type == "cpu":
+        # skip a region no element needs (a hundred elementwise kernels); free on the CPU,
+        # where reading the flags is not a device synchronisation
+        any_small, all_small = bool(small.any()), bool(small.all())
+    else:  # accelerators: both regions, selected by torch.where, no host synchronisation
+        any_small, all_small = True, False
     f_small = f_large = r_small = r_large = None
     if any_small:
         k_small = torch.where(small, kappa, torch.zeros_like(kappa))
@@ -311,11 +316,69 @@ def _as_float(kappa) -> torch.Tensor:
     return kappa if torch.is_floating_point(kappa) else kappa.to(torch.get_default_dtype())
 
 
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _langevin_series(n_terms: int) -> list[float]:
+    """Taylor coefficients of ``coth x - 1/x = Σ_{n≥1} 2^{2n} B_{2n} x^{2n-1} / (2n)!``, exactly."""
+    bern = [Fraction(1)]  # B_0, B_1, ... from Σ_{k<m} C(m+1, k) B_k = -(m+1) B_m
+    for m in range(1, 2 * n_terms + 1):
+        bern.append(-sum(math.comb(m + 1, k) * bern[k] for k in range(m)) / (m + 1))
+    return [float(Fraction(4**n) * bern[2 * n] / math.factorial(2 * n)) for n in range(1, n_terms + 1)]
+
+
+_LANGEVIN = _langevin_series(12)
+_LANGEVIN_SMALL = 0.5
+
+
+def _mean_resultant_length_d3(kappa: torch.Tensor) -> torch.Tensor:
+    """``A_3(κ) = coth κ - 1/κ`` (Langevin function), no cancellation at small κ, no host sync.
+
+    ``κ ≥ ½``: ``1 + 2/expm1(2κ) - 1/κ`` (relative error ≲ 3ε/κ² ≤ 12ε); below, its Taylor
+    series to ``κ²³`` (terms shrink by ``(κ/π)² ≤ 0.026``: truncation < 1e-17 relative).
+    Differentiable by autograd (twice, for the second derivative of ``log C_3``).
+    """
+    small = kappa < _LANGEVIN_SMALL
+    ks = torch.where(small, kappa, torch.zeros_like(kappa))
+    kl = torch.where(small, torch.ones_like(kappa), kappa)
+    k2 = ks * ks
+    series = torch.full_like(ks, _LANGEVIN[-1])
+    for c in reversed(_LANGEVIN[:-1]):
+        series = series * k2 + c
+    return torch.where(small, ks * series, 1 + 2 / torch.expm1(2 * kl) - 1 / kl)
+
+
+class _LogNormalizerD3(torch.autograd.Function):
+    """``log C_3(κ) = log κ - log 2π - log(1 - e^{-2κ}) - κ`` in closed form; derivative ``-A_3(κ)``.
+
+    ``κ / (1 - e^{-2κ})`` is formed as one quotient (``-expm1``) before its log, so that
+    neither κ → 0 (where it tends to ½) nor κ up to 1e8 (where it is κ) loses digits;
+    ``κ = 0`` is clamped to the smallest normal number, where the quotient is ½ exactly.
+    The autograd derivative of the closed form would cancel (``1/κ - coth κ`` + 1 for
+    small κ), hence the explicit backward.
+    """
+
+    @staticmethod
+    def forward(ctx, kappa):
+        ctx.save_for_backward(kappa)
+        k = kappa.clamp_min(torch.finfo(kappa.dtype).tiny)
+        return torch.log(k / -torch.expm1(-2 * k)) - kappa - _LOG_2PI
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kappa,) = ctx.saved_tensors
+        return -grad * _mean_resultant_length_d3(kappa)
+
+
 def vmf_log_normalizer(d: int, kappa: torch.Tensor) -> torch.Tensor:
     r"""``log C_d(κ) = (d/2-1) log κ - (d/2) log 2π - log I_{d/2-1}(κ)``; at ``κ = 0`` minus the log area of ``S^{d-1}``.
 
     ``kappa``: any shape (empty included), ``≥ 0``; returns its shape, dtype and device.
+    ``d = 3``: the closed form ``log κ - log 2π - log(1 - e^{-2κ}) - κ`` (a few elementwise
+    operations, no host synchronisation; stable from κ = 0 to κ = 1e8 and beyond).
     """
+    if d == 3:
+        return _LogNormalizerD3.apply(_as_float(kappa))
     v = d / 2 - 1
     return -_ScaledLogBesselI.apply(_as_float(kappa), v) - (d / 2) * math.log(2 * math.pi)
 
@@ -415,14 +478,18 @@ def _wood_one_minus_w(kappa: torch.Tensor, d: int, shape) -> torch.Tensor:
 def _inverse_cdf_one_minus_w_d3(kappa: torch.Tensor, shape) -> torch.Tensor:
     """d = 3: ``t = 1 - w`` by inverting the CDF ``F(w) = (e^{κw} - e^{-κ}) / (2 sinh κ)`` (exact, no rejection).
 
-    ``t = -log(1 - (1-u)(1 - e^{-2κ})) / κ`` (``2(1-u)`` at κ = 0), u ~ U(0, 1); detached.
+    ``w = 1 + log(u + (1-u) e^{-2κ}) / κ``, i.e. ``t = -log1p((1-u) expm1(-2κ)) / κ``, u ~ U(0, 1);
+    detached.  κ is clamped to √(smallest normal number) (1.5e-154 in float64), where the
+    formula is ``2(1-u)`` to rounding (the uniform law of w at κ = 0) and ``(1-u) expm1(-2κ)``
+    is still a normal number, so no branch is needed.  The elementwise
+    work is done at κ's own shape where it is smaller than ``shape`` (one distribution,
+    many draws).
     """
-    kappa = kappa.detach().expand(shape)
+    kappa = kappa.detach()
     u = torch.rand(shape, dtype=kappa.dtype, device=kappa.device)
-    pos = kappa > 0
-    k = torch.where(pos, kappa, torch.ones_like(kappa))
-    t = -torch.log1p((1 - u) * torch.expm1(-2 * k)) / k
-    return torch.where(pos, t, 2 * (1 - u)).clamp(0, 2)
+    k = kappa.clamp_min(math.sqrt(torch.finfo(kappa.dtype).tiny))
+    t = torch.log1p((1 - u) * torch.expm1(-2 * k)) / -k
+    return t.clamp(0, 2)
 
 
 _GL_NODES = 8
@@ -445,16 +512,46 @@ def vmf_dw_dkappa(t: torch.Tensor, kappa: torch.Tensor, d: int) -> torch.Tensor:
     t, kappa = torch.broadcast_tensors(t.detach().double(), kappa.detach().double())
     if d != 3:
         return _dw_dkappa_quadrature(t, kappa, d).to(dtype)
-    # d = 3: F(w) = (e^{κw} - e^{-κ}) / (2 sinh κ) in closed form gives
-    # dw/dκ = (t - 2 (e^{κt} - 1)/(e^{2κ} - 1)) / κ; the difference cancels for small κ: quadrature there
-    pos = kappa > 0
-    k = torch.where(pos, kappa, torch.ones_like(kappa))
-    ratio = torch.exp(k * (t - 2)) * torch.expm1(-k * t) / torch.expm1(-2 * k)  # (e^{κt}-1)/(e^{2κ}-1)
-    out = (t - 2 * ratio) / k
-    small = kappa < 0.5
-    if bool(small.any()):
-        out = out.masked_scatter(small, _dw_dkappa_quadrature(t[small], kappa[small], 3))
-    return out.to(dtype)
+    return _dw_dkappa_d3(t, kappa).to(dtype)
+
+
+_D3_SMALL_KAPPA = 0.25
+_D3_SERIES_TERMS = 15
+
+
+def _dw_dkappa_d3(t: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    r"""d = 3: ``dw/dκ`` in closed form, for every κ ≥ 0, without host synchronisation.
+
+    ``F(w) = (e^{κw} - e^{-κ}) / (2 sinh κ)`` gives ``dw/dκ = (t - 2 (e^{κt} - 1)/(e^{2κ} - 1)) / κ``
+    (``t = 1 - w``; for ``t > 1`` written as ``(2 expm1(-κs)/expm1(-2κ) - s)/κ``, ``s = 2 - t``,
+    which does not cancel as ``w → -1``).  For ``κ < 1/4``, where that difference cancels, the same quantity is
+    ``t (2 - t) D(2κ, κt) / f(2κ)`` with ``f(x) = expm1(x)/x = Σ xⁿ/(n+1)!`` and ``D`` its
+    divided difference ``(f(a) - f(b))/(a - b) = Σ_{n≥1} h_{n-1}(a, b)/(n+1)!``
+    (``h_m`` the complete homogeneous polynomial, ``h_m = a h_{m-1} + b^m``): a sum of
+    positive terms, 15 of them for ``a, b ≤ ½``.  Both branches are evaluated everywhere
+    (``torch.where`` on safe values), so no element needs to be found on the host.
+    """
+    small = kappa < _D3_SMALL_KAPPA
+    k = torch.where(small, torch.ones_like(kappa), kappa)
+    s = 2 - t  # exact for t ≥ 1 (Sterbenz)
+    den = torch.expm1(-2 * k)
+    ratio = torch.exp(-k * s) * torch.expm1(-k * t) / den  # (e^{κt}-1)/(e^{2κ}-1)
+    # near w = -1 (t → 2) the same difference as -s + 2 (1 - e^{-κs})/(1 - e^{-2κ}), without cancellation
+    large = torch.where(t > 1, 2 * torch.expm1(-k * s) / den - s, t - 2 * ratio) / k
+    ks = torch.where(small, kappa, torch.zeros_like(kappa))
+    a, b = 2 * ks, ks * t
+    h = torch.ones_like(t)  # h_0
+    bp = torch.ones_like(t)  # b^0
+    num = torch.zeros_like(t)
+    fact = 1.0
+    for n in range(1, _D3_SERIES_TERMS + 1):
+        fact *= n + 1
+        num = num + h / fact  # h_{n-1} / (n+1)!
+        bp = bp * b
+        h = torch.addcmul(bp, a, h)  # h_n = a h_{n-1} + b^n
+    pos = a > 0
+    f_a = torch.where(pos, torch.expm1(a) / torch.where(pos, a, torch.ones_like(a)), torch.ones_like(a))
+    return torch.where(small, t * s * num / f_a, large)
 
 
 def _dw_dkappa_quadrature(t: torch.Tensor, kappa: torch.Tensor, d: int) -> torch.Tensor:
@@ -490,15 +587,27 @@ def _dw_dkappa_quadrature(t: torch.Tensor, kappa: torch.Tensor, d: int) -> torch
     weights = ((hi_e - lo_e)[:, None] * gw / 2).reshape(-1)
     x = length[..., None] * nodes  # distance from θ_w
     theta = theta_w[..., None] + direction[..., None] * x
-    log_integrand = _log_q(theta, kappa[..., None], d, w[..., None]) - ref[..., None]
-    integral = (length[..., None] * weights * (torch.cos(theta) - a[..., None]) * torch.exp(log_integrand)).sum(-1)
+    cos_theta = torch.cos(theta)  # once: in log q and in the integrand
+    log_integrand = (
+        kappa[..., None] * (cos_theta - w[..., None])
+        + (d - 2) * torch.log(torch.sin(theta).clamp_min(1e-300))
+        - ref[..., None]
+    )
+    integral = length * ((weights * (cos_theta - a[..., None])) * torch.exp(log_integrand)).sum(-1)
     # ∫_w^1 (s - A) p(s) ds / p(w) = sin θ_w · ∫_{0}^{θ_w} (cos θ - A) q(θ) dθ / q(θ_w); right side: minus ∫_{θ_w}^π
     sin_w = torch.sin(theta_w)
     return torch.where(left, integral, -integral) * sin_w
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ_i a_i b_i over the last dimension, broadcasting (einsum: no broadcast temporary)."""
+    """Σ_i a_i b_i over the last dimension, broadcasting (einsum: no broadcast temporary).
+
+    One vector against a batch is a matrix-vector product (a third of einsum's time).
+    """
+    if a.dim() == 1 and b.dim() >= 1 and a.shape[-1] == b.shape[-1]:
+        return b @ a
+    if b.dim() == 1 and a.dim() >= 1 and a.shape[-1] == b.shape[-1]:
+        return a @ b
     a, b = torch.broadcast_tensors(a, b)
     return torch.einsum("...i,...i->...", a, b)
 
@@ -523,12 +632,55 @@ def _tangent_directions(shape, d: int, dtype, device) -> torch.Tensor:
     return n / n.norm(dim=-1, keepdim=True)
 
 
-def _sample_from_cosine(loc: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Given ``t = 1 - μᵀx`` (shape S) and unit ``v`` (S + (d-1,)), build ``x = H(μ)[1-t, sqrt(t(2-t)) v]``."""
+def _sample_from_cosine(loc: torch.Tensor, t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``x = H(μ) [1-t, sqrt(t(2-t)) n/|n|]``, shape ``t.shape + (d,)``; ``n``: normals, shape ``t.shape + (d-1,)``.
+
+    The Householder map of :func:`_householder_to` written on the tangent part:
+    with ``u = μ + s e_1``, ``c = 2/|u|²`` and ``ρ = sqrt(t(2-t))/|n|``,
+    ``x = (1-t) μ - s ρ ((0, n) - c u (μ_{2:}·n))``, i.e. ``x_1 = (1-t) μ_1 + g u_1`` and
+    ``x_{2:} = (1-t + g) μ_{2:} - s ρ n`` with ``g = s ρ c (μ_{2:}·n)``.  Five passes over
+    the ``(…, d)`` arrays (the norm of ``n``, one inner product, two scaled sums, one
+    concatenation), and ``μ`` is never broadcast to the sample shape.
+    """
+    l1, lr = loc[..., 0], loc[..., 1:]
+    s = torch.where(l1 >= 0, 1.0, -1.0).to(loc.dtype).detach()
+    u1 = l1 + s
+    c = 2 / (u1 * u1 + (lr * lr).sum(-1))
+    w = 1 - t
+    rho = torch.sqrt((t * (2 - t)).clamp_min(0)) / torch.linalg.vector_norm(n, dim=-1)
+    un = n @ lr if loc.dim() == 1 else _dot(n, lr)
+    srho = s * rho
+    g = srho * c * un
+    x1 = w * l1 + g * u1
+    xr = torch.addcmul((w + g)[..., None] * lr, srho[..., None], n, value=-1)
+    return torch.cat([x1[..., None], xr], -1)
+
+
+def _sample_from_cosine_d3(loc: torch.Tensor, t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """d = 3: ``x = Q (1-t, r cos φ, r sin φ)``, ``r = sqrt(t(2-t))``, shape ``t.shape + (3,)``.
+
+    ``Q`` is the Householder map of :func:`_householder_to` (``Q e_1 = μ``), written out on the
+    three coordinates: ``Q y = -s (y - c u (uᵀy))``, ``u = μ + s e_1``, ``c = 2/|u|²``.  Every
+    operation is on arrays of the sample shape (no ``(…, 3)`` temporaries to slice and sum in
+    the backward pass), and a single ``loc`` broadcasts as a scalar per coordinate.
+    """
+    l1, l2, l3 = loc.unbind(-1)
+    s = torch.where(l1 >= 0, 1.0, -1.0).to(loc.dtype).detach()
+    u1 = l1 + s
+    c = 2 / (u1 * u1 + l2 * l2 + l3 * l3)
     w = 1 - t
     r = torch.sqrt((t * (2 - t)).clamp_min(0))
-    y = torch.cat([w[..., None], r[..., None] * v], -1)
-    return _householder_to(loc.expand(y.shape), y)
+    yc, ys = r * torch.cos(phi), r * torch.sin(phi)
+    if loc.dim() == 1 and t.dim() >= 1:
+        # one distribution, many draws: the frame (μ, b₁, b₂) once, then x = w μ + y_c b₁ + y_s b₂
+        eye = torch.eye(3, dtype=loc.dtype, device=loc.device)
+        u = loc + s * eye[0]
+        q = (s * c) * torch.outer(u, u) - s * eye  # Q = -s (I - c u uᵀ), symmetric: rows are columns
+        x = torch.addcmul(w[..., None] * loc, yc[..., None], q[1])
+        return torch.addcmul(x, ys[..., None], q[2])
+    # y = (w, yc, ys): uᵀy = u1 w + l2 yc + l3 ys, and Q e_1 = μ gives the w-part directly
+    g = c * (l2 * yc + l3 * ys)
+    return torch.stack([w * l1 + s * g * u1, w * l2 - s * (yc - g * l2), w * l3 - s * (ys - g * l3)], -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -556,26 +708,46 @@ class VonMisesFisher(SphericalLocConcentration):
         """``log C_d(κ)``, shape ``batch_shape``."""
         return vmf_log_normalizer(self.dim, self.concentration)
 
+    def _cached_log_normalizer(self, kappa: torch.Tensor) -> torch.Tensor:
+        """``log C_d(κ)``, computed once per distribution while κ does not require a gradient.
+
+        Keyed on the tensor object and its version counter, so that a promoted copy of κ or an
+        in-place change of it is never served a stale value; with a gradient, recomputed at
+        every call (the graph must reach κ).
+        """
+        if kappa.requires_grad:
+            return vmf_log_normalizer(self.dim, kappa)
+        key = (id(kappa), kappa._version, kappa.dtype)
+        cache = self.__dict__.get("_log_norm_cache")
+        if cache is not None and cache[0] == key and cache[1] is kappa:
+            return cache[2]
+        value = vmf_log_normalizer(self.dim, kappa)
+        self.__dict__["_log_norm_cache"] = (key, kappa, value)
+        return value
+
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         loc, kappa, value = self._promoted(value)  # float64 or integer points: torch's type promotion
-        return vmf_log_normalizer(self.dim, kappa) + kappa * _dot(loc, value)
+        return self._cached_log_normalizer(kappa) + kappa * _dot(loc, value)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)[:-1]
         kappa = self.concentration
         # tangent directions first: the stream position of every draw then does not depend on κ
         # (common random numbers for finite differences in κ)
-        v = _tangent_directions(shape, self.dim, self.loc.dtype, self.loc.device)
         if self.dim == 3:
+            phi = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device) * (2 * math.pi)
             t = _inverse_cdf_one_minus_w_d3(kappa, shape)
         else:
+            v = torch.randn(tuple(shape) + (self.dim - 1,), dtype=self.loc.dtype, device=self.loc.device)
             t = _wood_one_minus_w(kappa, self.dim, shape)
         if kappa.requires_grad and torch.is_grad_enabled():
             kap = kappa.expand(shape)
             dw = vmf_dw_dkappa(t, kap, self.dim)
             t = t - (kap - kap.detach()) * dw  # value t, d t/dκ = -dw/dκ
+        if self.dim == 3:
+            return _sample_from_cosine_d3(self.loc, t, phi)
         return _sample_from_cosine(self.loc, t, v)
 
     def sample(self, sample_shape=torch.Size()):

@@ -237,3 +237,69 @@ def test_sliced_hyperbolic_two_points_and_far_from_the_origin():
     assert (moved_by - 0.1).abs().max() < 0.01
     sw = wasserstein(x, moved, L, p=1, method="sliced", n_projections=200).item()
     assert math.isfinite(sw) and 0.01 < sw <= moved_by.max().item() + 1e-6
+
+
+def test_squared_euclidean_cost_is_exact_far_from_the_origin():
+    # p = 2 builds the cost as ‖x‖² + ‖y‖² - 2 x·y (one matrix product, like ot.dist) on
+    # clouds centred at a common point: far from the origin the uncentred formula loses
+    # the cost to cancellation (relative error ~1e-4 at an offset of 1e6 in float64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(30, 3, generator=g, dtype=torch.float64) + 0.5
+    ref = ((x[:, None] - y[None]) ** 2).sum(-1)  # broadcast difference: no cancellation
+    for shift in (0.0, 1e3, 1e6):
+        C = _cost(x + shift, y + shift, None, 2)
+        assert torch.allclose(C, ref, rtol=1e-9, atol=1e-12), shift
+    # the value and the gradient are those of the reference cost, on the same solver
+    xx = (x + 1e6).requires_grad_()
+    v = wasserstein(xx, y + 1e6, p=2, method="emd")
+    v.backward()
+    x0 = x.clone().requires_grad_()
+    ref_v = ot.emd2(torch.full((40,), 1 / 40, dtype=torch.float64), torch.full((30,), 1 / 30, dtype=torch.float64),
+                    ((x0[:, None] - y[None]) ** 2).sum(-1))
+    ref_v.backward()
+    assert abs(v.item() - ref_v.item()) < 1e-9 * ref_v.item()
+    assert torch.allclose(xx.grad, x0.grad, atol=1e-9)
+
+
+def test_squared_euclidean_cost_that_overflows_raises():
+    # finite float32 points whose squared distances overflow: a ValueError, not an inf cost
+    x = torch.tensor([[3e19, 0.0], [0.0, 1.0]], dtype=torch.float32)
+    y = torch.tensor([[-3e19, 0.0], [1.0, 0.0]], dtype=torch.float32)
+    with pytest.raises(ValueError, match="^x, y:"):
+        wasserstein(x, y, p=2, method="emd")
+    assert torch.isfinite(wasserstein(x * 1e-10, y * 1e-10, p=2, method="emd"))
+
+
+@pytest.mark.parametrize("space", ["euclidean", "poincare"])
+def test_sinkhorn_by_blocks_equals_the_dense_solve(monkeypatch, space):
+    # beyond 2^24 cost entries the cost is recomputed by blocks of rows (O(n + m) memory):
+    # force blocks of 7 rows here and compare value and gradients with the dense solve
+    import dlmppl.losses.ot as ot_mod
+
+    g = torch.Generator().manual_seed(5)
+    x = 0.3 * torch.randn(40, 2, generator=g, dtype=torch.float64)
+    y = 0.3 * torch.randn(33, 2, generator=g, dtype=torch.float64) + 0.1
+    a = torch.rand(40, generator=g, dtype=torch.float64)
+    a[3] = 0.0
+    M = manifolds.PoincareBall(1.0) if space == "poincare" else None
+
+    def run():
+        xx, yy, aa = x.clone().requires_grad_(), y.clone().requires_grad_(), a.clone().requires_grad_()
+        v = wasserstein(xx, yy, M, method="sinkhorn", reg=0.05, a=aa, tol=1e-12, max_iter=10_000)
+        v.backward()
+        return v.detach(), xx.grad, yy.grad, aa.grad
+
+    dense = run()
+    monkeypatch.setattr(ot_mod, "_DENSE_MAX_ENTRIES", 0)
+    monkeypatch.setattr(ot_mod, "_BLOCK_ENTRIES", 7 * 33)
+    blocked = run()
+    for d, b in zip(dense, blocked, strict=True):
+        torch.testing.assert_close(b, d, rtol=1e-10, atol=1e-12)
+    # the reference: POT's log-domain solver on the same cost, run to convergence
+    C = _cost(x, y, M, 2)
+    P = ot.bregman.sinkhorn_log(a / a.sum(), torch.full((33,), 1 / 33, dtype=torch.float64), C, 0.05,
+                                numItermax=100_000, stopThr=1e-13)
+    ab = (a / a.sum())[:, None] / 33
+    ref = (P * C).sum() + 0.05 * (torch.special.xlogy(P, P) - torch.special.xlogy(P, ab) - P + ab).sum()
+    assert abs(dense[0].item() - ref.item()) < 1e-10 * ref.item()
