@@ -348,8 +348,11 @@ class count_host_syncs(TorchFunctionMode):
         self.calls = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _SYNCS and _called_from_library(sys._getframe(1)):
-            f = sys._getframe(1)
+        f = sys._getframe(1)
+        # torch's foreach optimisers read their step counters with .item(): torch keeps those
+        # on the CPU (non-capturable, non-fused), so the read is no device synchronisation
+        cpu_step_counter = f.f_code.co_name == "_get_value" and f.f_globals.get("__name__") == "torch.optim.optimizer"
+        if func in _SYNCS and not cpu_step_counter and _called_from_library(f):
             self.calls.append(f"{func.__name__} at {f.f_globals.get('__name__')}:{f.f_lineno}")
         return func(*args, **(kwargs or {}))
 
