@@ -2,6 +2,7 @@
 # dlmppl's two commands:   bash run.sh demo     (the main job)
 #                          bash run.sh test     (the test suite; what CI runs)
 # also:                    bash run.sh bench NAME   (a benchmark in benchmarks/)
+#                          bash run.sh install      (only make/update the environment)
 #                          bash run.sh torch-plan   (print how torch would be installed; installs nothing)
 #
 # Environment: inside an activated virtualenv/conda env the packages go there and
@@ -58,7 +59,9 @@ cmd="${1:-demo}"
 shift || true
 
 if [ "$cmd" = torch-plan ]; then  # dry run: what an install would do on this machine, nothing installed
-  plan="$(torch_plan "${PYTHON:-python3}")"
+  probe="${PYTHON:-python3}"
+  "$probe" -c "import sys" >/dev/null 2>&1 || probe=python3
+  plan="$(torch_plan "$probe")"
   echo "plan=$plan spec=$TORCH_SPEC index=$([ "$plan" = cpu-index ] && echo "$TORCH_INDEX" || echo default)"
   exit 0
 fi
@@ -67,8 +70,11 @@ VENV="${DLMPPL_VENV:-.venv}"
 if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]; then
   PY=python
 else
+  ver='import sys; print("%d.%d" % sys.version_info[:2])'
   if [ ! -x "$VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
+  elif [ -n "${PYTHON:-}" ] && [ "$("$VENV/bin/python" -c "$ver")" != "$("$PYTHON" -c "$ver")" ]; then
+    echo "run.sh: warning: $VENV has Python $("$VENV/bin/python" -c "$ver"), not PYTHON=$PYTHON's: set DLMPPL_VENV to make another" >&2
   fi
   PY="$VENV/bin/python"
 fi
@@ -85,8 +91,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! $PY -c "import torch, dlmpp
 fi
 
 case "$cmd" in
+  install) $PY -c "import sys, torch, arviz; print('run.sh:', sys.executable, 'python', sys.version.split()[0], 'torch', torch.__version__, 'arviz', arviz.__version__)" ;;
   demo) exec $PY -m dlmppl.demo "$@" ;;
   test) exec $PY -m pytest -n 2 "$@" ;;
   bench) name="$1"; shift; exec $PY "benchmarks/${name%.py}.py" "$@" ;;
-  *) echo "usage: bash run.sh demo|test|bench NAME|torch-plan" >&2; exit 2 ;;
+  *) echo "usage: bash run.sh demo|test|bench NAME|install|torch-plan" >&2; exit 2 ;;
 esac

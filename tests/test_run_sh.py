@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def _fake_smi(tmp_path, gpu: bool) -> str:
 
 def _plan(tmp_path, *, gpu: bool, index: str, timeout: float = 5):
     env = dict(os.environ, PATH=_fake_smi(tmp_path, gpu) + os.pathsep + os.environ["PATH"],
-               DLMPPL_TORCH_INDEX=index, DLMPPL_INDEX_TIMEOUT=str(timeout))
+               DLMPPL_TORCH_INDEX=index, DLMPPL_INDEX_TIMEOUT=str(timeout), PYTHON=sys.executable)
     env.pop("DLMPPL_TORCH_SPEC", None)
     t0 = time.perf_counter()
     proc = subprocess.run(["bash", str(ROOT / "run.sh"), "torch-plan"], capture_output=True, text=True,
