@@ -96,3 +96,40 @@ def test_gpu_uses_default_index(tmp_path, index_server):
 def test_empty_index_means_default(tmp_path):
     out, _, _ = _plan(tmp_path, gpu=False, index="")
     assert out.startswith("plan=default")
+
+
+FAKE_PYTHON = r"""#!/bin/bash
+# a stand-in venv python for run.sh: logs pip calls, fails where the test says
+echo "$*" >> "$LOG"
+case "$*" in
+  "-c import sys; print(sys.prefix)") echo /fake ;;
+  "- "*) exit 0 ;;                                  # run.sh's index probe: let the real one decide
+  "-c import torch"*) exit 1 ;;                     # no torch yet
+  *"pip install -q --index-url"*) exit "$CPU_INDEX_RC" ;;
+  *"pip install"*) exit 0 ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+@pytest.mark.skipif(REAL_GPU_NODES, reason="this machine has NVIDIA device nodes: the no-GPU plan cannot be faked")
+@pytest.mark.parametrize("cpu_index_rc", [0, 1])
+def test_install_uses_cpu_index_and_falls_back(tmp_path, index_server, cpu_index_rc):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    py = venv / "bin" / "python"
+    py.write_text(FAKE_PYTHON.replace('"- "*) exit 0 ;;', '"- "*) exec ' + sys.executable + ' "$@" ;;'))
+    py.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = dict(os.environ, PATH=_fake_smi(tmp_path, False) + os.pathsep + os.environ["PATH"],
+               DLMPPL_TORCH_INDEX=index_server, DLMPPL_VENV=str(venv), LOG=str(log), CPU_INDEX_RC=str(cpu_index_rc))
+    for k in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHON", "DLMPPL_TORCH_SPEC"):
+        env.pop(k, None)
+    proc = subprocess.run(["bash", str(ROOT / "run.sh"), "install"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pips = [ln for ln in log.read_text().splitlines() if ln.startswith("-m pip install")]
+    expected = [f"-m pip install -q --index-url {index_server} torch==2.13.0"]
+    if cpu_index_rc:
+        expected.append("-m pip install -q torch==2.13.0")
+        assert "failed: trying the default index" in proc.stderr
+    assert pips == expected + ["-m pip install -q -e .[dev]"]
