@@ -92,11 +92,13 @@ def _as_idata(data):
 
 
 def plot_trace(data, var_names=None, path=None, **kwargs):
-    """arviz trace plot (density and trace per variable/component) of an MCMC run or InferenceData."""
+    """arviz trace plot (density and trace per variable/component) of an MCMC run or InferenceData.
+
+    ``az.plot_trace`` under arviz 0.x, ``az.plot_trace_dist`` under 1.x; matplotlib ``axes=``
+    of shape ``(n_vars, 2)`` work under both (see :func:`._compat.plot_trace`).
+    """
     idata = _as_idata(data)
-    az = _compat.az
-    fn = getattr(az, "plot_trace", None) or az.plot_trace_dist
-    return _finish(fn(idata, var_names=var_names, **kwargs), path)
+    return _finish(_compat.plot_trace(idata, var_names=var_names, **kwargs), path)
 
 
 def plot_rank(data, var_names=None, path=None, **kwargs):
