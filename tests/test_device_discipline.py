@@ -393,3 +393,39 @@ def test_a_host_sync_is_counted(monkeypatch):
     with count_host_syncs() as c:
         _geometry_outputs(M.Sphere(), torch.float32)
     assert len(c.calls) == 1 and "__bool__" in c.calls[0], c.calls
+
+
+class count_index_transfers(TorchFunctionMode):
+    """Calls in ``dlmppl.losses.topology`` that move a tensor to a device (``.to(device)``,
+    ``torch.as_tensor``/``torch.tensor`` with ``device=``): each is a host-to-device copy on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        f = sys._getframe(1)
+        if f.f_globals.get("__name__") == "dlmppl.losses.topology":
+            to_device = func is torch.Tensor.to and (
+                "device" in kwargs or any(isinstance(a, (str, torch.device)) for a in args[1:])
+            )
+            made_on = func in (torch.as_tensor, torch.tensor) and kwargs.get("device") not in (None, "cpu")
+            if to_device or made_on:
+                self.calls.append(f"{func.__name__} at line {f.f_lineno}")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_topological_loss_moves_its_indices_once(normalize):
+    """Issue 16: the pairing runs on the CPU; its critical edges (and the longest edges when
+    normalising) reach the points' device in one transfer per call."""
+    from dlmppl.losses import topological
+
+    g = torch.Generator().manual_seed(3)
+    x, z = torch.randn(40, 6, generator=g), torch.randn(40, 2, generator=g, requires_grad=True)
+    with count_index_transfers() as c:
+        loss = topological(x, z, dims=(0, 1), normalize=normalize)
+    loss.backward()
+    assert len(c.calls) == 1, c.calls
+    assert torch.isfinite(z.grad).all()

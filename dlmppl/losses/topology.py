@@ -430,15 +430,21 @@ def topological(
     Dz = ez.matrix_nograd()
     pairs_z, far_z = _rips_pairs(Dz, dims[-1]), _argmax_edge(Dz)
     del Dz
-    dev = z.device
-    cx = torch.as_tensor(_critical_edges([torch.as_tensor(p, device="cpu") for p in pairs_x], dims), device=dev)
-    cz = torch.as_tensor(_critical_edges([torch.as_tensor(p, device="cpu") for p in pairs_z], dims), device=dev)
-    e = torch.cat([cx, cz], 0)
+    # the critical edges of both clouds, and their longest edges when normalising, are gathered
+    # on the host and reach the points' device in one transfer
+    cx = _critical_edges([torch.as_tensor(p, device="cpu") for p in pairs_x], dims)
+    cz = _critical_edges([torch.as_tensor(p, device="cpu") for p in pairs_z], dims)
+    n_crit = cx.shape[0] + cz.shape[0]
+    normalize = normalize and x.shape[0] > 0  # an empty batch has no diameter (and loss 0)
+    rows = [cx.long(), cz.long()] + ([torch.tensor([far_x, far_z], dtype=torch.long)] if normalize else [])
+    e = torch.cat(rows, 0).to(z.device)
     ax = ex(e[:, 0], e[:, 1])
     az = ez(e[:, 0], e[:, 1])
     if normalize:
-        ax = _divide_by_diameter(ax, ex, far_x)
-        az = _divide_by_diameter(az, ez, far_z)
+        # a cloud of coincident points has diameter 0 (and every persistence 0): left undivided
+        dx, dz = ax[n_crit], az[n_crit + 1]
+        ax = ax[:n_crit] / torch.where(dx > 0, dx, torch.ones_like(dx))
+        az = az[:n_crit] / torch.where(dz > 0, dz, torch.ones_like(dz))
     return 0.5 * (ax.to(az.dtype) - az).pow(2).sum()
 
 
