@@ -48,13 +48,12 @@ import torch
 import dlmppl as dl
 
 SMOKE = os.environ.get("DLMPPL_SMOKE") == "1"
-QUICK = os.environ.get("DLMPPL_QUICK") == "1"  # about a third of the full run's time; same lessons, noisier
 HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()  # script, or notebook opened in tutorials/
 OUT = Path(os.environ.get("DLMPPL_TUTORIAL_OUT") or HERE / "output" / "06_stiefel_ppca")
 OUT.mkdir(parents=True, exist_ok=True)
 N_DIM, P, N_OBS = 8, 2, 100
-WARMUP, DRAWS = (5, 5) if SMOKE else ((100, 80) if QUICK else (150, 200))
-CHAINS = 2 if SMOKE else (3 if QUICK else 4)
+WARMUP, DRAWS = (5, 5) if SMOKE else (150, 200)
+CHAINS = 2 if SMOKE else 4
 TRAJ = 0.2 if SMOKE else 0.5
 torch.set_default_dtype(torch.float64)
 pyro.set_rng_seed(0)
