@@ -277,15 +277,7 @@ def bench_emd(out, sizes, rounds, label):
         rows.append((n, statistics.median(t_o) * 1e3, statistics.median(t_p) * 1e3, statistics.median(r), c_o, c_p, len(r), abs(v_ours - v_pot) / v_pot))
         print(rows[-1], flush=True)
     head = "### exact OT: wasserstein(method=\"emd\") against ot.emd2 on the same cost"
-    path = Path(out)
-    old = path.read_text() if path.exists() else ""
-    tables = {}
-    if head in old:  # keep the other labels' tables of this section
-        i = old.index(head)
-        j = old.find("\n### ", i + len(head))
-        for block in old[i: None if j < 0 else j].split("\n#### ")[1:]:
-            name, _, body = block.partition("\n")
-            tables[name.strip()] = body.strip("\n")
+    tables = _labelled_tables(out, head)
     body = [
         "",
         "| n | dlmppl (ms) | ot.emd2(ot.dist) (ms) | time ratio dlmppl / POT (median of pairs) | pairs | cost matrix dlmppl (ms) | ot.dist (ms) | relative value difference |",
@@ -306,12 +298,32 @@ def bench_emd(out, sizes, rounds, label):
         "running: medians of repeated measurements, one thread.  At n = 5000 POT warns that the "
         "network simplex stopped at its default numItermax (both calls alike).",
     ]
-    for name, text in tables.items():
-        lines += ["", f"#### {name}", "", text]
+    _write_labelled_section(out, head, lines, tables)
+
+
+
+def _labelled_tables(out, head):
+    """``{label: table}`` of the section ``head`` in the results file ``out`` (one table per
+    ``#### label``), so that a run with one label keeps the others' tables."""
+    path = Path(out)
+    old = path.read_text() if path.exists() else ""
+    tables = {}
+    if head in old:
+        i = old.index(head)
+        j = old.find("\n### ", i + len(head))
+        for block in old[i: None if j < 0 else j].split("\n#### ")[1:]:
+            name, _, body = block.partition("\n")
+            tables[name.strip()] = body.strip("\n")
+    return tables
+
+
+def _write_labelled_section(out, head, lines, tables):
+    """Print and write the section: its intro ``lines``, then one ``#### label`` table each."""
+    for name, table in tables.items():
+        lines += ["", f"#### {name}", "", table]
     text = "\n".join(lines) + "\n"
     print(text)
     _replace_section(out, head, text)
-
 
 def _marginal_errors(x, y, f, g, eps, block=1000):
     """``(‖P 1 - a‖₂, ‖Pᵀ 1 - b‖₂)`` of ``P = a⊗b exp((f ⊕ g - |x - y|²)/ε)``, uniform a, b, by blocks.
@@ -399,15 +411,7 @@ def bench_sinkhorn(out, sizes, scalings, reps, label):
             rows.append((n, sc, e_geo, tg, v_g, e_ours, it, to, v_o, tg / to, rss_ours))
             print(rows[-1], flush=True)
     head = "### Sinkhorn at matched accuracy against geomloss (issue 15, point 3)"
-    path = Path(out)
-    old = path.read_text() if path.exists() else ""
-    tables = {}
-    if head in old:  # keep the other labels' tables of this section
-        i = old.index(head)
-        j = old.find("\n### ", i + len(head))
-        for block in old[i: None if j < 0 else j].split("\n#### ")[1:]:
-            name, _, body = block.partition("\n")
-            tables[name.strip()] = body.strip("\n")
+    tables = _labelled_tables(out, head)
     lines = [
         "",
         head,
@@ -429,11 +433,7 @@ def bench_sinkhorn(out, sizes, scalings, reps, label):
     for n, sc, eg, tg, vg, eo, it, to, vo, sp, rss in rows:
         body.append(f"| {n} | {sc} | {eg:.2e} | {tg:.0f} | {vg:.4f} | {eo:.2e} | {it} | {to:.0f} | {vo:.4f} | {sp:.2f}× | {rss:.0f} |")
     tables[label] = "\n".join(body)
-    for name, t in tables.items():
-        lines += ["", f"#### {name}", "", t]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    _replace_section(out, head, text)
+    _write_labelled_section(out, head, lines, tables)
 
 
 # --------------------------------------------------------------------------- memory

@@ -196,23 +196,23 @@ class _CostBlocks:
             with torch.no_grad():
                 yield slice(i, i + step), _cost(rows[i:i + step], cols, self.manifold, self.p)
 
+    def _softmin(self, eps, h, rows, cols, dense):
+        out = torch.empty(rows.shape[0], dtype=h.dtype, device=h.device)
+        for sl, Cb in self._blocks(rows, cols, dense):
+            out[sl] = torch.logsumexp(torch.add(h[None, :], Cb, alpha=-1 / eps), 1)
+        return out.mul_(-eps)
+
     def softmin_rows(self, eps, h):
         """``-ε log Σ_j exp(h_j - C_ij/ε)`` for every row ``i``, shape ``(n,)``."""
         if self.sq:
             return self._sq_softmin(eps, h, self.xc, self.x2, self.yc, self.y2)
-        out = torch.empty(self.x.shape[0], dtype=h.dtype, device=h.device)
-        for sl, Cb in self._blocks(self.x, self.y, self.C):
-            out[sl] = torch.logsumexp(torch.add(h[None, :], Cb, alpha=-1 / eps), 1)
-        return out.mul_(-eps)
+        return self._softmin(eps, h, self.x, self.y, self.C)
 
     def softmin_cols(self, eps, h):
         """``-ε log Σ_i exp(h_i - C_ij/ε)`` for every column ``j``, shape ``(m,)``."""
         if self.sq:
             return self._sq_softmin(eps, h, self.yc, self.y2, self.xc, self.x2)
-        out = torch.empty(self.y.shape[0], dtype=h.dtype, device=h.device)
-        for sl, Cb in self._blocks(self.y, self.x, self.Ct):
-            out[sl] = torch.logsumexp(torch.add(h[None, :], Cb, alpha=-1 / eps), 1)
-        return out.mul_(-eps)
+        return self._softmin(eps, h, self.y, self.x, self.Ct)
 
     def plan_blocks(self, eps, a, logb, g):
         """Row blocks ``(rows, C_block, P_block)`` of the plan ``P_ij = a_i softmax_j(log b_j + (g_j - C_ij)/ε)``.
