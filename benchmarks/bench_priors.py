@@ -52,6 +52,7 @@ import time
 
 import pyro
 import torch
+from calibration import machine  # benchmarks/ is on sys.path when this script runs
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
@@ -65,17 +66,6 @@ torch.set_num_threads(1)
 
 GEOMETRIES = (("Euclidean R²", "euclidean"), ("sphere S²", "sphere"), ("Poincaré disk", "poincare"))
 PRIORS = ("fixed", "flow (2-stage)", "SW-matched")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------------------------- data
@@ -402,7 +392,7 @@ def main():
     L = [
         "# Learned and matched priors on curved latent spaces (issue 14)",
         "",
-        f"Machine: {cpu_model()}, {torch.get_num_threads()} torch thread on a shared {platform.machine()} host "
+        f"Machine: {machine()['cpu']}, {torch.get_num_threads()} torch thread on a shared {platform.machine()} host "
         f"with 2 cores (another job was running; the benchmark ran under `nice -n 19`); "
         f"Python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}; "
         f"{datetime.date.today().isoformat()}; total wall time {total / 60:.1f} min.",

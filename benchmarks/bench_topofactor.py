@@ -42,23 +42,13 @@ import time
 
 import pyro
 import torch
+from calibration import machine  # benchmarks/ is on sys.path when this script runs
 
 import dlmppl as dl
 
 torch.set_num_threads(1)
 
 SHARES = (0.0, 0.1, 1.0, 10.0)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loop_score(z):
@@ -230,7 +220,7 @@ def report(args, cases, results, rules, done, circle_steps, digit_epochs, total,
     L = [
         "# The topological factor: when does it help? (issue 17, point 7)",
         "",
-        f"Machine: {cpu_model()}, {torch.get_num_threads()} torch thread on a shared {platform.machine()} host "
+        f"Machine: {machine()['cpu']}, {torch.get_num_threads()} torch thread on a shared {platform.machine()} host "
         "with 2 cores, shared with other engineers' jobs during the run (timings noisy; the time ratios are "
         f"measured in the same run); Python {platform.python_version()}, torch {torch.__version__}, "
         f"pyro {pyro.__version__}; {datetime.date.today().isoformat()}; wall time {total / 60:.1f} min; "
