@@ -94,6 +94,16 @@ def kernel():
     return dl.inference.RiemannianNUTS(vmf_model, max_tree_depth=4)
 
 
+def train(svi, loader):
+    """EPOCHS epochs of ``svi`` over the rank's shard; the step losses."""
+    losses = []
+    for epoch in range(EPOCHS):
+        loader.sampler.set_epoch(epoch)
+        for (xb,) in loader:
+            losses.append(svi.step(xb))
+    return losses
+
+
 def run(out: Path) -> None:
     r = torch.distributed.get_rank()
     x64 = data()
@@ -101,11 +111,7 @@ def run(out: Path) -> None:
     vae, optim = exact_setup(100 + r)
     svi = DistributedSVI(vae.model, vae.guide, optim, pyro.infer.Trace_ELBO(), module=vae)
     loader = distributed_loader(x64, GLOBAL_BATCH, seed=SHUFFLE_SEED)
-    losses = []
-    for epoch in range(EPOCHS):
-        loader.sampler.set_epoch(epoch)
-        for (xb,) in loader:
-            losses.append(svi.step(xb))
+    losses = train(svi, loader)
     torch.save({"params": constrained_params(), "losses": losses}, out / f"exact_{r}.pt")
 
     # A': the same with each shard's ELBO scaled to the data set and the ranks' gradients averaged
@@ -113,11 +119,7 @@ def run(out: Path) -> None:
     vae, optim = exact_setup(100 + r, sgd=True)
     svi = DistributedSVI(scaled(vae.model), scaled(vae.guide), optim, pyro.infer.Trace_ELBO(), module=vae,
                          reduction="mean")
-    losses = []
-    for epoch in range(EPOCHS):
-        loader.sampler.set_epoch(epoch)
-        for (xb,) in loader:
-            losses.append(svi.step(xb))
+    losses = train(svi, loader)
     torch.save({"params": constrained_params(), "losses": losses}, out / f"mean_{r}.pt")
 
     # B: stochastic ELBO, different noise and data on each rank; checkpoint after 2 steps, resume
