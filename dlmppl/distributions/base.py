@@ -248,6 +248,23 @@ class ManifoldDistribution(TorchDistribution):
         """Check ``expand(batch_shape)`` against torch's rule (:func:`check_expand`)."""
         return check_expand(type(self).__name__, self.batch_shape, batch_shape)
 
+    _expand_attrs = ()  # attributes that expand shares as they are, besides the manifold
+
+    def expand(self, batch_shape, _instance=None):
+        """The distribution with every parameter (the tensors named in ``arg_constraints``) expanded to
+        ``batch_shape`` (torch's rule, :func:`check_expand`); ``_expand_attrs`` are shared."""
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = self._expanded_batch_shape(batch_shape)
+        nb = len(self.batch_shape)
+        new.manifold = self.manifold
+        for name in self._expand_attrs:
+            setattr(new, name, getattr(self, name))
+        for name, value in self._parameters():
+            setattr(new, name, value.expand(batch_shape + value.shape[nb:]))
+        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
 
 class SphericalLocConcentration(ManifoldDistribution):
     """Base of the directional families with a mean direction and a concentration.
@@ -306,16 +323,6 @@ class SphericalLocConcentration(ManifoldDistribution):
             return self.loc, self.concentration, value
         return self.loc.to(dtype), self.concentration.to(dtype), value.to(dtype)
 
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        batch_shape = self._expanded_batch_shape(batch_shape)
-        new.manifold = self.manifold
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.concentration = self.concentration.expand(batch_shape)
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
 
 class ManifoldLocScale(ManifoldDistribution):
     """Base of the location–scale families on a manifold (``WrappedNormal``, ``RiemannianNormal``).
@@ -367,14 +374,3 @@ class ManifoldLocScale(ManifoldDistribution):
         """Intrinsic dimension ``d``."""
         return self._dim
 
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        batch_shape = self._expanded_batch_shape(batch_shape)
-        new.manifold = self.manifold
-        for name in self._expand_attrs:
-            setattr(new, name, getattr(self, name))
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.scale = self.scale.expand(batch_shape + self.scale.shape[-1:])
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new

@@ -32,7 +32,7 @@ from torch.distributions.utils import lazy_property
 from .. import manifolds as _manifolds
 from ..geometry import geometry_of
 from ..geometry.projective import ProjectiveGeometry, ProjectiveSpace
-from .base import ManifoldDistribution, check_expand
+from .base import ManifoldDistribution
 from .wrapped_normal import WrappedNormal, register_wrapped_normal
 
 __all__ = ["AngularCentralGaussian", "ProjectiveWrappedNormal"]
@@ -56,6 +56,7 @@ class AngularCentralGaussian(ManifoldDistribution):
 
     arg_constraints = {"covariance_matrix": _tc.positive_definite, "scale_tril": _tc.lower_cholesky}
     has_rsample = True
+    _expand_attrs = ("_log_vol",)
 
     def __init__(self, covariance_matrix=None, scale_tril=None, validate_args=None):
         owner = type(self).__name__
@@ -92,19 +93,6 @@ class AngularCentralGaussian(ManifoldDistribution):
         if len(shape) < 2 or shape[-1] != shape[-2] or shape[-1] < 2:
             raise ValueError(f"scale_tril: {cls.__name__} needs shape batch_shape + (n+1, n+1), got {tuple(shape)}")
         return shape[:-2], shape[-1:]
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(AngularCentralGaussian, _instance)
-        mshape = batch_shape + self.event_shape + self.event_shape
-        new.manifold = self.manifold
-        new.scale_tril = self.scale_tril.expand(mshape)
-        if "covariance_matrix" in self.__dict__:
-            new.covariance_matrix = self.covariance_matrix.expand(mshape)
-        new._log_vol = self._log_vol
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)

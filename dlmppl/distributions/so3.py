@@ -87,7 +87,7 @@ from ..geometry.so3 import (
     so3_exp,
     so3_log,
 )
-from .base import ManifoldDistribution, broadcast_batch_shapes, check_expand
+from .base import ManifoldDistribution, broadcast_batch_shapes
 from .wrapped_normal import WrappedNormal, _check_finite_scale, _wrap_count, register_wrapped_normal
 
 __all__ = [
@@ -242,15 +242,6 @@ class MatrixFisher(ManifoldDistribution):
         if len(F) < 2 or tuple(F[-2:]) != (3, 3):
             raise ValueError(f"F: {cls.__name__} needs shape batch_shape + (3, 3), got {tuple(F)}")
         return F[:-2], F[-2:]
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(MatrixFisher, _instance)
-        new.manifold = self.manifold
-        new.F = self.F.expand(batch_shape + (3, 3))
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     @property
     def log_normalizer(self):
@@ -433,16 +424,6 @@ class IsotropicGaussianSO3(ManifoldDistribution):
         if len(loc) < 2 or tuple(loc[-2:]) != (3, 3):
             raise ValueError(f"loc: {cls.__name__} needs shape batch_shape + (3, 3), got {tuple(loc)}")
         return broadcast_batch_shapes(cls.__name__, loc=loc[:-2], scale=scale), loc[-2:]
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(IsotropicGaussianSO3, _instance)
-        new.manifold = self.manifold
-        new.loc = self.loc.expand(batch_shape + (3, 3))
-        new.scale = self.scale.expand(batch_shape)
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     @property
     def mode(self):

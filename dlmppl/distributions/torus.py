@@ -37,7 +37,7 @@ from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
 from ..geometry.torus import Torus, TorusGeometry, wrap_angle
-from .base import ManifoldDistribution, broadcast_batch_shapes, check_expand
+from .base import ManifoldDistribution, broadcast_batch_shapes
 from .wrapped_normal import WrappedNormal, register_wrapped_normal
 
 __all__ = ["OnTorus", "TorusVonMises", "TorusWrappedNormal", "wrapped_normal_log_density"]
@@ -309,12 +309,8 @@ class OnTorus(ManifoldDistribution):
         return self.base_dist.log_prob(wrap_angle(self._floating(value)))
 
     def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(OnTorus, _instance)
-        new.base_dist = self.base_dist.expand(batch_shape)
-        new.manifold = self.manifold
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
+        new = super().expand(batch_shape, _instance)
+        new.base_dist = self.base_dist.expand(new.batch_shape)
         return new
 
     @property
@@ -383,17 +379,6 @@ class TorusVonMises(OnTorus):
             raise ValueError(f"loc: TorusVonMises needs shape batch_shape + (n,) with n >= 1, got {tuple(loc)}")
         shape = broadcast_batch_shapes(cls.__name__, loc=loc, concentration=concentration)
         return shape[:-1], loc[-1:]
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(TorusVonMises, _instance)
-        new.loc = self.loc.expand(batch_shape + self.event_shape)
-        new.concentration = self.concentration.expand(batch_shape + self.event_shape)
-        new.base_dist = self.base_dist.expand(batch_shape)
-        new.manifold = self.manifold
-        ManifoldDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def log_prob(self, value):
         # the normaliser with torch.special.i0e (accurate to float64 round-off); Pyro's VonMises uses

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry import geometry_of
-from .base import ManifoldDistribution, check_expand
+from .base import ManifoldDistribution
 
 __all__ = ["ManifoldUniform", "log_volume"]
 
@@ -81,6 +81,7 @@ class ManifoldUniform(ManifoldDistribution):
 
     arg_constraints = {}
     has_rsample = True
+    _expand_attrs = ("_log_volume", "_geometry", "dtype", "device")
 
     def __init__(self, manifold, event_shape, batch_shape=(), dtype=None, device=None, validate_args=None):
         self.manifold = manifold
@@ -105,17 +106,6 @@ class ManifoldUniform(ManifoldDistribution):
         if manifold is not None:
             log_volume(manifold, event_shape)
         return _size("batch_shape", batch_shape), event_shape
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(ManifoldUniform, _instance)
-        new.manifold = self.manifold
-        new._log_volume = self._log_volume
-        new._geometry = self._geometry
-        new.dtype, new.device = self.dtype, self.device
-        super(ManifoldUniform, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     @property
     def log_volume(self) -> float:
