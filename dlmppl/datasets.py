@@ -311,6 +311,16 @@ def _check_image_args(name, n, size, noise):
         raise ValueError(f"{name}: noise must be >= 0, got {noise}")
 
 
+def _image_factor(name, n, size, noise, dtype, value, event, arg="theta"):
+    """``(dtype, value, n)`` of an image data set: the dtype resolved, a given factor ``value``
+    checked (:func:`_factor`; ``n`` is then its length) and the image arguments checked."""
+    dtype = _dtype(dtype)
+    value = _factor(value, event, dtype, arg)
+    n = n if value is None else value.shape[0]
+    _check_image_args(name, n, size, noise)
+    return dtype, value, n
+
+
 def _strokes(a, b, width, p, softness):
     """Soft strokes: ``a``, ``b`` ``(n, k, 2)`` segment ends, ``width`` ``(k,)`` half-widths, pixels
     ``p`` ``(P, 2)``; returns ``(n, P)`` the union (max) of the ``k`` strokes, in ``[0, 1]``."""
@@ -356,10 +366,7 @@ def rotating_sprite(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=Non
     image, so the latent factor is a circle.  ``theta`` ``(n,)`` renders given angles instead
     (``n`` is then its length).
     """
-    dtype = _dtype(dtype)
-    theta = _factor(theta, (), dtype)
-    n = n if theta is None else theta.shape[0]
-    _check_image_args("rotating_sprite", n, size, noise)
+    dtype, theta, n = _image_factor("rotating_sprite", n, size, noise, dtype, theta, ())
     if theta is None:
         theta = (2 * torch.rand(n, dtype=dtype) - 1) * math.pi
     # drawn off-centre (mostly above the centre), so that the image's leading harmonic under
@@ -380,10 +387,7 @@ def clock(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=None, theta=N
     ``(θ₁, θ₂)``: each is a circle, so the factor is the torus ``T²``.  ``theta`` ``(n, 2)``
     renders given angles instead.
     """
-    dtype = _dtype(dtype)
-    theta = _factor(theta, (2,), dtype)
-    n = n if theta is None else theta.shape[0]
-    _check_image_args("clock", n, size, noise)
+    dtype, theta, n = _image_factor("clock", n, size, noise, dtype, theta, (2,))
     if theta is None:
         theta = (2 * torch.rand(n, 2, dtype=dtype) - 1) * math.pi
     length = torch.tensor([0.5, 0.85], dtype=dtype)
@@ -403,10 +407,7 @@ def rotating_segment(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=No
     in ``(-π/2, π/2]`` (``θ`` and ``θ + π`` give the same image).  ``theta`` ``(n,)`` renders
     given angles instead.
     """
-    dtype = _dtype(dtype)
-    theta = _factor(theta, (), dtype)
-    n = n if theta is None else theta.shape[0]
-    _check_image_args("rotating_segment", n, size, noise)
+    dtype, theta, n = _image_factor("rotating_segment", n, size, noise, dtype, theta, ())
     if theta is None:
         theta = (torch.rand(n, dtype=dtype) - 0.5) * math.pi
     u = torch.stack([theta.cos(), theta.sin()], -1)[:, None] * 0.8  # (n, 1, 2)
@@ -442,10 +443,7 @@ def rotating_object(n: int = 1000, size: int = 16, noise: float = 0.0, dtype=Non
     ``[0, 1]`` and ``y`` ``(n, 3, 3)`` the rotation matrices.  ``rotations`` ``(n, 3, 3)``
     renders given rotations instead.
     """
-    dtype = _dtype(dtype)
-    R = _factor(rotations, (3, 3), dtype, "rotations")
-    n = n if R is None else R.shape[0]
-    _check_image_args("rotating_object", n, size, noise)
+    dtype, R, n = _image_factor("rotating_object", n, size, noise, dtype, rotations, (3, 3), "rotations")
     if R is None:
         R = random_rotations(n, dtype)
     V = torch.tensor(_TETRA_VERTICES, dtype=dtype)

@@ -204,34 +204,34 @@ def plot_sphere(
     if len(labels) != len(sets) or len(colors) != len(sets) or len(sizes) != len(sets) or len(markers) != len(sets):
         raise ValueError(f"plot_sphere: give one label, colour, size and marker per set of points ({len(sets)} sets)")
     values = [_per_point_values(col, len(p)) for p, col in zip(sets, colors, strict=True)]
-    mappable = None
-    if projection == "equal-area":
-        ax = _new_ax(ax)
+    if projection not in ("equal-area", "3d"):
+        raise ValueError(f"plot_sphere: projection must be 'equal-area' or '3d', got {projection!r}")
+    flat = projection == "equal-area"
+    ax = _new_ax(ax, projection=None if flat else "3d")
+    if flat:
         t = np.linspace(0, 2 * np.pi, 361)
         ax.plot(2 * np.cos(t), 2 * np.sin(t), color="0.3", lw=1.0)
         ax.plot(math.sqrt(2) * np.cos(t), math.sqrt(2) * np.sin(t), color="0.6", lw=0.8, ls="--")
         for theta in (np.pi / 6, np.pi / 3, 2 * np.pi / 3, 5 * np.pi / 6):  # parallels every 30°
             r = 2 * np.sin(theta / 2)
             ax.plot(r * np.cos(t), r * np.sin(t), color="0.85", lw=0.6)
-        for p, lab, col, val, sz, mk in zip(sets, labels, colors, values, sizes, markers, strict=True):
-            xy = lambert_equal_area(p, center)
-            sc = ax.scatter(xy[:, 0], xy[:, 1], s=sz, alpha=alpha, label=lab, c=col if val is None else val,
-                            marker=mk, cmap=cmap if val is not None else None, **scatter_kwargs)
-            mappable = sc if val is not None else mappable
+    else:
+        u, v = np.mgrid[0 : 2 * np.pi : 37j, 0 : np.pi : 19j]
+        ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.8", lw=0.4)
+    mappable = None
+    for p, lab, col, val, sz, mk in zip(sets, labels, colors, values, sizes, markers, strict=True):
+        coords = lambert_equal_area(p, center) if flat else p
+        sc = ax.scatter(*coords.T, s=sz, alpha=alpha, label=lab, c=col if val is None else val,
+                        marker=mk, cmap=cmap if val is not None else None, **scatter_kwargs)
+        mappable = sc if val is not None else mappable
+    if flat:
         ax.set_aspect("equal")
         ax.set_xlim(-2.1, 2.1)
         ax.set_ylim(-2.1, 2.1)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.text(0, -2.05, "antipode of the centre on the rim; dashed: its great circle", ha="center", va="top", fontsize=7)
-    elif projection == "3d":
-        ax = _new_ax(ax, projection="3d")
-        u, v = np.mgrid[0 : 2 * np.pi : 37j, 0 : np.pi : 19j]
-        ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.8", lw=0.4)
-        for p, lab, col, val, sz, mk in zip(sets, labels, colors, values, sizes, markers, strict=True):
-            sc = ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=sz, alpha=alpha, label=lab, c=col if val is None else val,
-                            marker=mk, cmap=cmap if val is not None else None, **scatter_kwargs)
-            mappable = sc if val is not None else mappable
+    else:
         ax.set_box_aspect((1, 1, 1))
         # three ticks per axis, small, pushed off the axes: the default ones overlap at the corners
         for set_ticks in (ax.set_xticks, ax.set_yticks, ax.set_zticks):
@@ -240,8 +240,6 @@ def plot_sphere(
         ax.set_xlabel("x", labelpad=2)
         ax.set_ylabel("y", labelpad=2)
         ax.set_zlabel("z", labelpad=2)
-    else:
-        raise ValueError(f"plot_sphere: projection must be 'equal-area' or '3d', got {projection!r}")
     if mappable is not None and colorbar:
         ax.figure.colorbar(mappable, ax=ax, shrink=0.75, pad=0.08 if projection == "3d" else 0.03,
                            label=colorbar_label)

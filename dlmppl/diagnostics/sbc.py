@@ -93,6 +93,11 @@ __all__ = [
 ]
 
 
+def _check_int(name: str, value, low: int = 1) -> None:
+    if int(value) != value or value < low:
+        raise ValueError(f"{name} must be a {'positive' if low else 'non-negative'} integer, got {value}")
+
+
 # --------------------------------------------------------------------------- inference specs
 
 
@@ -124,12 +129,10 @@ class MCMCInference:
                 "kernel: pass a factory model -> kernel (e.g. lambda model: RiemannianNUTS(model)), "
                 f"not {type(self.kernel).__name__}: SBC builds one kernel per simulated data set"
             )
-        if int(self.num_samples) != self.num_samples or self.num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {self.num_samples}")
+        _check_int("num_samples", self.num_samples)
         if self.warmup_steps is None:
             self.warmup_steps = int(self.num_samples)
-        if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps}")
+        _check_int("warmup_steps", self.warmup_steps, 0)
         bad = {"num_chains", "disable_progbar", "num_samples", "warmup_steps"} & set(self.mcmc_kwargs)
         if bad:
             raise ValueError(f"mcmc_kwargs: {sorted(bad)} are set by SBC (one chain per simulation)")
@@ -158,8 +161,7 @@ class SVIInference:
                 "guide: pass a factory model -> guide (e.g. lambda model: AutoNormal(model)), "
                 f"not {type(self.guide).__name__}: SBC builds one guide per simulated data set"
             )
-        if int(self.num_steps) != self.num_steps or self.num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {self.num_steps}")
+        _check_int("num_steps", self.num_steps)
 
 
 # --------------------------------------------------------------------------- ranks
@@ -195,8 +197,7 @@ def _check_ranks(ranks, num_draws) -> np.ndarray:
     r = np.asarray(ranks)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"ranks: expected a non-empty 1-d array, got shape {r.shape}")
-    if int(num_draws) != num_draws or num_draws < 1:
-        raise ValueError(f"num_draws must be a positive integer, got {num_draws}")
+    _check_int("num_draws", num_draws)
     if not np.issubdtype(r.dtype, np.integer):
         if not np.all(np.isfinite(r)) or np.any(r != np.round(r)):
             raise ValueError("ranks: expected integers")
@@ -362,10 +363,8 @@ def ecdf_band(num_simulations: int, num_draws: int, alpha: float = 0.05, max_poi
     are fractions (counts divided by ``num_simulations``) to compare with the
     ECDF ``F̂(z_j) = #{r < t_j} / N``.
     """
-    if int(num_simulations) != num_simulations or num_simulations < 1:
-        raise ValueError(f"num_simulations must be a positive integer, got {num_simulations}")
-    if int(num_draws) != num_draws or num_draws < 1:
-        raise ValueError(f"num_draws must be a positive integer, got {num_draws}")
+    _check_int("num_simulations", num_simulations)
+    _check_int("num_draws", num_draws)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     z, lo, hi, _ = _band(int(num_simulations), int(num_draws), float(alpha), int(max_points))
@@ -974,12 +973,9 @@ def sbc(
         result.pvalue()         # one p-value, Bonferroni over the quantities
         plot_sbc(result)        # ECDF differences with simultaneous bands
     """
-    if int(num_simulations) != num_simulations or num_simulations < 1:
-        raise ValueError(f"num_simulations must be a positive integer, got {num_simulations}")
-    if int(num_draws) != num_draws or num_draws < 1:
-        raise ValueError(f"num_draws must be a positive integer, got {num_draws}")
-    if int(num_workers) != num_workers or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer, got {num_workers}")
+    _check_int("num_simulations", num_simulations)
+    _check_int("num_draws", num_draws)
+    _check_int("num_workers", num_workers)
     observed = (observed,) if isinstance(observed, str) else tuple(observed)
     if not observed or not all(isinstance(o, str) for o in observed):
         raise ValueError(f"observed: expected the name(s) of the data sites, got {observed!r}")

@@ -209,6 +209,12 @@ def _index_name(name, idx, labels=None):
 _COLUMNS = ["mean", "sd", "rms_geodesic", "ess_bulk", "ess_tail", "r_hat", "manifold"]
 
 
+def _row(stats, j, *values):
+    """A summary row: ``mean, sd, rms_geodesic`` (``values[:3]``), ESS and R-hat from ``stats[k][j]``, the manifold."""
+    conv = [stats[k][j] for k in ("ess_bulk", "ess_tail", "r_hat")]
+    return dict(zip(_COLUMNS, [*values[:3], *conv, values[3]], strict=True))
+
+
 def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool = True, round_to=None):
     """Posterior summary that is manifold-aware.
 
@@ -273,15 +279,7 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
                 flat = arr.reshape(c, n, -1).astype(np.float64)
                 st = _compat.rhat_ess(flat)
                 for j, idx in enumerate(np.ndindex(*arr.shape[2:]) if arr.ndim > 2 else [()]):
-                    rows[_index_name(name, idx, labels)] = {
-                        "mean": flat[..., j].mean(),
-                        "sd": flat[..., j].std(ddof=1),
-                        "rms_geodesic": nan,
-                        "ess_bulk": st["ess_bulk"][j],
-                        "ess_tail": st["ess_tail"][j],
-                        "r_hat": st["r_hat"][j],
-                        "manifold": "",
-                    }
+                    rows[_index_name(name, idx, labels)] = _row(st, j, flat[..., j].mean(), flat[..., j].std(ddof=1), nan, "")
                 continue
             mname = attrs.get("manifold", type(M).__name__)
             nb = arr.ndim - 2 - M.ndim
@@ -292,16 +290,9 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
                 diag = manifold_diagnostics(sub, M)
                 mu = diag["mean"].cpu().numpy()
                 pname = _index_name(name, b, labels[:nb])
+                point = {k: [diag[f"{m}_{k}"]] for k, m in (("ess_bulk", "min"), ("ess_tail", "min"), ("r_hat", "max"))}
                 for e in np.ndindex(*event):
-                    rows[_index_name(name, b + e, labels)] = {
-                        "mean": float(mu[e]),
-                        "sd": nan,
-                        "rms_geodesic": diag["spread"],
-                        "ess_bulk": diag["min_ess_bulk"],
-                        "ess_tail": diag["min_ess_tail"],
-                        "r_hat": diag["max_r_hat"],
-                        "manifold": mname,
-                    }
+                    rows[_index_name(name, b + e, labels)] = _row(point, 0, float(mu[e]), nan, diag["spread"], mname)
                 if intrinsic:
                     d = diag["tangent"].shape[-1]
                     labs = [f"{pname}.pc{k}" for k in range(d)] + [f"{pname}.dist"]
@@ -312,15 +303,7 @@ def summary(data, var_names=None, manifolds: dict | None = None, intrinsic: bool
                             # zero by construction at the Fréchet mean (up to its stopping tolerance,
                             # sqrt(eps) x spread): print 0, not the solver's round-off
                             mean = 0.0
-                        rows[lab] = {
-                            "mean": mean,
-                            "sd": vals[..., j].std(ddof=1),
-                            "rms_geodesic": nan,
-                            "ess_bulk": diag["ess_bulk"][j],
-                            "ess_tail": diag["ess_tail"][j],
-                            "r_hat": diag["r_hat"][j],
-                            "manifold": mname,
-                        }
+                        rows[lab] = _row(diag, j, mean, vals[..., j].std(ddof=1), nan, mname)
     finally:
         az_log.setLevel(level)
     df = pd.DataFrame.from_dict(rows, orient="index", columns=_COLUMNS)

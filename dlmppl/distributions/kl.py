@@ -51,18 +51,23 @@ def _batch(t: torch.Tensor, other_batch, dtype) -> torch.Tensor:
     return t.to(dtype).expand(torch.broadcast_shapes(t.shape, other_batch))
 
 
-@register_kl(VonMisesFisher, ManifoldUniform)
-def _kl_vmf_uniform(p, q):
-    _check_sphere(q, p, "KL(VonMisesFisher || ManifoldUniform)")
-    kl, _, _ = _vmf_divergences(p.dim, p.concentration)
-    return _batch(kl, q.batch_shape, p.concentration.dtype)
+def _register_uniform(cls, divergences, forward: bool):
+    """Register ``KL(cls ‖ uniform)`` (``forward``) or ``KL(uniform ‖ cls)`` from ``divergences(d, κ)``,
+    whose first two results are the two KLs."""
+    pair = (cls, ManifoldUniform) if forward else (ManifoldUniform, cls)
+    name = f"KL({pair[0].__name__} || {pair[1].__name__})"
+
+    @register_kl(*pair)
+    def _kl(p, q):
+        law, uniform = (p, q) if forward else (q, p)
+        _check_sphere(uniform, law, name)
+        kl = divergences(law.dim, law.concentration)[0 if forward else 1]
+        return _batch(kl, uniform.batch_shape, law.concentration.dtype)
 
 
-@register_kl(PowerSpherical, ManifoldUniform)
-def _kl_ps_uniform(p, q):
-    _check_sphere(q, p, "KL(PowerSpherical || ManifoldUniform)")
-    kl, _ = _ps_divergences(p.dim, p.concentration)
-    return _batch(kl, q.batch_shape, p.concentration.dtype)
+for _cls, _divergences in ((VonMisesFisher, _vmf_divergences), (PowerSpherical, _ps_divergences)):
+    _register_uniform(_cls, _divergences, True)
+    _register_uniform(_cls, _divergences, False)
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)
@@ -81,17 +86,3 @@ def _kl_vmf_vmf(p, q):
     kl = kl_p - kl_q + kq * (one_m_cos + (1 - one_m_cos) * one_m_ap - one_m_aq)
     dtype = torch.promote_types(p.concentration.dtype, q.concentration.dtype)
     return kl.to(dtype)
-
-
-@register_kl(ManifoldUniform, VonMisesFisher)
-def _kl_uniform_vmf(p, q):
-    _check_sphere(p, q, "KL(ManifoldUniform || VonMisesFisher)")
-    _, kl, _ = _vmf_divergences(q.dim, q.concentration)
-    return _batch(kl, p.batch_shape, q.concentration.dtype)
-
-
-@register_kl(ManifoldUniform, PowerSpherical)
-def _kl_uniform_ps(p, q):
-    _check_sphere(p, q, "KL(ManifoldUniform || PowerSpherical)")
-    _, kl = _ps_divergences(q.dim, q.concentration)
-    return _batch(kl, p.batch_shape, q.concentration.dtype)

@@ -33,6 +33,13 @@ from .solvers import connecting_geodesic, curve_length
 __all__ = ["paired_metric_distances", "metric_distances"]
 
 
+def _check_metric_method(metric, method):
+    if not isinstance(metric, MetricField):
+        raise ValueError(f"metric must be a dlmppl.geometry.MetricField, got {type(metric).__name__}")
+    if method not in ("geodesic", "straight"):
+        raise ValueError(f"method must be 'geodesic' or 'straight', got {method!r}")
+
+
 def metric_distances(
     metric,
     x: torch.Tensor,
@@ -63,10 +70,7 @@ def metric_distances(
 
     Returns ``D`` ``(n, m)`` on the inputs' device and dtype.  Cost: see the module docstring.
     """
-    if not isinstance(metric, MetricField):
-        raise ValueError(f"metric must be a dlmppl.geometry.MetricField, got {type(metric).__name__}")
-    if method not in ("geodesic", "straight"):
-        raise ValueError(f"method must be 'geodesic' or 'straight', got {method!r}")
+    _check_metric_method(metric, method)
     if x.dim() != 2 or (y is not None and (y.dim() != 2 or y.shape[-1] != x.shape[-1])):
         raise ValueError(f"x and y must have shapes (n, d) and (m, d), got {tuple(x.shape)} and {None if y is None else tuple(y.shape)}")
     if n_points < 3:
@@ -109,10 +113,7 @@ def paired_metric_distances(
     cost, ``P`` pairs); the losses use it for the few critical edges of a
     persistence pairing.
     """
-    if not isinstance(metric, MetricField):
-        raise ValueError(f"metric must be a dlmppl.geometry.MetricField, got {type(metric).__name__}")
-    if method not in ("geodesic", "straight"):
-        raise ValueError(f"method must be 'geodesic' or 'straight', got {method!r}")
+    _check_metric_method(metric, method)
     P = a.shape[0]
     lengths = []
     t = torch.linspace(0, 1, n_points, dtype=a.dtype, device=a.device)
