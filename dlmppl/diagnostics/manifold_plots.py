@@ -108,16 +108,8 @@ def manifold_trace_coordinates(data, var_name: str, *, manifolds: dict | None = 
         point = (point,) if isinstance(point, (int, np.integer)) else tuple(point)
         arr = arr[(slice(None), slice(None)) + point]
     diag = manifold_diagnostics(arr, M)
-    d = diag["tangent"].shape[-1]
-    return {
-        "mean": diag["mean"],
-        "tangent": diag["tangent"],
-        "distance": diag["distance"],
-        "labels": [f"pc{k}" for k in range(d)] + ["dist"],
-        "manifold": M,
-        "r_hat": diag["r_hat"],
-        "ess_bulk": diag["ess_bulk"],
-    }
+    out = {k: diag[k] for k in ("mean", "tangent", "distance", "r_hat", "ess_bulk")}
+    return {**out, "labels": [f"pc{k}" for k in range(diag["tangent"].shape[-1])] + ["dist"], "manifold": M}
 
 
 def _reflected_kde(x, grid):
@@ -150,6 +142,23 @@ def _row_title(name, b, lab):
     return f"{name}{'' if b is None else list(b)}.{lab}"
 
 
+def _rhat_text(rh):
+    return f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
+
+
+def _coordinate_panels(data, var_names, manifolds, max_coords):
+    """Per manifold point, ``(name, point, label, values (chain, draw), R-hat)`` of its ``max_coords``
+    leading principal tangent coordinates and its distance to the Fréchet mean."""
+    idata = _as_idata(data)
+    panels = []
+    for name, b in _sites_and_points(idata, var_names, manifolds):
+        co = manifold_trace_coordinates(idata, name, manifolds=manifolds, point=b)
+        vals = np.concatenate([co["tangent"], co["distance"][..., None]], -1)
+        keep = list(range(min(max_coords, co["tangent"].shape[-1]))) + [vals.shape[-1] - 1]
+        panels.append([(name, b, co["labels"][j], vals[..., j], co["r_hat"][j]) for j in keep])
+    return panels
+
+
 def plot_trace_manifold(data, var_names=None, *, manifolds: dict | None = None, max_coords: int = 3,
                         figsize=None, path=None):
     """Trace plot of manifold sites in intrinsic coordinates.
@@ -164,14 +173,7 @@ def plot_trace_manifold(data, var_names=None, *, manifolds: dict | None = None, 
     -------
     ``numpy.ndarray`` of axes, shape ``(rows, 2)``.
     """
-    idata = _as_idata(data)
-    rows = []
-    for name, b in _sites_and_points(idata, var_names, manifolds):
-        co = manifold_trace_coordinates(idata, name, manifolds=manifolds, point=b)
-        vals = np.concatenate([co["tangent"], co["distance"][..., None]], -1)
-        keep = list(range(min(max_coords, co["tangent"].shape[-1]))) + [vals.shape[-1] - 1]
-        for j in keep:
-            rows.append((name, b, co["labels"][j], vals[..., j], co["r_hat"][j]))
+    rows = [row for point in _coordinate_panels(data, var_names, manifolds, max_coords) for row in point]
     fig, axes = plt.subplots(len(rows), 2, figsize=figsize or (9, 1.9 * len(rows)), squeeze=False)
     for (name, b, lab, v, rh), (ax_d, ax_t) in zip(rows, axes, strict=True):
         lo, hi = float(v.min()), float(v.max())
@@ -181,10 +183,9 @@ def plot_trace_manifold(data, var_names=None, *, manifolds: dict | None = None, 
             ax_d.plot(grid, _reflected_kde(v[ch], grid), color=f"C{ch % 10}", lw=1.0)
             ax_t.plot(np.arange(v.shape[1]), v[ch], color=f"C{ch % 10}", lw=0.6, alpha=0.8)
         title = _row_title(name, b, lab)
-        rh_txt = f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
         ax_d.set_title(title + ("  (geodesic distance to the Fréchet mean)" if lab == "dist" else
                                 "  (tangent coordinate at the Fréchet mean)"), fontsize=8)
-        ax_t.set_title(f"{title}  ({rh_txt})", fontsize=8)
+        ax_t.set_title(f"{title}  ({_rhat_text(rh)})", fontsize=8)
         ax_d.tick_params(labelsize=7)
         ax_t.tick_params(labelsize=7)
         ax_d.set_yticks([])
@@ -223,14 +224,7 @@ def plot_rank_manifold(data, var_names=None, *, manifolds: dict | None = None, m
     -------
     ``numpy.ndarray`` of axes, shape ``(rows, coords + 1)``.
     """
-    idata = _as_idata(data)
-    pts = _sites_and_points(idata, var_names, manifolds)
-    panels = []
-    for name, b in pts:
-        co = manifold_trace_coordinates(idata, name, manifolds=manifolds, point=b)
-        vals = np.concatenate([co["tangent"], co["distance"][..., None]], -1)
-        keep = list(range(min(max_coords, co["tangent"].shape[-1]))) + [vals.shape[-1] - 1]
-        panels.append([(name, b, co["labels"][j], vals[..., j], co["r_hat"][j]) for j in keep])
+    panels = _coordinate_panels(data, var_names, manifolds, max_coords)
     ncols = max(len(p) for p in panels)
     fig, axes = plt.subplots(len(panels), ncols, figsize=figsize or (3.0 * ncols, 2.6 * len(panels)), squeeze=False)
     for row, ps in zip(axes, panels, strict=True):
@@ -248,8 +242,7 @@ def plot_rank_manifold(data, var_names=None, *, manifolds: dict | None = None, m
                 ax.axhline(base + v.shape[1] / nb, color="k", ls="--", lw=0.7)
             ax.set_yticks([ch * height for ch in range(c)], [f"chain {ch}" for ch in range(c)], fontsize=7)
             ax.set_xticks([0, nb], ["0", "1"], fontsize=7)
-            rh_txt = f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
-            ax.set_title(f"{_row_title(name, b, lab)}  ({rh_txt})", fontsize=8)
+            ax.set_title(f"{_row_title(name, b, lab)}  ({_rhat_text(rh)})", fontsize=8)
             ax.set_xlabel("pooled rank (fraction)", fontsize=7)
     fig.tight_layout()
     return _finish(axes, path)

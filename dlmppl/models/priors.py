@@ -82,7 +82,7 @@ import torch
 from torch import nn
 
 from .. import constraints as _constraints
-from ..distributions.base import ManifoldDistribution, check_expand
+from ..distributions.base import ManifoldDistribution
 from ..geometry import geometry_of
 
 __all__ = ["FlowMatchingPrior", "FlowPriorDistribution"]
@@ -769,6 +769,7 @@ class FlowPriorDistribution(ManifoldDistribution):
 
     arg_constraints = {}
     has_rsample = True
+    _expand_attrs = ("prior", "dtype")
 
     def __init__(self, prior: FlowMatchingPrior, batch_shape=(), validate_args=None):
         if not isinstance(prior, FlowMatchingPrior):
@@ -783,14 +784,6 @@ class FlowPriorDistribution(ManifoldDistribution):
     @property
     def support(self):
         return _constraints.manifold(self.prior.manifold)
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(FlowPriorDistribution, _instance)
-        new.prior, new.manifold, new.dtype = self.prior, self.manifold, self.dtype
-        super(FlowPriorDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def rsample(self, sample_shape=torch.Size()):
         return self.prior.rsample(self._extended_shape(sample_shape)[: -len(self.event_shape)])
