@@ -40,6 +40,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from ..inference.importance import trace_plate_nesting
 from . import _compat
 
 __all__ = ["to_inference_data", "manifold_attrs", "manifold_from_attrs", "log_likelihood", "mcmc_sample_stats"]
@@ -143,12 +144,7 @@ def _loglik_loop(model, draws, n, args, kwargs):
 
 def _loglik_vectorized(model, draws, n, args, kwargs, ref):
     # ref: trace of the model at the first draw, gives shapes and plate nesting
-    nest = 0
-    for site in ref.nodes.values():
-        if site["type"] == "sample":
-            for f in site["cond_indep_stack"]:
-                if f.dim is not None:
-                    nest = max(nest, -f.dim)
+    nest = trace_plate_nesting(ref)
     cond = {}
     for name, v in draws.items():
         site = ref.nodes.get(name)

@@ -21,14 +21,15 @@ def _traces(model, guide, args, kwargs):
     return model_trace, guide_trace
 
 
+def trace_plate_nesting(*traces) -> int:
+    """The number of plate dimensions used by the sample sites of ``traces``."""
+    sites = [s for tr in traces for s in tr.nodes.values() if s["type"] == "sample"]
+    return max([0] + [-f.dim for s in sites for f in s["cond_indep_stack"] if f.dim is not None])
+
+
 def plate_nesting(model, guide, args, kwargs) -> int:
     """The number of plate dimensions used by ``model`` and ``guide`` (one run of each)."""
-    nest = 0
-    for tr in _traces(model, guide, args, kwargs):
-        for site in tr.nodes.values():
-            if site["type"] == "sample":
-                nest = max([nest] + [-f.dim for f in site["cond_indep_stack"] if f.dim is not None])
-    return nest
+    return trace_plate_nesting(*_traces(model, guide, args, kwargs))
 
 
 def _plate_size(trace, name: str) -> int:
