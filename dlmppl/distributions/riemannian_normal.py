@@ -426,6 +426,3 @@ class RiemannianNormal(ManifoldLocScale):
         xi = xi / _safe_norm(xi)
         return self._geometry.exp_frame(self.loc, (t * self.scale) * xi)
 
-    def sample(self, sample_shape=torch.Size()):
-        with torch.no_grad():
-            return self.rsample(sample_shape)

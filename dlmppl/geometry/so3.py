@@ -33,7 +33,7 @@ import math
 import geoopt
 import torch
 
-from .base import Geometry, geometry_of
+from .base import Geometry, _tiny, geometry_of
 
 __all__ = [
     "SO3",
@@ -49,10 +49,6 @@ __all__ = [
 
 LOG_VOLUME = math.log(8 * math.pi**2)
 """log of the total volume ``8π²`` of SO(3) under ``⟨U, V⟩ = ½ tr(UᵀV)``."""
-
-
-def _tiny(x):
-    return torch.finfo(x.dtype).tiny
 
 
 def _safe_norm(x, dim=-1, keepdim=False):

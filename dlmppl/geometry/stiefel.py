@@ -16,14 +16,11 @@ import geoopt
 import torch
 
 from .base import Geometry, geometry_of
+from .spd import _sym
 
 __all__ = ["StiefelGeometry"]
 
 STIEFEL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def _sym(a):
-    return 0.5 * (a + a.transpose(-1, -2))
 
 
 def _proju(x, u):

@@ -788,10 +788,6 @@ class FlowPriorDistribution(ManifoldDistribution):
     def rsample(self, sample_shape=torch.Size()):
         return self.prior.rsample(self._extended_shape(sample_shape)[: -len(self.event_shape)])
 
-    def sample(self, sample_shape=torch.Size()):
-        with torch.no_grad():
-            return self.rsample(sample_shape)
-
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
