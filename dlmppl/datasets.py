@@ -67,6 +67,12 @@ def _dtype(dtype):
     return torch.get_default_dtype() if dtype is None else dtype
 
 
+def _check_int(owner, name, value, low=1, note=""):
+    if int(value) != value or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{owner}: {name} must be {what}{note}, got {value!r}")
+
+
 def branching_diffusion(
     depth: int = 5,
     branching: int = 2,
@@ -545,10 +551,7 @@ def _sprite_sd(code: int, q):
 
 def _levels(count: int, lo: float, hi: float, single: float, dtype, name: str):
     """The grid of one factor: ``count`` values evenly spaced over ``[lo, hi]`` (``single`` alone if 1)."""
-    if int(count) != count or count < 1:
-        raise ValueError(
-            f"sprites: {name} must be a positive integer (the number of grid values), got {count!r}"
-        )
+    _check_int("sprites", name, count, note=" (the number of grid values)")
     if count == 1:
         return torch.full((1,), single, dtype=dtype)
     return torch.linspace(lo, hi, int(count), dtype=dtype)
@@ -563,8 +566,7 @@ def _sprite_grids(shapes, scales, rotations, positions, dtype):
         raise ValueError(f"sprites: shapes must be distinct names among {SPRITES_SHAPES}, got {shapes!r}")
     codes = torch.tensor([SPRITES_SHAPES.index(s) for s in shapes], dtype=dtype)
     sc = _levels(scales, 0.5, 1.0, 1.0, dtype, "scales")
-    if int(rotations) != rotations or rotations < 1:
-        raise ValueError(f"sprites: rotations must be a positive integer, got {rotations!r}")
+    _check_int("sprites", "rotations", rotations)
     rot = 2 * math.pi * torch.arange(int(rotations), dtype=dtype) / int(rotations)
     pos = _levels(positions, 0.0, 1.0, 0.5, dtype, "positions")
     return codes, sc, rot, pos, pos
@@ -602,8 +604,7 @@ def sprites_chunks(
     Yields pairs ``(images, factors)`` of shapes ``(m, size, size)`` and ``(m, 5)``, ``m ≤ chunk``;
     only one chunk of images exists at a time.
     """
-    if int(chunk) != chunk or chunk < 1:
-        raise ValueError(f"sprites_chunks: chunk must be a positive integer, got {chunk!r}")
+    _check_int("sprites_chunks", "chunk", chunk)
     grid = sprites_grid(shapes, scales, rotations, positions, dtype)
     for start in range(0, grid.shape[0], int(chunk)):
         yield sprites(
@@ -750,10 +751,8 @@ def spirals(n: int = 1000, num_arms: int = 2, turns: float = 1.0, noise: float =
 
 
 def _check_toy_args(name, n, k, k_name, noise):
-    if int(n) != n or n < 0:
-        raise ValueError(f"{name}: n must be an integer >= 0, got {n}")
-    if int(k) != k or k < 1:
-        raise ValueError(f"{name}: {k_name} must be a positive integer, got {k}")
+    _check_int(name, "n", n, 0)
+    _check_int(name, k_name, k)
     if not noise >= 0:
         raise ValueError(f"{name}: noise must be >= 0, got {noise}")
 
@@ -772,10 +771,8 @@ def vmf_mixture_modes(k: int, dim: int = 3, dtype=None):
     Returns a ``(k, dim)`` tensor of unit rows.
     """
     dtype = _dtype(dtype)
-    if int(dim) != dim or dim < 2:
-        raise ValueError(f"vmf_mixture_modes: dim must be an integer >= 2, got {dim}")
-    if int(k) != k or k < 1:
-        raise ValueError(f"vmf_mixture_modes: k must be a positive integer, got {k}")
+    _check_int("vmf_mixture_modes", "dim", dim, 2)
+    _check_int("vmf_mixture_modes", "k", k)
     k, dim = int(k), int(dim)
     out = torch.zeros(k, dim, dtype=torch.float64)
     if k == 1:
@@ -826,8 +823,7 @@ def tree_modes(depth: int = 3, radius_step: float = 1.0, leaves_only: bool = Fal
     Returns a ``(m, 2)`` tensor of points of the disk, ``m = 2^(depth+1) - 1`` (or ``2^depth``).
     """
     dtype = _dtype(dtype)
-    if int(depth) != depth or depth < 0:
-        raise ValueError(f"tree_modes: depth must be an integer >= 0, got {depth}")
+    _check_int("tree_modes", "depth", depth, 0)
     if not (radius_step > 0 and depth * radius_step < kmath.max_radius(dtype)):
         raise ValueError(
             f"tree_modes: radius_step must be > 0 with depth · radius_step below {kmath.max_radius(dtype):.1f} "
@@ -867,8 +863,7 @@ def mixture(n: int, modes, weights=None, scale: float = 0.1, manifold=None, dtyp
         raise ValueError(f"modes: expected shape (k, D) with k >= 1, got {tuple(modes.shape)}")
     if not bool(torch.isfinite(modes).all()):
         raise ValueError("modes: must be finite")
-    if int(n) != n or n < 0:
-        raise ValueError(f"mixture: n must be an integer >= 0, got {n}")
+    _check_int("mixture", "n", n, 0)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale: must be positive and finite, got {scale}")
     k = modes.shape[0]

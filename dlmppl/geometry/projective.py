@@ -100,33 +100,21 @@ class ProjectiveGeometry(Geometry):
         self._sphere = SphereGeometry(manifold)
 
     # ---------------------------------------------------------------- local: the sphere's
+    # (its functions, run on this geometry: none of them calls a method that RP^n overrides;
+    # ``inner`` is the embedded metric of the base class, as the sphere's)
 
-    def exp(self, x, v):
-        return self._sphere.exp(x, v)
-
-    def inner(self, x, u, v=None):
-        return self._sphere.inner(x, u, v)
-
-    def proju(self, x, u):
-        return self._sphere.proju(x, u)
+    exp = SphereGeometry.exp
+    proju = SphereGeometry.proju
+    random_tangent = SphereGeometry.random_tangent
+    violation = SphereGeometry.violation
+    intrinsic_dim = SphereGeometry.intrinsic_dim
+    origin = SphereGeometry.origin
+    sectional_curvature = SphereGeometry.sectional_curvature
+    flow = SphereGeometry.flow
+    project = SphereGeometry.project
 
     def frame(self, x):
         return self._sphere.frame(x)
-
-    def random_tangent(self, x):
-        return self._sphere.random_tangent(x)
-
-    def violation(self, x):
-        return self._sphere.violation(x)
-
-    def intrinsic_dim(self, event_shape) -> int:
-        return self._sphere.intrinsic_dim(event_shape)
-
-    def origin(self, event_shape, dtype=None, device=None):
-        return self._sphere.origin(event_shape, dtype, device)
-
-    def sectional_curvature(self, like):
-        return self._sphere.sectional_curvature(like)
 
     # ---------------------------------------------------------------- global: the nearer lift
 
@@ -161,12 +149,6 @@ class ProjectiveGeometry(Geometry):
         return super().sliced_wasserstein(vx, vy, a, b, n_projections, p)
 
     # ---------------------------------------------------------------- HMC
-
-    def flow(self, x, v, t):
-        return self._sphere.flow(x, v, t)
-
-    def project(self, x, v):
-        return self._sphere.project(x, v)
 
     def closed_geodesic_length(self, x) -> float:
         # a great half-circle from x to -x closes on RP^n

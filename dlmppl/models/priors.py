@@ -84,6 +84,7 @@ from torch import nn
 from .. import constraints as _constraints
 from ..distributions.base import ManifoldDistribution
 from ..geometry import geometry_of
+from .vae import mlp
 
 __all__ = ["FlowMatchingPrior", "FlowPriorDistribution"]
 
@@ -177,12 +178,7 @@ class _MLPField(nn.Module):
         self.register_buffer("freqs", float(fourier_scale) * torch.randn(n_feat, int(fourier_features)))
         n_in = n_feat + 2 * int(fourier_features) + 1 + 2 * self.time_frequencies
         sizes = (n_in,) + tuple(int(s) for s in hidden) + (sum(h.n_out for h in heads),)
-        layers = []
-        for i in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                layers.append(activation())
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(sizes, activation)
 
     def features(self, geometries, parts):
         return torch.cat(
