@@ -58,16 +58,6 @@ def init_to_manifold_sample(site):
     return init_to_feasible(site)
 
 
-def _sphere_factor(loc, concentration):
-    try:
-        from ..distributions.power_spherical import PowerSpherical
-    except ImportError:  # the Power Spherical module is optional: fall back to vMF
-        from ..distributions.von_mises_fisher import VonMisesFisher
-
-        return VonMisesFisher(loc, concentration)
-    return PowerSpherical(loc, concentration)
-
-
 def _is_identity(t) -> bool:
     while isinstance(t, torch.distributions.transforms.IndependentTransform):
         t = t.base_transform
@@ -167,7 +157,9 @@ class AutoManifoldNormal(AutoGuide):
         loc = attrgetter(name)(self.locs)
         site = self.prototype_trace.nodes[name]
         if kind == "sphere":
-            return _sphere_factor(loc, attrgetter(name)(self.concentrations))
+            from ..distributions.power_spherical import PowerSpherical
+
+            return PowerSpherical(loc, attrgetter(name)(self.concentrations))
         scale = attrgetter(name)(self.scales)
         if kind == "wrapped":
             from ..distributions.wrapped_normal import WrappedNormal
