@@ -19,6 +19,18 @@ from ._checks import validating
 __all__ = ["factor", "suggest_weight"]
 
 
+
+def _number(value, name: str, strict: bool) -> float:
+    """``float(value)``, finite and ``> 0`` (``strict``) or ``>= 0``; else a ``ValueError`` naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if not ((v > 0 if strict else v >= 0) and math.isfinite(v)):
+        raise ValueError(f"{name}: must be finite and {'>' if strict else '>='} 0, got {value}")
+    return v
+
+
 def factor(name: str, loss: torch.Tensor, weight: float = 1.0, in_guide: bool = False):
     r"""Add ``weight * loss`` to the SVI loss through ``pyro.factor``.
 
@@ -137,12 +149,7 @@ def factor(name: str, loss: torch.Tensor, weight: float = 1.0, in_guide: bool = 
         loss = torch.as_tensor(loss)
     if loss.dim() != 0:
         raise ValueError(f"loss: expected a scalar tensor, got shape {tuple(loss.shape)}")
-    try:
-        w = float(weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"weight: expected a number, got {weight!r}") from None
-    if not (w >= 0 and math.isfinite(w)):
-        raise ValueError(f"weight: must be finite and >= 0, got {weight}")
+    _number(weight, "weight", strict=False)
     # a NaN or infinite loss would reach the ELBO and the parameters silently;
     # checked (one host sync) only under Pyro's validation, on by default
     if validating() and not bool(torch.isfinite(loss.detach())):
@@ -229,12 +236,7 @@ def suggest_weight(elbo_loss, loss, share: float = 1.0) -> float:
     r = _as_values(loss, "loss")
     if len(e) != len(r):
         raise ValueError(f"elbo_loss, loss: need one value per batch in each, got {len(e)} and {len(r)}")
-    try:
-        s = float(share)
-    except (TypeError, ValueError):
-        raise ValueError(f"share: expected a number, got {share!r}") from None
-    if not (s > 0 and math.isfinite(s)):
-        raise ValueError(f"share: must be finite and > 0, got {share}")
+    s = _number(share, "share", strict=True)
     mean_r = sum(r) / len(r)
     if not mean_r > 0:
         raise ValueError(f"loss: its mean must be > 0 to scale a weight by it, got {mean_r}")
