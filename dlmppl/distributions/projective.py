@@ -86,14 +86,6 @@ class AngularCentralGaussian(ManifoldDistribution):
     def covariance_matrix(self):
         return self.scale_tril @ self.scale_tril.transpose(-1, -2)
 
-    @classmethod
-    def infer_shapes(cls, covariance_matrix=None, scale_tril=None):
-        """``batch_shape = shape[:-2]``, ``event_shape = shape[-1:]`` of the given matrix."""
-        shape = torch.Size(covariance_matrix if scale_tril is None else scale_tril)
-        if len(shape) < 2 or shape[-1] != shape[-2] or shape[-1] < 2:
-            raise ValueError(f"scale_tril: {cls.__name__} needs shape batch_shape + (n+1, n+1), got {tuple(shape)}")
-        return shape[:-2], shape[-1:]
-
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
         L = self.scale_tril

@@ -236,13 +236,6 @@ class MatrixFisher(ManifoldDistribution):
         self.F = F
         super().__init__(F.shape[:-2], torch.Size((3, 3)), validate_args=validate_args)
 
-    @classmethod
-    def infer_shapes(cls, F):
-        F = torch.Size(F)
-        if len(F) < 2 or tuple(F[-2:]) != (3, 3):
-            raise ValueError(f"F: {cls.__name__} needs shape batch_shape + (3, 3), got {tuple(F)}")
-        return F[:-2], F[-2:]
-
     @property
     def log_normalizer(self):
         """``log c(F)`` over the normalised Haar measure, shape ``batch``."""
@@ -417,13 +410,6 @@ class IsotropicGaussianSO3(ManifoldDistribution):
     @property
     def arg_constraints(self):
         return {"loc": _constraints.manifold(self.manifold), "scale": _tc.positive}
-
-    @classmethod
-    def infer_shapes(cls, loc, scale):
-        loc, scale = torch.Size(loc), torch.Size(scale)
-        if len(loc) < 2 or tuple(loc[-2:]) != (3, 3):
-            raise ValueError(f"loc: {cls.__name__} needs shape batch_shape + (3, 3), got {tuple(loc)}")
-        return broadcast_batch_shapes(cls.__name__, loc=loc[:-2], scale=scale), loc[-2:]
 
     @property
     def mode(self):
