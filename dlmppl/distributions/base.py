@@ -60,6 +60,15 @@ def _check_real_float(name: str, owner: str, value: torch.Tensor) -> None:
         )
 
 
+def real_floating(name: str, owner: str, x, what: str = "a real tensor") -> torch.Tensor:
+    """``torch.as_tensor(x)``; a ``ValueError`` naming ``name`` when it is complex, torch's default
+    float dtype when it is an integer or boolean tensor (as torch reads Python numbers)."""
+    x = torch.as_tensor(x)
+    if x.is_complex():
+        raise ValueError(f"{name}: {owner} needs {what}, got dtype {x.dtype}")
+    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+
+
 def _describe(constraint, value: torch.Tensor, ok: torch.Tensor) -> str:
     """"<constraint> (bound), got k of n off it; the largest violation is v > tol" for an error message."""
     msg = f"{constraint!r}, got {int((~ok).sum())} of {ok.numel()} off it"
@@ -285,11 +294,7 @@ class SphericalLocConcentration(ManifoldDistribution):
     def __init__(self, loc, concentration, validate_args=None):
         owner = type(self).__name__
         self.manifold = _manifolds.SphereExact()
-        loc = torch.as_tensor(loc)
-        if loc.is_complex():
-            raise ValueError(f"loc: {owner} needs real unit vectors, got dtype {loc.dtype}")
-        if not torch.is_floating_point(loc):
-            loc = loc.to(torch.get_default_dtype())
+        loc = real_floating("loc", owner, loc, "real unit vectors")
         if loc.dim() < 1 or loc.shape[-1] < 2:
             raise ValueError(f"loc: {owner} needs shape batch_shape + (d,) with d >= 2, got {tuple(loc.shape)}")
         if isinstance(concentration, torch.Tensor) and concentration.is_complex():

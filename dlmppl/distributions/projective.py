@@ -32,7 +32,7 @@ from torch.distributions.utils import lazy_property
 from .. import manifolds as _manifolds
 from ..geometry import geometry_of
 from ..geometry.projective import ProjectiveGeometry, ProjectiveSpace
-from .base import ManifoldDistribution
+from .base import ManifoldDistribution, real_floating
 from .wrapped_normal import WrappedNormal, register_wrapped_normal
 
 __all__ = ["AngularCentralGaussian", "ProjectiveWrappedNormal"]
@@ -63,11 +63,7 @@ class AngularCentralGaussian(ManifoldDistribution):
         if (covariance_matrix is None) == (scale_tril is None):
             raise ValueError(f"covariance_matrix, scale_tril: {owner} needs exactly one of them")
         name, mat = ("covariance_matrix", covariance_matrix) if scale_tril is None else ("scale_tril", scale_tril)
-        mat = torch.as_tensor(mat)
-        if mat.is_complex():
-            raise ValueError(f"{name}: {owner} needs a real matrix, got dtype {mat.dtype}")
-        if not mat.is_floating_point():
-            mat = mat.to(torch.get_default_dtype())
+        mat = real_floating(name, owner, mat, "a real matrix")
         if mat.dim() < 2 or mat.shape[-1] != mat.shape[-2] or mat.shape[-1] < 2:
             raise ValueError(
                 f"{name}: {owner} needs shape batch_shape + (n+1, n+1) with n >= 1, got {tuple(mat.shape)}"

@@ -37,7 +37,7 @@ from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
 from ..geometry.torus import Torus, TorusGeometry, wrap_angle
-from .base import ManifoldDistribution, broadcast_batch_shapes
+from .base import ManifoldDistribution, broadcast_batch_shapes, real_floating
 from .wrapped_normal import WrappedNormal, register_wrapped_normal
 
 __all__ = ["OnTorus", "TorusVonMises", "TorusWrappedNormal", "wrapped_normal_log_density"]
@@ -347,11 +347,7 @@ class TorusVonMises(OnTorus):
     arg_constraints = {"loc": _tc.real, "concentration": _tc.positive}
 
     def __init__(self, loc, concentration, validate_args=None):
-        loc = torch.as_tensor(loc)
-        if not loc.is_floating_point():
-            if loc.is_complex():
-                raise ValueError(f"loc: TorusVonMises needs real angles, got dtype {loc.dtype}")
-            loc = loc.to(torch.get_default_dtype())
+        loc = real_floating("loc", "TorusVonMises", loc, "real angles")
         if loc.dim() < 1 or loc.shape[-1] < 1:
             raise ValueError(f"loc: TorusVonMises needs shape batch_shape + (n,) with n >= 1, got {tuple(loc.shape)}")
         if isinstance(concentration, torch.Tensor) and concentration.is_complex():
