@@ -202,6 +202,12 @@ class ManifoldDistribution(TorchDistribution):
             return torch.as_tensor(value, dtype=self._dtype)
         return value if value.is_floating_point() else value.to(self._dtype)
 
+    def _checked_value(self, value):
+        """``value`` checked by :meth:`_validate_sample` (with validation on), read by :meth:`_floating`."""
+        if self._validate_args:
+            self._validate_sample(value)
+        return self._floating(value)
+
     def _validate_sample(self, value):
         """``ValueError`` naming ``value`` unless it is a batch of points of the support (module docstring)."""
         owner = type(self).__name__

@@ -90,9 +90,7 @@ class AngularCentralGaussian(ManifoldDistribution):
         return z / z.norm(dim=-1, keepdim=True)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         L = self.scale_tril
         dtype = torch.promote_types(L.dtype, value.dtype)
         L, value = L.to(dtype), value.to(dtype)
@@ -141,8 +139,6 @@ class ProjectiveWrappedNormal(WrappedNormal):
         return self._sphere_law().rsample(sample_shape)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         law = self._sphere_law()
         return torch.logaddexp(law.log_prob(value), law.log_prob(-value))

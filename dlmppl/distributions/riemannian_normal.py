@@ -406,9 +406,7 @@ class RiemannianNormal(ManifoldLocScale):
         return out.expand(self.batch_shape + (1,)).squeeze(-1)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         v = self._geometry.log_frame(self.loc, value)
         r2 = v.pow(2).sum(-1, keepdim=True)
         log_z = riemannian_normal_log_normalizer(self.scale, self._c(), self._dim)

@@ -247,9 +247,7 @@ class MatrixFisher(ManifoldDistribution):
         return u @ v.transpose(-1, -2)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         F = self.F.to(torch.promote_types(self.F.dtype, value.dtype))
         value = value.to(F.dtype)
         if F.numel() == 0:
@@ -416,9 +414,7 @@ class IsotropicGaussianSO3(ManifoldDistribution):
         return self.loc
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         dtype = torch.promote_types(self.loc.dtype, value.dtype)
         omega = rotation_angle(self.loc.to(dtype).transpose(-1, -2) @ value.to(dtype))
         return igso3_log_density(omega, self.scale.to(dtype)) - LOG_VOLUME
@@ -503,9 +499,7 @@ class SO3WrappedNormal(WrappedNormal):
         return self.loc @ so3_exp(eps * self.scale)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         dtype = torch.promote_types(self.loc.dtype, value.dtype)
         loc, scale = self.loc.to(dtype), self.scale.to(dtype)
         w = so3_log(loc.transpose(-1, -2) @ value.to(dtype))  # batch + (3,)

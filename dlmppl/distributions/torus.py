@@ -112,9 +112,7 @@ class TorusWrappedNormal(WrappedNormal):
         return wrap_angle(self.loc + self.scale * eps)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         return wrapped_normal_log_density(value - self.loc, self.scale).sum(-1)
 
     @property
@@ -304,9 +302,7 @@ class OnTorus(ManifoldDistribution):
         return wrap_angle(self.base_dist.rsample(sample_shape))
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        return self.base_dist.log_prob(wrap_angle(self._floating(value)))
+        return self.base_dist.log_prob(wrap_angle(self._checked_value(value)))
 
     def expand(self, batch_shape, _instance=None):
         new = super().expand(batch_shape, _instance)
@@ -380,9 +376,7 @@ class TorusVonMises(OnTorus):
         # the normaliser with torch.special.i0e (accurate to float64 round-off); Pyro's VonMises uses
         # a polynomial approximation of I_0 (relative error ~1e-8), and torch's Independent cannot
         # sum an empty batch
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         k = self.concentration
         lp = k * (torch.cos(value - self.loc) - 1) - torch.log(torch.special.i0e(k)) - _LOG_2PI
         return lp.sum(-1)

@@ -331,9 +331,7 @@ class WrappedNormal(ManifoldLocScale):
         return g.exp_frame(self.loc, eps * self.scale)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = self._floating(value)
+        value = self._checked_value(value)
         g, d = self._geometry, self._dim
         kappa = g.sectional_curvature(self.loc)
         scale = self.scale
