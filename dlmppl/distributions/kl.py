@@ -66,8 +66,8 @@ def _register_uniform(cls, divergences, forward: bool):
 
 
 for _cls, _divergences in ((VonMisesFisher, _vmf_divergences), (PowerSpherical, _ps_divergences)):
-    _register_uniform(_cls, _divergences, True)
-    _register_uniform(_cls, _divergences, False)
+    for _forward in (True, False):
+        _register_uniform(_cls, _divergences, _forward)
 
 
 @register_kl(VonMisesFisher, VonMisesFisher)

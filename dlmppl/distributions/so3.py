@@ -78,6 +78,7 @@ import torch
 from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
+from ..geometry import geometry_of
 from ..geometry.so3 import (
     LOG_VOLUME,
     SO3,
@@ -440,12 +441,6 @@ class IsotropicGaussianSO3(ManifoldDistribution):
 # ---------------------------------------------------------------------------------------- wrapped normal
 
 
-def _so3_geometry(manifold, cls="WrappedNormal"):
-    from ..geometry import geometry_of
-
-    return geometry_of(manifold)
-
-
 @register_wrapped_normal(SO3Geometry)
 class SO3WrappedNormal(WrappedNormal):
     r"""Wrapped normal on ``SO(3)`` (Falorsi et al. 2019): ``z = loc · exp(hat(v))``, ``v ~ N(0, diag σ²)``.
@@ -463,7 +458,7 @@ class SO3WrappedNormal(WrappedNormal):
     wrapped sum (module docstring) w.r.t. the volume of ``½ tr(UᵀV)``, shape ``batch``.
     """
 
-    _geometry_of = staticmethod(_so3_geometry)
+    _geometry_of = staticmethod(geometry_of)
     _expand_attrs = ("_geometry", "_dim", "_isotropic")
 
     def __init__(self, manifold, loc, scale, validate_args=None):
