@@ -142,10 +142,6 @@ def _row_title(name, b, lab):
     return f"{name}{'' if b is None else list(b)}.{lab}"
 
 
-def _rhat_text(rh):
-    return f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
-
-
 def _coordinate_panels(data, var_names, manifolds, max_coords):
     """Per manifold point, ``(name, point, label, values (chain, draw), R-hat)`` of its ``max_coords``
     leading principal tangent coordinates and its distance to the Fréchet mean."""
@@ -183,9 +179,10 @@ def plot_trace_manifold(data, var_names=None, *, manifolds: dict | None = None, 
             ax_d.plot(grid, _reflected_kde(v[ch], grid), color=f"C{ch % 10}", lw=1.0)
             ax_t.plot(np.arange(v.shape[1]), v[ch], color=f"C{ch % 10}", lw=0.6, alpha=0.8)
         title = _row_title(name, b, lab)
+        rh_txt = f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
         ax_d.set_title(title + ("  (geodesic distance to the Fréchet mean)" if lab == "dist" else
                                 "  (tangent coordinate at the Fréchet mean)"), fontsize=8)
-        ax_t.set_title(f"{title}  ({_rhat_text(rh)})", fontsize=8)
+        ax_t.set_title(f"{title}  ({rh_txt})", fontsize=8)
         ax_d.tick_params(labelsize=7)
         ax_t.tick_params(labelsize=7)
         ax_d.set_yticks([])
@@ -242,7 +239,8 @@ def plot_rank_manifold(data, var_names=None, *, manifolds: dict | None = None, m
                 ax.axhline(base + v.shape[1] / nb, color="k", ls="--", lw=0.7)
             ax.set_yticks([ch * height for ch in range(c)], [f"chain {ch}" for ch in range(c)], fontsize=7)
             ax.set_xticks([0, nb], ["0", "1"], fontsize=7)
-            ax.set_title(f"{_row_title(name, b, lab)}  ({_rhat_text(rh)})", fontsize=8)
+            rh_txt = f"R-hat {rh:.3f}" if np.isfinite(rh) else "one chain"
+            ax.set_title(f"{_row_title(name, b, lab)}  ({rh_txt})", fontsize=8)
             ax.set_xlabel("pooled rank (fraction)", fontsize=7)
     fig.tight_layout()
     return _finish(axes, path)

@@ -93,6 +93,14 @@ __all__ = [
 ]
 
 
+def _check_factory(name: str, value, built: type, example: str) -> None:
+    if isinstance(value, built) or not callable(value):
+        raise ValueError(
+            f"{name}: pass a factory model -> {name} (e.g. lambda model: {example}(model)), "
+            f"not {type(value).__name__}: SBC builds one {name} per simulated data set"
+        )
+
+
 def _check_int(name: str, value, low: int = 1) -> None:
     if int(value) != value or value < low:
         raise ValueError(f"{name} must be a {'positive' if low else 'non-negative'} integer, got {value}")
@@ -124,11 +132,7 @@ class MCMCInference:
     def __post_init__(self):
         from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-        if isinstance(self.kernel, MCMCKernel) or not callable(self.kernel):
-            raise ValueError(
-                "kernel: pass a factory model -> kernel (e.g. lambda model: RiemannianNUTS(model)), "
-                f"not {type(self.kernel).__name__}: SBC builds one kernel per simulated data set"
-            )
+        _check_factory("kernel", self.kernel, MCMCKernel, "RiemannianNUTS")
         _check_int("num_samples", self.num_samples)
         if self.warmup_steps is None:
             self.warmup_steps = int(self.num_samples)
@@ -156,11 +160,7 @@ class SVIInference:
     loss: object | None = None
 
     def __post_init__(self):
-        if isinstance(self.guide, torch.nn.Module) or not callable(self.guide):
-            raise ValueError(
-                "guide: pass a factory model -> guide (e.g. lambda model: AutoNormal(model)), "
-                f"not {type(self.guide).__name__}: SBC builds one guide per simulated data set"
-            )
+        _check_factory("guide", self.guide, torch.nn.Module, "AutoNormal")
         _check_int("num_steps", self.num_steps)
 
 
