@@ -4,7 +4,7 @@ Two counts: raw lines (``wc -l``) and code lines (lines holding a token that is 
 comment or a docstring; blank lines excluded), so that documentation does not count as
 code.  Used for issue 12's "library lines go down" (results in ``results_redesign.md``).
 
-    python benchmarks/library_lines.py REV [REV ...] [--commits-matching "issue 12" --also REV ...]
+    python benchmarks/library_lines.py REV [REV ...] [--commits-matching "issue 12" --also REV ...] [--range A..B]
 """
 
 from __future__ import annotations
@@ -58,11 +58,17 @@ def main():
     ap.add_argument("--commits-matching", help="sum the change of the first-parent commits whose message contains this")
     ap.add_argument("--since", default=None, help="with --commits-matching: the range start (exclusive)")
     ap.add_argument("--also", nargs="*", default=[], help="more commits (e.g. merges) to add to the sum")
+    ap.add_argument("--range", dest="ranges", nargs="*", default=[],
+                    help="A..B: also report the summed change of the first-parent commits of this range")
     a = ap.parse_args()
     print("| revision | raw lines | code lines |\n|---|---:|---:|")
     for r in a.revs:
         raw, code = size(r)
         print(f"| `{r}` | {raw} | {code} |")
+    for rng in a.ranges:
+        revs = _git("log", "--format=%h", "--first-parent", "--no-merges", rng).split()
+        (r1, c1), (r0, c0) = size(rng.split("..")[1] or "HEAD"), size(rng.split("..")[0])
+        print(f"\nnet change of the {len(revs)} commits of {rng}: raw {r1 - r0:+d}, code {c1 - c0:+d}")
     if a.commits_matching:
         rng = f"{a.since}..HEAD" if a.since else "HEAD"
         revs = _git("log", "--format=%h", "--first-parent", "--no-merges", f"--grep={a.commits_matching}", rng).split()
