@@ -9,15 +9,22 @@ Compared side by side in one run at d = 3, 64, 512 with 10^4 points:
 
 Peers: ``scipy.stats.vonmises_fisher`` (logpdf / rvs), ``pyro.distributions.ProjectedNormal``
 (Pyro's sphere distribution; its log_prob exists only for d ≤ 4).  Run:
-``python benchmarks/bench_directional.py [--repeats N] [--out benchmarks/results_directional.md]``.
+``python benchmarks/bench_directional.py [--repeats N] [--before REV] [--out benchmarks/results_directional.md]``.
+
+``--before REV`` also times ``VonMisesFisher`` as it was at git revision ``REV`` (its
+``von_mises_fisher.py`` loaded beside the current package), in the same run, so the
+target table shows the speed-ups before and after a change side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,8 +61,25 @@ def unit(shape, d, gen):
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def bench_dim(d, repeats, gen):
-    """Timings (seconds) of every method and task at dimension ``d``."""
+def load_before(rev):
+    """``VonMisesFisher`` of ``dlmppl/distributions/von_mises_fisher.py`` at git revision ``rev``.
+
+    The file is loaded as a sibling module of the current ``dlmppl.distributions`` (its
+    relative imports resolve to the current package), for timing only.
+    """
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "show", f"{rev}:dlmppl/distributions/von_mises_fisher.py"], cwd=root,
+                         check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "von_mises_fisher_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("dlmppl.distributions._vmf_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.VonMisesFisher
+
+
+def bench_dim(d, repeats, gen, before=None):
+    """Timings (seconds) of every method and task at dimension ``d``; ``before``: an older ``VonMisesFisher`` class."""
     mu = unit((), d, gen)
     kappa = torch.tensor(10.0, dtype=torch.float64)
     mus = unit((N,), d, gen)
@@ -68,6 +92,8 @@ def bench_dim(d, repeats, gen):
     # log_prob, one distribution
     res["lp1", "scipy vMF"] = best_time(lambda: sp.logpdf(xn), repeats)
     res["lp1", "dlmppl vMF"] = best_time(lambda: VonMisesFisher(mu, kappa, validate_args=False).log_prob(x), repeats)
+    if before is not None:
+        res["lp1", BEFORE] = best_time(lambda: before(mu, kappa, validate_args=False).log_prob(x), repeats)
     res["lp1", "dlmppl PowerSpherical"] = best_time(lambda: PowerSpherical(mu, kappa, validate_args=False).log_prob(x), repeats)
     if d <= 4:
         res["lp1", "pyro ProjectedNormal"] = best_time(lambda: pdist.ProjectedNormal(kappa * mu, validate_args=False).log_prob(x), repeats)
@@ -80,6 +106,8 @@ def bench_dim(d, repeats, gen):
     res["s1", "scipy vMF"] = best_time(lambda: sp.rvs(N, random_state=rng), repeats)
     with torch.no_grad():
         res["s1", "dlmppl vMF"] = best_time(lambda: VonMisesFisher(mu, kappa, validate_args=False).rsample((N,)), repeats)
+        if before is not None:
+            res["s1", BEFORE] = best_time(lambda: before(mu, kappa, validate_args=False).rsample((N,)), repeats)
         res["s1", "dlmppl PowerSpherical"] = best_time(lambda: PowerSpherical(mu, kappa, validate_args=False).rsample((N,)), repeats)
         res["s1", "pyro ProjectedNormal"] = best_time(lambda: pdist.ProjectedNormal(kappa * mu, validate_args=False).rsample((N,)), repeats)
 
@@ -90,6 +118,8 @@ def bench_dim(d, repeats, gen):
         make(m, k).rsample().sum().backward()
 
     res["sB", "dlmppl vMF"] = best_time(lambda: grad_step(lambda m, k: VonMisesFisher(m, k, validate_args=False)), repeats)
+    if before is not None:
+        res["sB", BEFORE] = best_time(lambda: grad_step(lambda m, k: before(m, k, validate_args=False)), repeats)
     res["sB", "dlmppl PowerSpherical"] = best_time(lambda: grad_step(lambda m, k: PowerSpherical(m, k, validate_args=False)), repeats)
     res["sB", "pyro ProjectedNormal"] = best_time(
         lambda: grad_step(lambda m, k: pdist.ProjectedNormal(k[:, None] * m, validate_args=False)), repeats
@@ -97,9 +127,12 @@ def bench_dim(d, repeats, gen):
     return res
 
 
-def run(repeats, dims=(3, 64, 512)):
+BEFORE = "dlmppl vMF before"
+
+
+def run(repeats, dims=(3, 64, 512), before=None):
     gen = torch.Generator().manual_seed(0)
-    return [(d, bench_dim(d, repeats, gen)) for d in dims]
+    return [(d, bench_dim(d, repeats, gen, before)) for d in dims]
 
 
 # issue 15, point 2: (d, task, peer, bound, "≥" or "≤") on the ratio peer time / dlmppl vMF time
@@ -114,17 +147,18 @@ TARGETS = [
 
 
 def targets_table(rows):
-    lines = [
-        "| d | task | peer | speed-up of dlmppl vMF (peer time / vMF time) | target | met |",
-        "|---|---|---|---:|---|---|",
-    ]
+    """The issue-15 targets: speed-up of the current vMF (and of the ``--before`` one, same run) over the peer."""
+    has_before = any((task, BEFORE) in res for _, res in rows for task in ("lp1", "s1", "sB"))
+    head = "| d | task | peer | " + ("speed-up before | " if has_before else "") + "speed-up of dlmppl vMF (peer time / vMF time) | target | met |"
+    lines = [head, "|---|---|---|" + ("---:|" if has_before else "") + "---:|---|---|"]
     by_d = dict(rows)
     for d, task, peer, bound, op in TARGETS:
         res = by_d.get(d)
         if res is None or (task, peer) not in res:
             continue
         r = res[task, peer] / res[task, "dlmppl vMF"]
-        lines.append(f"| {d} | {TASKS[task]} | {peer} | {r:.2f}× | {op} {bound:g}× | {'yes' if r >= bound else 'no'} |")
+        b = f"{res[task, peer] / res[task, BEFORE]:.2f}× | " if has_before and (task, BEFORE) in res else ("— | " if has_before else "")
+        lines.append(f"| {d} | {TASKS[task]} | {peer} | {b}{r:.2f}× | {op} {bound:g}× | {'yes' if r >= bound else 'no'} |")
     return "\n".join(lines)
 
 
@@ -160,11 +194,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dims", default="3,64,512", help="comma-separated ambient dimensions")
     ap.add_argument("--label", default="this checkout", help="name of the code measured (one table per label)")
+    ap.add_argument("--before", default=None, help="git revision whose VonMisesFisher is timed too, in the same run")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_directional.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
-    rows = run(args.repeats, tuple(int(d) for d in args.dims.split(",")))
+    before = load_before(args.before) if args.before else None
+    rows = run(args.repeats, tuple(int(d) for d in args.dims.split(",")), before)
     body = targets_table(rows) + "\n\n" + table(rows)
     header = (
         "# Directional distributions: throughput (benchmarks/bench_directional.py)\n\n"
@@ -180,7 +216,9 @@ def main():
         "(the projection of a Gaussian), shown as the sphere distribution Pyro offers. "
         "All torch distributions are timed with validate_args=False (with validation on, log_prob also "
         "checks that every point is on the sphere: one more pass over the data). κ = 10 for '1 dist', "
-        "κ ~ U(0, 50) for '10^4 dists'.  Targets of issue 15 (point 2) first, then every row.\n"
+        "κ ~ U(0, 50) for '10^4 dists'.  Targets of issue 15 (point 2) first, then every row.  "
+        "A table made with `--before REV` also times the vMF of git revision REV in the same run "
+        "('dlmppl vMF before' rows, 'speed-up before' column).\n"
     )
     path = Path(args.out)
     old = path.read_text() if path.exists() else ""
