@@ -194,7 +194,7 @@ def _series_log_sum(v: float, kappa: torch.Tensor) -> torch.Tensor:
     return torch.log1p(s * q / (v + 1))
 
 
-def _debye_region(v: float, kappa: torch.Tensor, one_minus: bool = False):
+def _debye_region(v: float, kappa: torch.Tensor, one_minus: bool = False, need_log: bool = True):
     """(log I_v(κ) - κ, R_v(κ)) for κ > 0 through Debye at order v+m ≥ 16 and backward recurrence.
 
     ``one_minus=True`` returns ``(log I_v(κ) - κ, R_v(κ), 1 - R_v(κ))``, the last carried
@@ -204,7 +204,7 @@ def _debye_region(v: float, kappa: torch.Tensor, one_minus: bool = False):
     """
     m = max(0, math.ceil(_DEBYE_MIN_ORDER - v))
     mu = v + m
-    log_i = _debye_log_ive(mu, kappa)
+    log_i = _debye_log_ive(mu, kappa) if need_log else None  # need_log=False: the ratio only
     log_ratio = _debye_log_ratio(mu, kappa)
     ratio = torch.exp(log_ratio)  # R_mu
     one_m = -torch.expm1(log_ratio) if one_minus else None
@@ -213,12 +213,17 @@ def _debye_region(v: float, kappa: torch.Tensor, one_minus: bool = False):
         if one_minus:
             one_m = (two_nu_k - one_m) / (two_nu_k + ratio)
         ratio = 1 / (two_nu_k + ratio)
-        log_i = log_i - torch.log(ratio)  # log I_{ν-1} = log I_ν - log R_{ν-1} (both minus κ)
+        if need_log:
+            log_i = log_i - torch.log(ratio)  # log I_{ν-1} = log I_ν - log R_{ν-1} (both minus κ)
     return (log_i, ratio, one_m) if one_minus else (log_i, ratio)
 
 
-def _scaled_log_iv_and_ratio(v: float, kappa: torch.Tensor, need_ratio: bool):
-    """(log I_v(κ) - v log κ, R_v(κ)); finite at κ = 0 (where they are -v log 2 - lgamma(v+1) and 0)."""
+def _scaled_log_iv_and_ratio(v: float, kappa: torch.Tensor, need_ratio: bool, need_log: bool = True):
+    """(log I_v(κ) - v log κ, R_v(κ)); finite at κ = 0 (where they are -v log 2 - lgamma(v+1) and 0).
+
+    ``need_log=False`` (with ``need_ratio``): the first is ``None`` above κ = 15, where the
+    Debye expansion of ``log I`` (a third of the work) is then skipped.
+    """
     if kappa.numel() == 0:  # the region selection below needs at least one element
         return kappa * 0, (kappa * 0 if need_ratio else None)
     small = kappa <= _SERIES_MAX_KAPPA
@@ -237,10 +242,12 @@ def _scaled_log_iv_and_ratio(v: float, kappa: torch.Tensor, need_ratio: bool):
             r_small = k_small / (2 * (v + 1)) * torch.exp(_series_log_sum(v + 1, k_small) - log_s)
     if not all_small:
         k_large = torch.where(small, torch.full_like(kappa, 2 * _SERIES_MAX_KAPPA), kappa)
-        log_i_large, r_large = _debye_region(v, k_large)
-        f_large = k_large + (log_i_large - v * torch.log(k_large))
+        log_i_large, r_large = _debye_region(v, k_large, need_log=need_log or not need_ratio)
+        if log_i_large is not None:
+            f_large = k_large + (log_i_large - v * torch.log(k_large))
     pick = lambda a, b: a if b is None else b if a is None else torch.where(small, a, b)
-    return pick(f_small, f_large), (pick(r_small, r_large) if need_ratio else None)
+    f = pick(f_small, f_large) if need_log or not need_ratio else None
+    return f, (pick(r_small, r_large) if need_ratio else None)
 
 
 class _BesselRatio(torch.autograd.Function):
@@ -248,7 +255,7 @@ class _BesselRatio(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kappa, v):
-        _, r = _scaled_log_iv_and_ratio(v, kappa, True)
+        _, r = _scaled_log_iv_and_ratio(v, kappa, True, need_log=False)
         ctx.v = v
         ctx.save_for_backward(kappa, r)
         return r
@@ -642,18 +649,19 @@ def _dw_dkappa_quadrature(t: torch.Tensor, kappa: torch.Tensor, d: int) -> torch
     left = theta_w <= theta_mode  # integrand decreases from θ_w towards 0: integrate [0, θ_w] (w ≤ s ≤ 1)
     span = torch.where(left, theta_w, math.pi - theta_w)
     direction = torch.where(left, -torch.ones_like(t), torch.ones_like(t))
-    # bisection for the window where log q(θ) - log q(θ_w) > -60
+    # bisection for the window where log q(θ) - log q(θ_w) > -60; every row halves the same
+    # fraction of its span, so only the lower end is kept (as an angle) and the upper end is
+    # that plus the last step; log q is compared unshifted (the window needs no precision)
     ref = _log_q(theta_w, kappa, d, w)
-    lo = torch.zeros_like(t)
-    hi = span.clone()
-    end_val = _log_q(theta_w + direction * span, kappa, d, w) - ref
-    need = end_val < -60
-    for _ in range(16):  # the window needs no precision: any end beyond -60 will do
-        mid = (lo + hi) / 2
-        val = _log_q(theta_w + direction * mid, kappa, d, w) - ref
-        lo = torch.where(val > -60, mid, lo)
-        hi = torch.where(val > -60, hi, mid)
-    length = torch.where(need, hi, span)
+    thr = ref + kappa * w - 60
+    step = direction * span
+    theta_lo = theta_w
+    for _ in range(16):
+        step = step * 0.5
+        theta_mid = theta_lo + step
+        val = torch.sin(theta_mid).clamp_min_(1e-300).log_().mul_(d - 2).addcmul_(kappa, torch.cos(theta_mid))
+        theta_lo = torch.where(val > thr, theta_mid, theta_lo)
+    length = torch.minimum((theta_lo - theta_w).abs() + step.abs(), span)
     # composite Gauss–Legendre with panels graded geometrically towards θ_w
     edges = torch.tensor([0.0] + [2.0 ** (k - _GL_PANELS + 1) for k in range(_GL_PANELS)], dtype=t.dtype, device=t.device)
     gx = torch.as_tensor(_gl_x, dtype=t.dtype, device=t.device)
@@ -661,15 +669,12 @@ def _dw_dkappa_quadrature(t: torch.Tensor, kappa: torch.Tensor, d: int) -> torch
     lo_e, hi_e = edges[:-1], edges[1:]
     nodes = ((hi_e - lo_e)[:, None] * (gx + 1) / 2 + lo_e[:, None]).reshape(-1)  # in [0, 1]
     weights = ((hi_e - lo_e)[:, None] * gw / 2).reshape(-1)
-    x = length[..., None] * nodes  # distance from θ_w
-    theta = theta_w[..., None] + direction[..., None] * x
+    # θ = θ_w ± length·node; the (…, nodes) arrays are updated in place where possible
+    theta = torch.addcmul(theta_w[..., None], (direction * length)[..., None], nodes)
     cos_theta = torch.cos(theta)  # once: in log q and in the integrand
-    log_integrand = (
-        kappa[..., None] * (cos_theta - w[..., None])
-        + (d - 2) * torch.log(torch.sin(theta).clamp_min(1e-300))
-        - ref[..., None]
-    )
-    integral = length * ((weights * (cos_theta - a[..., None])) * torch.exp(log_integrand)).sum(-1)
+    q = torch.sin(theta).clamp_min_(1e-300).log_().mul_(d - 2)
+    q.addcmul_(kappa[..., None], cos_theta - w[..., None]).sub_(ref[..., None]).exp_()  # q(θ)/q(θ_w)
+    integral = length * (cos_theta.sub_(a[..., None]).mul_(q) @ weights)
     # ∫_w^1 (s - A) p(s) ds / p(w) = sin θ_w · ∫_{0}^{θ_w} (cos θ - A) q(θ) dθ / q(θ_w); right side: minus ∫_{θ_w}^π
     sin_w = torch.sin(theta_w)
     return torch.where(left, integral, -integral) * sin_w
