@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import random
 import statistics
 import subprocess
 import tempfile
@@ -38,22 +39,6 @@ from scipy import stats
 from dlmppl.distributions import PowerSpherical, VonMisesFisher
 
 N = 10_000
-
-
-def best_time(fn, repeats):
-    """Median CPU time of the calling thread (``time.thread_time``) over ``repeats`` calls.
-
-    Every method runs on one thread (torch with one thread, scipy and numpy single-threaded),
-    so the thread's CPU time is the work done; on the shared machine, wall time also counts
-    the slices other jobs take, which swamped the ratios.
-    """
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t)
-    return statistics.median(times)
 
 
 def unit(shape, d, gen):
@@ -78,6 +63,30 @@ def load_before(rev):
     return mod.VonMisesFisher
 
 
+def interleaved_times(fns, repeats):
+    """Median thread CPU time (seconds) of each callable in ``fns``, measured round-robin.
+
+    Each of the ``repeats`` rounds times every method once, in turn, so that a change in the
+    shared machine's load during the run falls on all of them alike (timing one method's
+    repeats in a block and then the next made two runs of identical code differ by 2-3× at a
+    load average of 10 on 2 cores); the order is shuffled in every round, since a method timed
+    right after scipy was measured up to 1.4× slower (+0.06 ms at d = 3) than the same code
+    timed after another torch method.
+    """
+    for fn in fns.values():
+        fn()  # warm-up
+    keys = list(fns)
+    times = {key: [] for key in keys}
+    order = random.Random(0)
+    for _ in range(repeats):
+        order.shuffle(keys)  # no method always follows the same one
+        for key in keys:
+            t = time.thread_time()
+            fns[key]()
+            times[key].append(time.thread_time() - t)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def bench_dim(d, repeats, gen, before=None):
     """Timings (seconds) of every method and task at dimension ``d``; ``before``: an older ``VonMisesFisher`` class."""
     mu = unit((), d, gen)
@@ -88,28 +97,35 @@ def bench_dim(d, repeats, gen, before=None):
     sp = stats.vonmises_fisher(mu.numpy(), float(kappa))
     xn = x.numpy()
     rng = np.random.default_rng(0)
-    res = {}
-    # log_prob, one distribution
-    res["lp1", "scipy vMF"] = best_time(lambda: sp.logpdf(xn), repeats)
-    res["lp1", "dlmppl vMF"] = best_time(lambda: VonMisesFisher(mu, kappa, validate_args=False).log_prob(x), repeats)
+    vmf = {"dlmppl vMF": VonMisesFisher}
     if before is not None:
-        res["lp1", BEFORE] = best_time(lambda: before(mu, kappa, validate_args=False).log_prob(x), repeats)
-    res["lp1", "dlmppl PowerSpherical"] = best_time(lambda: PowerSpherical(mu, kappa, validate_args=False).log_prob(x), repeats)
+        vmf[BEFORE] = before
+    fns = {}
+    # log_prob, one distribution
+    fns["lp1", "scipy vMF"] = lambda: sp.logpdf(xn)
+    for name, cls in vmf.items():
+        fns["lp1", name] = lambda cls=cls: cls(mu, kappa, validate_args=False).log_prob(x)
+    fns["lp1", "dlmppl PowerSpherical"] = lambda: PowerSpherical(mu, kappa, validate_args=False).log_prob(x)
     if d <= 4:
-        res["lp1", "pyro ProjectedNormal"] = best_time(lambda: pdist.ProjectedNormal(kappa * mu, validate_args=False).log_prob(x), repeats)
+        fns["lp1", "pyro ProjectedNormal"] = lambda: pdist.ProjectedNormal(kappa * mu, validate_args=False).log_prob(x)
     # log_prob, 10^4 distributions
-    res["lpB", "dlmppl vMF"] = best_time(lambda: VonMisesFisher(mus, kappas, validate_args=False).log_prob(x), repeats)
-    res["lpB", "dlmppl PowerSpherical"] = best_time(lambda: PowerSpherical(mus, kappas, validate_args=False).log_prob(x), repeats)
+    fns["lpB", "dlmppl vMF"] = lambda: VonMisesFisher(mus, kappas, validate_args=False).log_prob(x)
+    fns["lpB", "dlmppl PowerSpherical"] = lambda: PowerSpherical(mus, kappas, validate_args=False).log_prob(x)
     if d <= 4:
-        res["lpB", "pyro ProjectedNormal"] = best_time(lambda: pdist.ProjectedNormal(kappas[:, None] * mus, validate_args=False).log_prob(x), repeats)
+        fns["lpB", "pyro ProjectedNormal"] = lambda: pdist.ProjectedNormal(kappas[:, None] * mus, validate_args=False).log_prob(x)
+
     # sampling 10^4 draws of one distribution
-    res["s1", "scipy vMF"] = best_time(lambda: sp.rvs(N, random_state=rng), repeats)
-    with torch.no_grad():
-        res["s1", "dlmppl vMF"] = best_time(lambda: VonMisesFisher(mu, kappa, validate_args=False).rsample((N,)), repeats)
-        if before is not None:
-            res["s1", BEFORE] = best_time(lambda: before(mu, kappa, validate_args=False).rsample((N,)), repeats)
-        res["s1", "dlmppl PowerSpherical"] = best_time(lambda: PowerSpherical(mu, kappa, validate_args=False).rsample((N,)), repeats)
-        res["s1", "pyro ProjectedNormal"] = best_time(lambda: pdist.ProjectedNormal(kappa * mu, validate_args=False).rsample((N,)), repeats)
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                return fn()
+        return run
+
+    fns["s1", "scipy vMF"] = lambda: sp.rvs(N, random_state=rng)
+    for name, cls in vmf.items():
+        fns["s1", name] = no_grad(lambda cls=cls: cls(mu, kappa, validate_args=False).rsample((N,)))
+    fns["s1", "dlmppl PowerSpherical"] = no_grad(lambda: PowerSpherical(mu, kappa, validate_args=False).rsample((N,)))
+    fns["s1", "pyro ProjectedNormal"] = no_grad(lambda: pdist.ProjectedNormal(kappa * mu, validate_args=False).rsample((N,)))
 
     # rsample + backward, 10^4 distinct distributions
     def grad_step(make):
@@ -117,13 +133,13 @@ def bench_dim(d, repeats, gen, before=None):
         k = kappas.clone().requires_grad_(True)
         make(m, k).rsample().sum().backward()
 
-    res["sB", "dlmppl vMF"] = best_time(lambda: grad_step(lambda m, k: VonMisesFisher(m, k, validate_args=False)), repeats)
-    if before is not None:
-        res["sB", BEFORE] = best_time(lambda: grad_step(lambda m, k: before(m, k, validate_args=False)), repeats)
-    res["sB", "dlmppl PowerSpherical"] = best_time(lambda: grad_step(lambda m, k: PowerSpherical(m, k, validate_args=False)), repeats)
-    res["sB", "pyro ProjectedNormal"] = best_time(
-        lambda: grad_step(lambda m, k: pdist.ProjectedNormal(k[:, None] * m, validate_args=False)), repeats
-    )
+    for name, cls in vmf.items():
+        fns["sB", name] = lambda cls=cls: grad_step(lambda m, k: cls(m, k, validate_args=False))
+    fns["sB", "dlmppl PowerSpherical"] = lambda: grad_step(lambda m, k: PowerSpherical(m, k, validate_args=False))
+    fns["sB", "pyro ProjectedNormal"] = lambda: grad_step(lambda m, k: pdist.ProjectedNormal(k[:, None] * m, validate_args=False))
+    res = {}
+    for task in TASKS:  # methods of one task interleaved; tasks one after the other
+        res.update(interleaved_times({key: fn for key, fn in fns.items() if key[0] == task}, repeats))
     return res
 
 
@@ -208,7 +224,8 @@ def main():
         f"torch {torch.__version__} ({args.threads} thread), pyro {pyro.__version__}, scipy {scipy.__version__}, "
         f"Python {platform.python_version()}; float64; median CPU time of the calling thread over {args.repeats} runs "
         "(`time.thread_time`: every method is single-threaded, and wall time on the shared machine also counts "
-        "other jobs' time slices).  One table per code version (`--label`), each from its own run; the ratios "
+        "other jobs' time slices); the methods of one task are timed round-robin (one call of each per round), "
+        "so that changes of the machine's load fall on all of them alike.  One table per code version (`--label`), each from its own run; the ratios "
         "inside a table are same-run.\n\n"
         "Ratios are speed-ups (time of the peer / time of the method); > 1 means faster than the peer. "
         "scipy's vMF has no batch of parameters (so no '10^4 dists' rows) and no gradients; "

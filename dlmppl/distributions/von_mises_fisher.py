@@ -826,14 +826,14 @@ def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape) -> torch.
     of :func:`_sample_from_cosine_d3`), about a dozen kernels over ``n`` numbers in all.
     """
     n = math.prod(shape)
-    u = torch.rand(2, n, dtype=loc.dtype, device=loc.device)
     y = torch.empty(3, n, dtype=loc.dtype, device=loc.device)
+    y[1:].uniform_()  # the uniforms in place, in torch.rand((2, n))'s order
     k = kappa.clamp_min(math.sqrt(torch.finfo(kappa.dtype).tiny))
-    t = torch.mul(u[1], torch.expm1(-2 * k), out=y[0]).log1p_().div_(-k).clamp_(0, 2)
+    t = torch.mul(y[2], torch.expm1(-2 * k), out=y[0]).log1p_().div_(-k).clamp_(0, 2)
     r = torch.sub(2, t).mul_(t).sqrt_()
-    phi = u[0].mul_(2 * math.pi)
-    torch.cos(phi, out=y[1])
+    phi = y[1].mul_(2 * math.pi)
     torch.sin(phi, out=y[2])
+    phi.cos_()
     y[1:].mul_(r)
     y[0].neg_().add_(1)  # w = 1 - t
     s = torch.where(loc[0] >= 0, 1.0, -1.0).to(loc.dtype)
