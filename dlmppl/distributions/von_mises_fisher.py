@@ -61,8 +61,9 @@ with ``F(w; κ)`` its CDF, ``dw/dκ = -∂_κF / f``, which gives
 ``κ < 0.5``, where that difference cancels) the integral is evaluated per sample,
 in float64, by composite Gauss–Legendre quadrature in ``θ = arccos s`` on the side
 of ``w`` where the integrand decreases, over a window (found by bisection) where
-it is above ``e^{-60}`` of its value at ``w``; measured against adaptive quadrature
-(scipy, mpmath) to < 1e-7 relative.  Why not Davidson et al. (2018),
+it is above ``e^{-60}`` of its value at ``w``, with 4 panels of 8 nodes graded towards
+``w`` (within 1e-9 of 16 × 16 nodes over d = 4..1000, κ = 1e-6..1e7); measured against
+adaptive quadrature (scipy, mpmath) to < 1e-7 relative.  Why not Davidson et al. (2018),
 "Hyperspherical Variational Auto-Encoders": their gradient of the rejection
 sampler adds a score-function correction term that needs the value of the
 objective, so it cannot be attached to a sample; the implicit gradient is the
@@ -858,12 +859,12 @@ class VonMisesFisher(SphericalLocConcentration):
         validate_args: Pyro/torch argument validation (``ValueError`` naming the argument).
 
     ``log_prob`` is a density with respect to the surface measure of the unit sphere.
-    ``rsample`` is Wood's (1994) algorithm with gradients to ``loc`` (through the
-    Householder reflection) and to ``concentration`` (implicit reparameterisation);
-    see the module docstring.
+    ``rsample`` is Wood's (1994) algorithm with gradients to ``loc`` (through the map
+    from the tangent direction to the sphere) and to ``concentration`` (implicit
+    reparameterisation); see the module docstring.
 
     References: Mardia & Jupp, *Directional Statistics* (2000), §9.3; Wood (1994);
-    Figurnov et al. (2018), "Implicit Reparameterization Gradients".
+    Ulrich (1984); Figurnov et al. (2018), "Implicit Reparameterization Gradients".
     """
 
     def log_normalizer(self) -> torch.Tensor:
