@@ -161,11 +161,13 @@ def test_sinkhorn_epsilon_schedule_has_a_fixed_number_of_stages(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wasserstein(x, y, method="sinkhorn", reg=reg, max_iter=50, tol=0.0)
-    stages = math.ceil(math.log2(float(C.max()) / reg))
+    stages = math.ceil(math.log(float(C.max()) / reg) / -math.log(ot_mod._SCALING))
     annealing = [e for e in eps_seen if e > reg]
-    # the first ε is max C, then stages of halving, each with two row updates
-    assert len(set(annealing)) == stages and len(annealing) == 1 + 2 * (stages - 1)
-    assert eps_seen.count(reg) == 2 + 50  # the last stage (ε = reg) and the capped final phase
+    # the first ε is max C, then stages of ratio _SCALING, each with one symmetric update and,
+    # before reg, at most _STAGE_UPDATES alternating ones (all of them at tol = 0)
+    assert len(set(annealing)) == stages
+    assert len(annealing) == 1 + (1 + ot_mod._STAGE_UPDATES) * (stages - 1)
+    assert eps_seen.count(reg) == 1 + 50  # the last stage (ε = reg) and the capped final phase
 
 
 @pytest.mark.parametrize("method", METHODS)
