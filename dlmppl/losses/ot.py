@@ -156,6 +156,30 @@ _DENSE_MAX_ENTRIES = 2**24
 _BLOCK_ENTRIES = 2**22
 
 
+# exp of arguments below about -87 (float32) takes a slow path on x86 CPUs (subnormal and
+# underflowing results: ~10x the time of the whole softmin); terms below exp(-_EXP_FLOOR)
+# times the largest one are below the rounding of either dtype and are clamped there
+_EXP_FLOOR = 80.0
+
+
+def _logsumexp_(A: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(A, 1)``, shape ``(k,)``, overwriting ``A`` (``(k, m)``): the same value to
+    rounding (terms under ``exp(-_EXP_FLOOR)`` times the row's largest are clamped there)."""
+    m = A.amax(1, keepdim=True)
+    A.sub_(m).clamp_(min=-_EXP_FLOOR).exp_()
+    return A.sum(1).log_().add_(m[:, 0])
+
+
+def _softmax_(A: torch.Tensor, massless: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(A, 1)`` in place in ``A`` (``(k, m)``), clamped as :func:`_logsumexp_`;
+    the columns ``massless`` (a boolean mask or None: zero weights) are exactly 0."""
+    m = A.amax(1, keepdim=True)
+    A.sub_(m).clamp_(min=-_EXP_FLOOR).exp_()
+    if massless is not None:
+        A[:, massless] = 0
+    return A.div_(A.sum(1, keepdim=True))
+
+
 class _CostBlocks:
     """Row blocks of the ground cost (no autograd), dense or recomputed from the clouds.
 
@@ -183,7 +207,7 @@ class _CostBlocks:
         hh = h - cols2 / eps
         step = max(1, _BLOCK_ENTRIES // max(1, cols.shape[0]))
         for i in range(0, rows.shape[0], step):
-            out[i:i + step] = torch.logsumexp(torch.addmm(hh[None, :], rows[i:i + step], cols.T, alpha=2 / eps), 1)
+            out[i:i + step] = _logsumexp_(torch.addmm(hh[None, :], rows[i:i + step], cols.T, alpha=2 / eps))
         return (out - rows2 / eps).mul_(-eps)
 
     def _blocks(self, rows, cols, dense):
@@ -198,7 +222,7 @@ class _CostBlocks:
     def _softmin(self, eps, h, rows, cols, dense):
         out = torch.empty(rows.shape[0], dtype=h.dtype, device=h.device)
         for sl, Cb in self._blocks(rows, cols, dense):
-            out[sl] = torch.logsumexp(torch.add(h[None, :], Cb, alpha=-1 / eps), 1)
+            out[sl] = _logsumexp_(torch.add(h[None, :], Cb, alpha=-1 / eps))
         return out.mul_(-eps)
 
     def softmin_rows(self, eps, h):
@@ -219,8 +243,9 @@ class _CostBlocks:
         The plan of ``f = T(g)``, normalised by rows, so that it never overflows even where the
         potentials are too large for the dtype to resolve ``ε`` (float32 costs of 1e10).
         """
+        massless = (logb == -math.inf) if bool((logb == -math.inf).any()) else None
         for sl, Cb in self._blocks(self.x, self.y, self.C):
-            yield sl, Cb, a[sl, None] * torch.softmax(torch.add(logb + g / eps, Cb, alpha=-1 / eps), 1)
+            yield sl, Cb, _softmax_(torch.add(logb + g / eps, Cb, alpha=-1 / eps), massless).mul_(a[sl, None])
 
     def max(self):
         if self.C is not None:
@@ -229,12 +254,14 @@ class _CostBlocks:
 
 
 # Sinkhorn's ε-schedule and stopping (Feydy 2020, §3.3; Thibault et al. 2017; Brauer et al. 2017)
-_SCALING = 0.1  # ratio of two successive ε of the annealing
+_SCALING = 0.1  # ratio of two successive ε of the annealing, at first
+_SCALING_MAX = 0.5  # the slowest ratio, after stages that did not converge
 _STAGE_UPDATES = 20  # at most this many alternating updates at each intermediate ε
 _CHECK_EVERY = 10  # updates between two reads of the marginal error off the CPU (a device sync)
 _OMEGA_MAX = 1.8  # over-relaxation cap (ω ≥ 1.9 diverged from cold starts at small ε)
 _STALL = 20  # a solve at reg whose error fell less than 2× over this many updates has stalled
 _NEWTON_MAX = 2**27  # n·n·m up to which a stalled solve at reg takes dense Newton steps
+_TRUST = 4.0  # a Newton step changes no log-plan entry by more than this
 
 
 def _newton_direction(C, eps, a, b, f, g):
@@ -270,7 +297,8 @@ def _sinkhorn_at(costs, eps, f, loga, logb, a, b, tol, max_updates, check_every,
     """
     err, omega, it = math.inf, 1.0, 0
     hist = []  # (update, error) at the reads
-    trial = None  # (f before the Newton step, its error, its direction, step)
+    trial = None  # (f before the Newton step, its error, its direction, step, first step)
+    stepping = False  # after an accepted Newton step, Newton steps follow one another
     while True:
         g = costs.softmin_cols(eps, loga + f / eps)
         fn = costs.softmin_rows(eps, logb + g / eps)
@@ -281,26 +309,27 @@ def _sinkhorn_at(costs, eps, f, loga, logb, a, b, tol, max_updates, check_every,
         if err <= tol or it >= max_updates:
             return fn, g, it, err  # f = T(g): the rows of the plan are a exactly
         if trial is not None:
-            f0, e0, d, t = trial
+            f0, e0, d, t, t0 = trial
             trial = None
             if not err < e0:  # rejected: a shorter step, or back to Sinkhorn for good
-                if t > 1 / 32:
-                    trial = (f0, e0, d, t / 2)
+                if t > t0 / 32:
+                    trial = (f0, e0, d, t / 2, t0)
                     f = f0 + (t / 2) * d
                 else:
                     newton, f, err, omega = False, f0, e0, 1.0
                     hist = [(it, e0)]
                 continue
             hist = [(it, err)]  # accepted
-            omega = 1.0
+            omega, stepping = 1.0, True
         if hist and hist[-1][0] == it:
-            if newton and (it - hist[0][0]) >= _STALL:
-                e_old = next(e for i, e in reversed(hist) if i <= it - _STALL)
-                if err > e_old / 2:
-                    d = _newton_direction(costs.C, eps, a, b, f, g)
-                    trial = (f, err, d, 1.0)
-                    f = f + d
-                    continue
+            stalled = it - hist[0][0] >= _STALL and err > next(e for i, e in reversed(hist) if i <= it - _STALL) / 2
+            if newton and (stepping or stalled):
+                d = _newton_direction(costs.C, eps, a, b, f, g)
+                # trust region: no entry of the plan changes by more than exp(_TRUST) in one step
+                t = min(1.0, _TRUST * eps / max(float(d.abs().max()), torch.finfo(d.dtype).tiny))
+                trial = (f, err, d, t, t)
+                f = f + t * d
+                continue
             if len(hist) >= 2:
                 (i0, e0), (i1, e1) = hist[-2], hist[-1]
                 if e1 >= e0:
@@ -317,7 +346,9 @@ def _sinkhorn_potentials(costs: _CostBlocks, a, b, reg, max_iter, tol, cmax):
     ``reg`` and the final marginal error.
 
     Symmetric ε-scaling with annealing of the potentials (Feydy 2020, §3.3; Feydy et al.
-    2019): from ``ε = max C`` down to ``reg`` by factors of ``_SCALING``; at each ε one
+    2019): from ``ε = max C`` down to ``reg`` by factors of ``_SCALING`` (its square root
+    after each stage that did not reach ``tol``, up to ``_SCALING_MAX``: problems that are
+    hard at small ε, e.g. nearly a permutation plan, anneal more slowly); at each ε one
     symmetric update ``f ← (f + T(g))/2, g ← (g + T(f))/2`` (both from the previous pair),
     then alternating updates until the marginal error at that ε is at most ``tol`` (at most
     ``_STAGE_UPDATES`` of them before ``reg``; at ``reg``, ``max_iter``): a coarse ``tol``
@@ -328,21 +359,22 @@ def _sinkhorn_potentials(costs: _CostBlocks, a, b, reg, max_iter, tol, cmax):
     """
     loga, logb = a.log(), b.log()
     check_every = 1 if a.device.type == "cpu" else _CHECK_EVERY
-    n_stages = math.ceil((math.log(cmax) - math.log(reg)) / -math.log(_SCALING)) if cmax > reg else 0
     newton = (
         costs.C is not None and a.shape[0] ** 2 * b.shape[0] <= _NEWTON_MAX
         and bool((a > 0).all()) and bool((b > 0).all())
     )
-    eps = max(cmax, reg)
+    eps, ratio = max(cmax, reg), _SCALING
     f = costs.softmin_rows(eps, logb)
     g = costs.softmin_cols(eps, loga)
-    for k in range(1, n_stages + 1):
-        eps = max(cmax * _SCALING**k, reg)
+    while eps > reg:
+        eps = max(eps * ratio, reg)
         ft = costs.softmin_rows(eps, logb + g / eps)
         gt = costs.softmin_cols(eps, loga + f / eps)
         f, g = (f + ft) / 2, (g + gt) / 2
-        if k < n_stages:
-            f, g, _, _ = _sinkhorn_at(costs, eps, f, loga, logb, a, b, tol, _STAGE_UPDATES, check_every, False)
+        if eps > reg:
+            f, g, _, err = _sinkhorn_at(costs, eps, f, loga, logb, a, b, tol, _STAGE_UPDATES, check_every, False)
+            if err > tol:  # this stage did not converge: anneal more slowly from here on
+                ratio = min(ratio**0.5, _SCALING_MAX)
     return _sinkhorn_at(costs, reg, f, loga, logb, a, b, tol, max_iter, check_every, newton)
 
 
@@ -366,12 +398,13 @@ class _BlockedSinkhornValue(torch.autograd.Function):
         gy = torch.zeros_like(y) if need_y else None
         gp = [torch.zeros_like(q) for q in params]
         step = max(1, _BLOCK_ENTRIES // max(1, y.shape[0]))
+        massless = (logb == -math.inf) if bool((logb == -math.inf).any()) else None
         for i in range(0, x.shape[0], step):
             with torch.enable_grad():
                 xb = x[i:i + step].detach().requires_grad_(need_x)
                 yb = y.detach().requires_grad_(need_y)
                 Cb = _cost(xb, yb, manifold, p)
-                P = a[i:i + step, None] * torch.softmax(torch.add(logb + g / reg, Cb.detach(), alpha=-1 / reg), 1)
+                P = _softmax_(torch.add(logb + g / reg, Cb.detach(), alpha=-1 / reg), massless).mul_(a[i:i + step, None])
                 wrt = [t for t, need in ((xb, need_x), (yb, need_y)) if need] + [q for q in params if q.requires_grad]
                 if not wrt:
                     break
