@@ -257,7 +257,6 @@ class _CostBlocks:
 _SCALING = 0.1  # ratio of two successive ε of the annealing, at first
 _SCALING_MAX = 0.5  # the slowest ratio, after stages that did not converge
 _STAGE_UPDATES = 20  # at most this many alternating updates at each intermediate ε
-_STAGE_TOL = 1e-3  # intermediate ε are refined to max(tol, this): only warm starts for reg
 _CHECK_EVERY = 10  # updates between two reads of the marginal error off the CPU (a device sync)
 _OMEGA_MAX = 1.8  # over-relaxation cap (ω ≥ 1.9 diverged from cold starts at small ε)
 _STALL = 20  # a solve at reg whose error fell less than 2× over this many updates has stalled
@@ -352,10 +351,9 @@ def _sinkhorn_potentials(costs: _CostBlocks, a, b, reg, max_iter, tol, cmax):
     after each stage that did not reach ``tol``, up to ``_SCALING_MAX``: problems that are
     hard at small ε, e.g. nearly a permutation plan, anneal more slowly); at each ε one
     symmetric update ``f ← (f + T(g))/2, g ← (g + T(f))/2`` (both from the previous pair),
-    then alternating updates until the marginal error at that ε is at most ``tol`` (before
-    ``reg``: at most ``_STAGE_UPDATES`` of them, and to ``max(tol, _STAGE_TOL)`` only, the
-    stages being warm starts; at ``reg``: ``max_iter``): a coarse ``tol`` passes through the
-    schedule with one update per stage, a fine one refines each stage.
+    then alternating updates until the marginal error at that ε is at most ``tol`` (at most
+    ``_STAGE_UPDATES`` of them before ``reg``; at ``reg``, ``max_iter``): a coarse ``tol``
+    passes through the schedule with one update per stage, a fine one refines each stage.
     See :func:`_sinkhorn_at` for the updates and the stopping rule.  Zero weights enter as
     ``log 0 = -inf`` (no mass), and the potentials at those points are the soft
     c-transforms, the gradient of the value in the weights.
@@ -375,9 +373,8 @@ def _sinkhorn_potentials(costs: _CostBlocks, a, b, reg, max_iter, tol, cmax):
         gt = costs.softmin_cols(eps, loga + f / eps)
         f, g = (f + ft) / 2, (g + gt) / 2
         if eps > reg:
-            stage_tol = max(tol, _STAGE_TOL)
-            f, g, _, err = _sinkhorn_at(costs, eps, f, loga, logb, a, b, stage_tol, _STAGE_UPDATES, check_every, False)
-            if err > stage_tol:  # this stage did not converge: anneal more slowly from here on
+            f, g, _, err = _sinkhorn_at(costs, eps, f, loga, logb, a, b, tol, _STAGE_UPDATES, check_every, False)
+            if err > tol:  # this stage did not converge: anneal more slowly from here on
                 ratio = min(ratio**0.5, _SCALING_MAX)
     return _sinkhorn_at(costs, reg, f, loga, logb, a, b, tol, max_iter, check_every, newton)
 
