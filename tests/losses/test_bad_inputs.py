@@ -161,11 +161,17 @@ def test_sinkhorn_epsilon_schedule_has_a_fixed_number_of_stages(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wasserstein(x, y, method="sinkhorn", reg=reg, max_iter=50, tol=0.0)
-    stages = math.ceil(math.log2(float(C.max()) / reg))
     annealing = [e for e in eps_seen if e > reg]
-    # the first ε is max C, then stages of halving, each with two row updates
-    assert len(set(annealing)) == stages and len(annealing) == 1 + 2 * (stages - 1)
-    assert eps_seen.count(reg) == 2 + 50  # the last stage (ε = reg) and the capped final phase
+    levels = sorted(set(annealing), reverse=True)
+    # the first ε is max C; then stages of ratio _SCALING, slowed down (up to _SCALING_MAX)
+    # after each stage that did not converge (all of them at tol = 0), each with one
+    # symmetric update and, before reg, _STAGE_UPDATES alternating ones
+    assert eps_seen[0] == levels[0] == pytest.approx(float(C.max()), rel=1e-12)
+    ratios = [e1 / e0 for e0, e1 in zip(levels, levels[1:] + [reg], strict=True)]
+    assert all(ot_mod._SCALING * (1 - 1e-12) <= r <= ot_mod._SCALING_MAX * (1 + 1e-12) for r in ratios[:-1])
+    assert ratios[0] == pytest.approx(ot_mod._SCALING) and ratios[-1] < 1  # the last one: clipped at reg
+    assert len(annealing) == 1 + (1 + ot_mod._STAGE_UPDATES) * (len(levels) - 1)
+    assert eps_seen.count(reg) == 1 + 50  # the last stage (ε = reg) and the capped final phase
 
 
 @pytest.mark.parametrize("method", METHODS)

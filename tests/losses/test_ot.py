@@ -303,3 +303,35 @@ def test_sinkhorn_by_blocks_equals_the_dense_solve(monkeypatch, space):
     ab = (a / a.sum())[:, None] / 33
     ref = (P * C).sum() + 0.05 * (torch.special.xlogy(P, P) - torch.special.xlogy(P, ab) - P + ab).sum()
     assert abs(dense[0].item() - ref.item()) < 1e-10 * ref.item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sinkhorn_kernels_clamped_below_the_row_maximum_equal_torchs(dtype):
+    # the solver's log-sum-exp and plan softmax clamp exponents at -80 below the row maximum
+    # (exp's subnormal slow path): the same values to rounding, massless columns exactly 0
+    from dlmppl.losses.ot import _logsumexp_, _softmax_
+
+    A = torch.randn(7, 50, dtype=dtype) * 3000
+    A[:, 3] = -math.inf
+    rtol = 1e-6 if dtype == torch.float32 else 1e-14
+    assert torch.allclose(_logsumexp_(A.clone()), torch.logsumexp(A, 1), rtol=rtol, atol=0)
+    massless = torch.zeros(50, dtype=torch.bool)
+    massless[3] = True
+    S = _softmax_(A.clone(), massless)
+    assert torch.allclose(S, torch.softmax(A, 1), rtol=rtol, atol=math.exp(-79))
+    assert (S[:, 3] == 0).all()
+
+
+def test_sinkhorn_float32_and_float64_agree_from_reg_1e3_to_10_and_one_point():
+    x = torch.randn(40, 2, dtype=torch.float64)
+    y = torch.randn(35, 2, dtype=torch.float64) * 0.5 + 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every solve converges, in both dtypes
+        for reg in (1e-3, 1e-2, 0.1, 1.0, 10.0):
+            v64 = wasserstein(x, y, method="sinkhorn", reg=reg, tol=1e-4, max_iter=5000)
+            v32 = wasserstein(x.float(), y.float(), method="sinkhorn", reg=reg, tol=1e-4, max_iter=5000)
+            assert v32.dtype == torch.float32 and abs(v32.item() - v64.item()) < 1e-3 * v64.item()
+    # one point each: the plan is 1, the value the cost, at any reg
+    for reg in (1e-3, 10.0):
+        v = wasserstein(x[:1], y[:1], method="sinkhorn", reg=reg)
+        assert abs(v.item() - (x[0] - y[0]).pow(2).sum().item()) < 1e-12
