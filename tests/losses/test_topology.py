@@ -149,6 +149,71 @@ def test_topological_equals_formula_with_independent_pairing(dims):
     assert topological(x, x, dims=dims) == 0
 
 
+def _reference_topological(x, z, normalize):
+    """Moor et al.'s loss written out plainly: both full n × n distance matrices with autograd,
+    the pairing from gudhi's flag generators (not giotto-ph, not the MST), the loss gathered
+    from the full matrices."""
+
+    def crit(A):
+        st = gudhi.RipsComplex(distance_matrix=A).create_simplex_tree(max_dimension=2)
+        st.compute_persistence()
+        fin0, fin_hi = st.flag_persistence_generators()[:2]
+        return np.concatenate([fin0[:, 1:], fin_hi[0][:, :2], fin_hi[0][:, 2:]], 0)
+
+    Ax = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    Az = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")
+    e = torch.as_tensor(np.concatenate([crit(Ax.detach().numpy()), crit(Az.detach().numpy())], 0))
+    if normalize:
+        Ax, Az = Ax / Ax.max(), Az / Az.max()
+    return 0.5 * (Ax[e[:, 0], e[:, 1]] - Az[e[:, 0], e[:, 1]]).pow(2).sum()
+
+
+def _matches_reference(normalize, n=50) -> bool:
+    """Loss value and both gradients of ``topological`` (H0 + H1) against the plain reference,
+    n points in float64 (x in 16-D, z in 2-D), relative tolerance 1e-10."""
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(n, 16, dtype=torch.float64, generator=g)
+    z = torch.randn(n, 2, dtype=torch.float64, generator=g)
+    out = []
+    for f in (lambda a, b: topological(a, b, dims=(0, 1), normalize=normalize), _reference_topological):
+        xx, zz = x.clone().requires_grad_(), z.clone().requires_grad_()
+        val = f(xx, zz) if f is not _reference_topological else f(xx, zz, normalize)
+        val.backward()
+        # a gradient that never reached an input counts as zero
+        out.append((val.detach(), *(t.grad if t.grad is not None else torch.zeros_like(t) for t in (xx, zz))))
+    (v, gx, gz), (rv, rgx, rgz) = out
+    return bool(
+        torch.allclose(v, rv, rtol=1e-10, atol=0)
+        and torch.allclose(gx, rgx, rtol=1e-10, atol=1e-12)
+        and torch.allclose(gz, rgz, rtol=1e-10, atol=1e-12)
+    )
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_topological_value_and_gradients_equal_plain_reference(normalize):
+    assert _matches_reference(normalize)
+
+
+def test_reference_check_fails_on_a_broken_loss(monkeypatch):
+    # test of the test: (1) the H1 death edges replaced by the birth edges changes the value; (2) the z distances
+    # gathered without their gradient changes only the gradients; both must be caught
+    good_crit, good_call = topo._critical_edges, topo._Edges.__call__
+
+    def no_deaths(pairs, dims):
+        return good_crit([p[:, [0, 1, 0, 1]] if k else p for k, p in enumerate(pairs)], dims)
+
+    monkeypatch.setattr(topo, "_critical_edges", no_deaths)
+    assert not _matches_reference(False)
+    monkeypatch.setattr(topo, "_critical_edges", good_crit)
+
+    def detached_z(self, i, j):
+        out = good_call(self, i, j)
+        return out.detach() if self.name == "z" else out
+
+    monkeypatch.setattr(topo._Edges, "__call__", detached_z)
+    assert not _matches_reference(False)
+
+
 @pytest.mark.parametrize("z_manifold", [None, "poincare"])
 def test_topological_gradients_match_finite_differences(z_manifold):
     x = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
