@@ -76,6 +76,41 @@ def test_rips_diagram_check_fails_on_a_broken_pairing(monkeypatch):
     assert not _diagrams_match_gudhi(x, 1)
 
 
+def _h1_matches_whole_run(x):
+    """(H1 pairs of rips_pairs equal those of one whole giotto-ph run, the truncated run was used)."""
+    from gph import ripser_parallel
+
+    D = topo._pairing_matrix(x, None, "x")
+    taken = topo._h1_below_enclosing_radius(D, topo._mst_edges(D)) is not None
+    whole = ripser_parallel(D, metric="precomputed", maxdim=1, return_generators=True, n_threads=1)
+    ours = rips_pairs(D, 1)[1]
+    return sorted(map(tuple, ours.tolist())) == sorted(map(tuple, whole["gens"][1][0].tolist())), taken
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_h1_pairs_below_the_enclosing_radius_equal_the_whole_run(dtype):
+    # a concentrated cloud (16-D: the truncated run is taken), one with ties and duplicate points,
+    # and a spread-out one (2-D: the whole run is taken)
+    g = torch.Generator().manual_seed(3)
+    clouds = [
+        torch.randn(160, 16, generator=g, dtype=dtype),
+        torch.randint(0, 3, (160, 16), generator=g).to(dtype),
+        torch.randn(160, 2, generator=g, dtype=dtype),
+    ]
+    res = [_h1_matches_whole_run(x) for x in clouds]
+    assert all(same for same, _ in res)
+    assert res[0][1] and not res[2][1]
+
+
+def test_h1_check_fails_when_a_class_alive_at_the_threshold_is_ignored(monkeypatch):
+    # test of the test: truncated at the last birth itself, with the classes still alive there
+    # ignored, a death is missed and must be caught
+    monkeypatch.setattr(topo, "_DEATH_MARGIN", 1.0)
+    monkeypatch.setattr(topo, "_alive_at_threshold", lambda gens: False)
+    same, taken = _h1_matches_whole_run(torch.randn(160, 16, generator=torch.Generator().manual_seed(3)))
+    assert taken and not same
+
+
 def test_persistence_from_distance_matrix_and_its_gradient():
     x = torch.randn(20, 2, dtype=torch.float64)
     D = torch.cdist(x, x).requires_grad_()
