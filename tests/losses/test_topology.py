@@ -76,6 +76,41 @@ def test_rips_diagram_check_fails_on_a_broken_pairing(monkeypatch):
     assert not _diagrams_match_gudhi(x, 1)
 
 
+def _h1_matches_whole_run(x):
+    """(H1 pairs of rips_pairs equal those of one whole giotto-ph run, the truncated run was used)."""
+    from gph import ripser_parallel
+
+    D = topo._pairing_matrix(x, None, "x")
+    taken = topo._h1_below_enclosing_radius(D, topo._mst_edges(D)) is not None
+    whole = ripser_parallel(D, metric="precomputed", maxdim=1, return_generators=True, n_threads=1)
+    ours = rips_pairs(D, 1)[1]
+    return sorted(map(tuple, ours.tolist())) == sorted(map(tuple, whole["gens"][1][0].tolist())), taken
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_h1_pairs_below_the_enclosing_radius_equal_the_whole_run(dtype):
+    # a concentrated cloud (16-D: the truncated run is taken), one with ties and duplicate points,
+    # and a spread-out one (2-D: the whole run is taken)
+    g = torch.Generator().manual_seed(3)
+    clouds = [
+        torch.randn(160, 16, generator=g, dtype=dtype),
+        torch.randint(0, 3, (160, 16), generator=g).to(dtype),
+        torch.randn(160, 2, generator=g, dtype=dtype),
+    ]
+    res = [_h1_matches_whole_run(x) for x in clouds]
+    assert all(same for same, _ in res)
+    assert res[0][1] and not res[2][1]
+
+
+def test_h1_check_fails_when_a_class_alive_at_the_threshold_is_ignored(monkeypatch):
+    # test of the test: truncated at the last birth itself, with the classes still alive there
+    # ignored, a death is missed and must be caught
+    monkeypatch.setattr(topo, "_DEATH_MARGIN", 1.0)
+    monkeypatch.setattr(topo, "_alive_at_threshold", lambda gens: False)
+    same, taken = _h1_matches_whole_run(torch.randn(160, 16, generator=torch.Generator().manual_seed(3)))
+    assert taken and not same
+
+
 def test_persistence_from_distance_matrix_and_its_gradient():
     x = torch.randn(20, 2, dtype=torch.float64)
     D = torch.cdist(x, x).requires_grad_()
@@ -147,6 +182,71 @@ def test_topological_equals_formula_with_independent_pairing(dims):
     ref = _loss_from_gudhi_pairs(x, z, dims)
     assert torch.allclose(val, ref, rtol=1e-10)
     assert topological(x, x, dims=dims) == 0
+
+
+def _reference_topological(x, z, normalize):
+    """Moor et al.'s loss written out plainly: both full n × n distance matrices with autograd,
+    the pairing from gudhi's flag generators (not giotto-ph, not the MST), the loss gathered
+    from the full matrices."""
+
+    def crit(A):
+        st = gudhi.RipsComplex(distance_matrix=A).create_simplex_tree(max_dimension=2)
+        st.compute_persistence()
+        fin0, fin_hi = st.flag_persistence_generators()[:2]
+        return np.concatenate([fin0[:, 1:], fin_hi[0][:, :2], fin_hi[0][:, 2:]], 0)
+
+    Ax = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    Az = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")
+    e = torch.as_tensor(np.concatenate([crit(Ax.detach().numpy()), crit(Az.detach().numpy())], 0))
+    if normalize:
+        Ax, Az = Ax / Ax.max(), Az / Az.max()
+    return 0.5 * (Ax[e[:, 0], e[:, 1]] - Az[e[:, 0], e[:, 1]]).pow(2).sum()
+
+
+def _matches_reference(normalize, n=50) -> bool:
+    """Loss value and both gradients of ``topological`` (H0 + H1) against the plain reference,
+    n points in float64 (x in 16-D, z in 2-D), relative tolerance 1e-10."""
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(n, 16, dtype=torch.float64, generator=g)
+    z = torch.randn(n, 2, dtype=torch.float64, generator=g)
+    out = []
+    for f in (lambda a, b: topological(a, b, dims=(0, 1), normalize=normalize), _reference_topological):
+        xx, zz = x.clone().requires_grad_(), z.clone().requires_grad_()
+        val = f(xx, zz) if f is not _reference_topological else f(xx, zz, normalize)
+        val.backward()
+        # a gradient that never reached an input counts as zero
+        out.append((val.detach(), *(t.grad if t.grad is not None else torch.zeros_like(t) for t in (xx, zz))))
+    (v, gx, gz), (rv, rgx, rgz) = out
+    return bool(
+        torch.allclose(v, rv, rtol=1e-10, atol=0)
+        and torch.allclose(gx, rgx, rtol=1e-10, atol=1e-12)
+        and torch.allclose(gz, rgz, rtol=1e-10, atol=1e-12)
+    )
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_topological_value_and_gradients_equal_plain_reference(normalize):
+    assert _matches_reference(normalize)
+
+
+def test_reference_check_fails_on_a_broken_loss(monkeypatch):
+    # test of the test: (1) the H1 death edges replaced by the birth edges changes the value; (2) the z distances
+    # gathered without their gradient changes only the gradients; both must be caught
+    good_crit, good_call = topo._critical_edges, topo._Edges.__call__
+
+    def no_deaths(pairs, dims):
+        return good_crit([p[:, [0, 1, 0, 1]] if k else p for k, p in enumerate(pairs)], dims)
+
+    monkeypatch.setattr(topo, "_critical_edges", no_deaths)
+    assert not _matches_reference(False)
+    monkeypatch.setattr(topo, "_critical_edges", good_crit)
+
+    def detached_z(self, i, j):
+        out = good_call(self, i, j)
+        return out.detach() if self.name == "z" else out
+
+    monkeypatch.setattr(topo._Edges, "__call__", detached_z)
+    assert not _matches_reference(False)
 
 
 @pytest.mark.parametrize("z_manifold", [None, "poincare"])
