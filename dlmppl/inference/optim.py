@@ -63,6 +63,13 @@ from ..geometry import geometry_of
 
 __all__ = ["RiemannianAdam", "RiemannianSGD", "manifold_of_param"]
 
+try:  # the devices with torch's fused Adam/SGD kernels (CPU included since torch 2.4)
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    _FUSED_DEVICES = frozenset(_get_fused_kernels_supported_devices())
+except ImportError:  # an older torch: the foreach kernels only
+    _FUSED_DEVICES = frozenset()
+
 
 def manifold_of_param(param: torch.Tensor):
     """The manifold on which ``param`` lives for the optimiser, or ``None``.
@@ -327,9 +334,15 @@ class _RiemannianPyroOptim(PyroOptim):
                 self._torch_fused_step(key, items)
 
     def _torch_fused_step(self, key, items):
-        """One ``foreach`` torch step of several parameters, their state kept in their own optimisers."""
+        """One torch step of several parameters, their state kept in their own optimisers: torch's
+        fused kernel (one C++ loop over the tensors) where it exists for the parameters' device
+        and dtype, else its ``foreach`` kernels."""
         params = [p for p, _ in items]
-        group = dict(items[0][1].param_groups[0], params=params, foreach=True)
+        if _FUSED_DEVICES and all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params):
+            group = dict(items[0][1].param_groups[0], params=params, foreach=None, fused=True)
+            key = key + ("kernel",)
+        else:
+            group = dict(items[0][1].param_groups[0], params=params, foreach=True)
         fused = self._fused_objs.get(key)
         if fused is None:
             hyper = {k: v for k, v in group.items() if k != "params"}
