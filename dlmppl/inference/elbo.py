@@ -92,8 +92,8 @@ class LeanTrace_ELBO(Trace_ELBO):
     """:class:`pyro.infer.Trace_ELBO` with a lean path for reparameterised guides.
 
     Same constructor, same value, same gradients (module docstring).  ``loss_and_grads``
-    takes the lean path when validation is off; ``loss`` and ``differentiable_loss`` are
-    ``Trace_ELBO``'s.
+    and ``differentiable_loss`` take the lean path when validation is off; ``loss`` (no
+    gradients) is ``Trace_ELBO``'s.
 
     Args: as :class:`pyro.infer.Trace_ELBO` (``num_particles``, ``retain_graph``, ...).
     Shapes: whatever the model and guide use; the returned loss is a float.
@@ -141,6 +141,20 @@ class LeanTrace_ELBO(Trace_ELBO):
                 if not is_identically_zero(entropy):
                     surrogate = surrogate - entropy.sum()
         return -elbo, -surrogate, bool(m.other or g.other)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The ELBO loss as a differentiable 0-d tensor (its value is the loss's, its gradient the
+        surrogate's), as :meth:`pyro.infer.Trace_ELBO.differentiable_loss`."""
+        if is_validation_enabled() or self.vectorize_particles:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        loss = 0.0
+        surrogate_loss = 0.0
+        for _ in range(self.num_particles):
+            loss_particle, surrogate_particle, _ = self._lean_particle(model, guide, args, kwargs)
+            surrogate_loss += surrogate_particle / self.num_particles
+            loss += loss_particle / self.num_particles
+        warn_if_nan(surrogate_loss, "loss")
+        return loss + (surrogate_loss - torch_item(surrogate_loss))
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """The ELBO loss (a float) of ``num_particles`` particles; backpropagates the surrogate

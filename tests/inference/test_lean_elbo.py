@@ -81,6 +81,20 @@ def test_same_loss_and_gradients_as_trace_elbo_on_manifold_vae(latent, kw, scale
         assert len(curv) == 1 and lean[1][curv[0]].abs().sum() > 0
 
 
+def test_differentiable_loss_equals_trace_elbo():
+    vae, x = _vae("stereographic", curvature=-0.3)
+    params = list(vae.parameters())
+    out = []
+    for elbo in (Trace_ELBO(), LeanTrace_ELBO()):
+        for p in params:
+            p.grad = None
+        pyro.set_rng_seed(2)
+        loss = elbo.differentiable_loss(vae.model, vae.guide, x)
+        loss.backward()
+        out.append((loss.item(), [p.grad.clone() for p in params]))
+    _assert_same(*out)
+
+
 def test_a_broken_lean_elbo_is_caught(monkeypatch):
     """Test of the test: a lean ELBO that forgets the sites' scale differs from Trace_ELBO."""
     vae, x = _vae("poincare", learn_curvature=False)
