@@ -394,6 +394,10 @@ class ManifoldVAE(PyroModule):
 
     Shapes: ``model(x)``/``guide(x)`` take ``x`` ``(N, D)``; the latent site
     ``z`` has batch shape ``(N,)`` and the ambient event shape of its manifold.
+
+    Training: ``SVI(vae.model, vae.guide, RiemannianAdam({...}), LeanTrace_ELBO())``
+    (:class:`~dlmppl.inference.LeanTrace_ELBO`: ``Trace_ELBO``'s value and gradients with less
+    per-step machinery when Pyro's validation is off; ``benchmarks/bench_vae.py`` (b)).
     """
 
     def __init__(
