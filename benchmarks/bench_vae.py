@@ -15,6 +15,7 @@ CPU only; figures are from a shared 2-core machine.
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -201,7 +202,7 @@ def part_b_lines(runs, n_blocks, block, fixed=None):
         "ratios to the hand-written loop are medians of the per-round ratios, with their quartiles, "
         f"in each of {len(runs)} runs of the benchmark. Machine: the shared 2-core x86-64 "
         "CPU, torch 2.13.0+cpu, pyro 1.9.2, one thread, while other engineers' jobs were running "
-        "(load average 6–9).",
+        f"(load average {os.getloadavg()[0]:.0f} at the end of the runs).",
         "",
         "| implementation | ms / step (run 1) | " + " | ".join(f"ratio to hand-written, run {i + 1}" for i in range(len(runs))) + " |",
         "|---|---|" + "---|" * len(runs),
