@@ -8,17 +8,20 @@
   warnings of category :class:`SamplerWarning` (``warnings.filterwarnings``
   with it silences or escalates them) and in the kernels' ``diagnostics()``.
 * VI: :func:`RiemannianAdam` / :func:`RiemannianSGD` (Pyro optimisers that
-  step manifold parameters along their manifold) and the autoguide
-  :class:`AutoManifoldNormal`.
+  step manifold parameters along their manifold), the autoguide
+  :class:`AutoManifoldNormal`, and :class:`LeanTrace_ELBO` (``Trace_ELBO``'s value and
+  gradients with less per-step machinery).
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
+from .elbo import LeanTrace_ELBO
 from .kernels import DivergenceWarning, RiemannianHMC, RiemannianNUTS, SamplerWarning, StepSizeWarning
 from .optim import RiemannianAdam, RiemannianSGD
 
 __all__ = [
     "AutoManifoldNormal",
     "DivergenceWarning",
+    "LeanTrace_ELBO",
     "SamplerWarning",
     "StepSizeWarning",
     "RiemannianAdam",

@@ -394,6 +394,10 @@ class ManifoldVAE(PyroModule):
 
     Shapes: ``model(x)``/``guide(x)`` take ``x`` ``(N, D)``; the latent site
     ``z`` has batch shape ``(N,)`` and the ambient event shape of its manifold.
+
+    Training: ``SVI(vae.model, vae.guide, RiemannianAdam({...}), LeanTrace_ELBO())``
+    (:class:`~dlmppl.inference.LeanTrace_ELBO`: ``Trace_ELBO``'s value and gradients with less
+    per-step machinery when Pyro's validation is off; ``benchmarks/bench_vae.py`` (b)).
     """
 
     def __init__(
@@ -510,13 +514,16 @@ class ManifoldVAE(PyroModule):
 
     def decode(self, zs, _components=None) -> torch.Tensor:
         """Decoder output (logits or means, ``batch + (D,)``) for latent points ``zs`` (a tensor or list)."""
-        if isinstance(zs, torch.Tensor):
-            zs = [zs]
         # each attribute access of a submodule registers its parameters with Pyro: do it once
         comps = self.components if _components is None else _components
-        decoder = self.decoder
-        if self.decoder_kind in ("landmark", "distance"):
-            anchors = self.anchors
+        anchors = self.anchors if self.decoder_kind in ("landmark", "distance") else None
+        return self._decode(zs, comps, self.decoder, anchors)
+
+    def _decode(self, zs, comps, decoder, anchors) -> torch.Tensor:
+        """:meth:`decode` with the submodules already fetched (registered with Pyro)."""
+        if isinstance(zs, torch.Tensor):
+            zs = [zs]
+        if anchors is not None:
             dists = [c.dist(z, self._anchor_points(c, a, z)) for c, a, z in zip(comps, anchors, zs, strict=True)]
             if self.decoder_kind == "landmark":
                 d2 = sum(d.pow(2) for d in dists)
@@ -531,20 +538,25 @@ class ManifoldVAE(PyroModule):
             return self._fixed_obs_scale
         return self.obs_scale
 
-    def _likelihood(self, out):
+    def _likelihood(self, out, obs_scale=None):
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
-        return dist.Normal(out, self._obs_scale()).to_event(1)
+        return dist.Normal(out, self._obs_scale() if obs_scale is None else obs_scale).to_event(1)
 
     # -- Pyro programs ----------------------------------------------------
     @pyro_method
     def model(self, x: torch.Tensor):
         """``z ~ p(z)``, ``x ~ p(x | decode(z))`` in a plate ``"data"`` over the rows of ``x``."""
         n = x.shape[0]
-        comps = self.components
+        # the networks' parameters register with Pyro here, outside the plate, which would
+        # otherwise process each of their param messages (no effect on their values: no event_dim)
+        comps, decoder = self.components, self.decoder
+        anchors = self.anchors if self.decoder_kind in ("landmark", "distance") else None
+        obs_scale = self._obs_scale() if self.likelihood == "gaussian" else None
         with pyro.plate("data", n):
             zs = [pyro.sample(name, c.prior(x, (n,))) for name, c in zip(self.site_names, comps, strict=True)]
-            out = pyro.sample("x", self._likelihood(self.decode(zs, comps)), obs=x)
+            out = self._decode(zs, comps, decoder, anchors)
+            out = pyro.sample("x", self._likelihood(out, obs_scale), obs=x)
         if self.prior_matching is not None and self.matching_weight > 0 and n > 0:
             pyro.factor("prior_matching", -self.matching_weight * n * self.prior_matching_cost(zs, comps))
         return out
@@ -578,8 +590,8 @@ class ManifoldVAE(PyroModule):
         n = x.shape[0]
         if self.training and not bool(self._loc_centred) and n > 1:
             self.centre_locations(x)
+        qs = self.encode(x)  # outside the plate, as in model: the encoder registers without it
         with pyro.plate("data", n):
-            qs = self.encode(x)
             return [pyro.sample(name, q) for name, q in zip(self.site_names, qs, strict=True)]
 
     @torch.no_grad()

@@ -212,3 +212,33 @@ def test_fused_step_releases_the_gradients_and_the_per_parameter_step_keeps_them
             assert all(g is None for g in grads)
         else:  # Pyro's SVI zeroes them
             assert all(g is not None and not g.any() for g in grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_foreach_kernels_equal_the_fused_kernel_and_the_per_parameter_step(dtype):
+    """``fused=True`` steps the Euclidean group with torch's fused kernel (where the device has
+    one), ``fused="foreach"`` with the foreach kernels: both give the per-parameter iterates."""
+    name = "poincare, learned curvature"
+    single = _run(lambda: RiemannianAdam({"lr": 0.05}, fused=False), name, dtype, steps=12)
+    for fused in (True, "foreach"):
+        _assert_same(_run(lambda fused=fused: RiemannianAdam({"lr": 0.05}, fused=fused), name, dtype, steps=12), single, dtype)
+
+
+def test_fused_kernel_is_used_on_cpu(monkeypatch):
+    kernels = []
+    orig = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        kernels.append((self.param_groups[0].get("fused"), self.param_groups[0].get("foreach")))
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    _run(lambda: RiemannianAdam({"lr": 0.05}), "sphere", torch.float64, steps=1)
+    _run(lambda: RiemannianAdam({"lr": 0.05}, fused="foreach"), "sphere", torch.float64, steps=1)
+    (kernel, _), (no_kernel, foreach) = kernels  # one Euclidean call per run (w and v together)
+    assert kernel is True and not no_kernel and foreach is True
+
+
+def test_fused_must_be_a_known_mode():
+    with pytest.raises(ValueError, match="fused"):
+        RiemannianAdam({"lr": 0.1}, fused="kernel")
