@@ -84,7 +84,8 @@ class NUTSInfo(NamedTuple):
 
 
 def _nan_to_inf(x):
-    return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
+    # NaN -> +inf, ±inf kept (one op)
+    return torch.nan_to_num(x, nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))
 
 
 def is_turning(left: Leaf, right: Leaf, rho: dict) -> bool:
@@ -95,7 +96,8 @@ def is_turning(left: Leaf, right: Leaf, rho: dict) -> bool:
         d = value - 0.5 * (left.cov[name] + right.cov[name])
         left_angle = left_angle + (left.vel[name] * d).sum()
         right_angle = right_angle + (right.vel[name] * d).sum()
-    return bool(left_angle <= 0) or bool(right_angle <= 0)
+    # one host synchronisation for both ends
+    return bool((left_angle <= 0) | (right_angle <= 0))
 
 
 def _base_tree(integrator, leaf, step_size, energy_current, max_delta_energy, numerical_error):
