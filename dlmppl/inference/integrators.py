@@ -241,6 +241,8 @@ class Integrator(NamedTuple):
 
 def _rsum(x, batch_ndim):
     """Sum over all but the first ``batch_ndim`` dims."""
+    if x.dim() == batch_ndim + 1:  # already flat: no reshape
+        return x.sum(-1)
     return x.reshape(x.shape[:batch_ndim] + (-1,)).sum(-1)
 
 
@@ -275,17 +277,19 @@ def geodesic_leapfrog(
     def kinetic(z, r, aux):
         vel = kinetic_grad(r)
         cov = {}
-        ke = 0.0
+        ke = None  # (not 0.0 + ...: one op less per term, the same sum)
         for name, v in vel.items():
             cov[name] = r[name]
-            ke = ke + _rsum(r[name] * v, batch_ndim)
+            term = _rsum(r[name] * v, batch_ndim)
+            ke = term if ke is None else ke + term
         for name, g in geometries.items():
             vel[name] = r[name] * inverse_masses[name]  # velocity p / m
             cov[name] = g.covector(z[name], r[name])  # momentum covector G(x) p
             # g(p, p) / m from the geometry's own kinetic energy: sum(G(x)p · p) cancels far from
             # the origin (Lorentz) or loses every digit when G(x) is ill-conditioned (SPD)
-            ke = ke + 2 * g.kinetic(z[name], r[name]) * inverse_masses[name]
-        return 0.5 * ke, vel, cov
+            term = 2 * g.kinetic(z[name], r[name]) * inverse_masses[name]
+            ke = term if ke is None else ke + term
+        return 0.5 * (0.0 if ke is None else ke), vel, cov
 
     def step(z, r, aux, step_size, num_steps=1):
         return riemannian_leapfrog(
