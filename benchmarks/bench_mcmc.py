@@ -1,15 +1,23 @@
-"""ESS per second: dlmppl's RiemannianNUTS against Pyro's NUTS, side by side in one run.
+"""ESS per second: dlmppl's RiemannianNUTS against Pyro's NUTS (and NumPyro's), side by side in one run.
 
 (a) posterior of a vMF mean direction on S^{d-1} (d = 3, 10, 50; uniform prior,
     N = 50 observations, κ = 10 known): RiemannianNUTS on the sphere against
     Pyro's NUTS with ``ProjectedNormalReparam`` (what a Pyro user writes today);
-(b) 100-dimensional correlated Gaussian: RiemannianNUTS (Euclidean path)
-    against Pyro's NUTS, overhead ratio;
+(b) 100-dimensional correlated Gaussian: RiemannianNUTS (Euclidean path) with its
+    traced-once potential (the default), and with Pyro's potential
+    (``trace_once=False``, the path before issue 15), against Pyro's NUTS: time per
+    gradient evaluation (wall clock and CPU time of the process);
 (c) Neal's funnel (10-d): RiemannianNUTS(metric="softabs") against Pyro's NUTS,
-    ESS of the log-scale and divergences.
+    ESS of the log-scale and divergences;
+(d) with ``--numpyro``: NumPyro's NUTS on the target of (b) (same covariance, float64,
+    diagonal mass, same warm-up and draws), its compile time reported apart.  NumPyro
+    and jax (CPU) live in the benchmark's own environment ``benchmarks/.venv-numpyro``
+    (created with ``python -m venv`` + ``pip install numpyro jax`` when absent; git-ignored),
+    which runs ``benchmarks/_numpyro_gaussian.py``; the draws come back in a file and
+    their ESS is computed here with the same estimator.
 
 ESS: ``pyro.ops.stats.effective_sample_size`` of each coordinate (minimum over
-coordinates), one chain.  Run: ``python benchmarks/bench_mcmc.py [--quick]``;
+coordinates), one chain.  Run: ``python benchmarks/bench_mcmc.py [--quick] [--numpyro]``;
 writes ``benchmarks/results_mcmc.md``.
 """
 
@@ -18,6 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 import pyro
@@ -39,10 +50,13 @@ def _ess(x):
     return float(effective_sample_size(flat, chain_dim=0, sample_dim=1).min())
 
 
-def _timed(kernel, num_samples, warmup, **kw):
+def _timed(kernel, num_samples, warmup, cpu=None, **kw):
+    """Run one chain; ``(mcmc, wall seconds)``; the CPU seconds go to ``cpu`` (a list) if given."""
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, disable_progbar=True, **kw)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     mcmc.run()
+    if cpu is not None:
+        cpu.append(time.process_time() - c)
     return mcmc, time.perf_counter() - t
 
 
@@ -79,27 +93,79 @@ def bench_vmf(d, num_samples, warmup):
     return rows
 
 
-def bench_gaussian(num_samples, warmup, dim=100):
+def _gaussian_scale_tril(dim=100):
     g = torch.Generator().manual_seed(0)
     a = torch.randn(dim, dim, generator=g, dtype=torch.float64) / dim**0.5
     cov = a @ a.T + 0.1 * torch.eye(dim, dtype=torch.float64)
-    scale_tril = torch.linalg.cholesky(cov)
+    return torch.linalg.cholesky(cov)
+
+
+_GAUSSIAN_KERNELS = (
+    ("RiemannianNUTS", RiemannianNUTS),
+    ("RiemannianNUTS, Pyro's potential (trace_once=False: before)", lambda m: RiemannianNUTS(m, trace_once=False)),
+    ("Pyro NUTS", NUTS),
+)
+
+
+def bench_gaussian(num_samples, warmup, dim=100, repeats=1):
+    """Rows ``(name, wall s, ESS, divergences, gradient evaluations, CPU s)``, the kernels
+    interleaved ``repeats`` times (the per-gradient costs: medians over the repeats)."""
+    scale_tril = _gaussian_scale_tril(dim)
     loc = torch.zeros(dim, dtype=torch.float64)
 
     calls = [0]
 
     def model():
-        calls[0] += 1  # one model trace per potential (and gradient) evaluation, in both kernels
+        calls[0] += 1  # one model run per potential (and gradient) evaluation, in all kernels
         pyro.sample("x", dist.MultivariateNormal(loc, scale_tril=scale_tril))
 
+    torch.broadcast_shapes((1,), (1,))  # its first call imports sympy (seconds): not in any timing
+    runs = {name: [] for name, _ in _GAUSSIAN_KERNELS}
+    for _ in range(repeats):
+        for name, k in _GAUSSIAN_KERNELS:
+            pyro.set_rng_seed(0)
+            calls[0] = 0
+            cpu = []
+            m, t = _timed(k(model), num_samples, warmup, cpu=cpu)
+            diag = m._diagnostics[0]
+            runs[name].append((t, _ess(m.get_samples()["x"]), len(diag["divergences"]), calls[0], cpu[0]))
     rows = []
-    for name, k in (("RiemannianNUTS", RiemannianNUTS), ("Pyro NUTS", NUTS)):
-        pyro.set_rng_seed(0)
-        calls[0] = 0
-        m, t = _timed(k(model), num_samples, warmup)
-        diag = m._diagnostics[0]
-        rows.append((name, t, _ess(m.get_samples()["x"]), len(diag["divergences"]), calls[0]))
+    for name, rs in runs.items():
+        med = sorted(rs, key=lambda r: r[0] / r[3])[len(rs) // 2]  # the run of median wall time per gradient
+        rows.append((name, *med))
     return rows
+
+
+def bench_numpyro(num_samples, warmup, dim=100):
+    """NumPyro's NUTS on the target of (b), in benchmarks/.venv-numpyro (created if absent).
+
+    Returns a dict (wall/CPU seconds of the timed run, compile seconds, ESS, gradient
+    evaluations, versions), or a string saying why it did not run."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    venv = os.path.join(here, ".venv-numpyro")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        try:
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+            subprocess.run([py, "-m", "pip", "install", "-q", "numpyro", "jax"], check=True)
+        except (subprocess.CalledProcessError, OSError) as e:
+            return f"blocked: could not create {venv} with numpyro and jax ({e})"
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, scale_tril=_gaussian_scale_tril(dim).numpy())
+        proc = subprocess.run([py, os.path.join(here, "_numpyro_gaussian.py"), src, out, str(num_samples), str(warmup)],
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            return f"failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        r = np.load(out)
+        x = torch.as_tensor(r["x"])
+        return {
+            "time": float(r["time"]), "cpu": float(r["cpu_time"]), "compile": float(r["compile_time"]),
+            "cpu_compile": float(r["cpu_compile_time"]), "ess": _ess(x), "gradients": int(r["gradients"]),
+            "versions": tuple(str(v) for v in r["versions"]),
+        }  # fmt: skip
 
 
 def _funnel(z):
@@ -125,6 +191,7 @@ def bench_funnel(num_samples, warmup):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--numpyro", action="store_true", help="(d): NumPyro's NUTS on (b)'s target, in benchmarks/.venv-numpyro")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_mcmc.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -151,24 +218,30 @@ def main():
         "",
         "## (b) 100-d correlated Gaussian (diagonal mass matrix adaptation)",
         "",
-        "| sampler | time (s) | ESS | ESS/s | divergences | gradient evaluations | ms per evaluation | "
-        "overhead per evaluation (ours/Pyro) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sampler | time (s) | CPU (s) | ESS | ESS/s | divergences | gradient evaluations | ms per evaluation "
+        "(wall, CPU) | per evaluation / Pyro NUTS's (wall, CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = bench_gaussian(ns, nw)
-    per = [t / max(n, 1) for _, t, _, _, n in rows]
-    for i, (name, t, ess, div, n) in enumerate(rows):
+    repeats = 1 if args.quick else 3
+    rows = bench_gaussian(ns, nw, repeats=repeats)
+    ref = rows[-1]
+    for name, t, ess, div, n, c in rows:
+        rel = "" if name == "Pyro NUTS" else f"{(t / n) / (ref[1] / ref[4]):.2f}, {(c / n) / (ref[5] / ref[4]):.2f}"
         lines.append(
-            f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {n} | {1e3 * per[i]:.2f} | "
-            f"{f'{per[0] / per[1]:.2f}' if i == 0 else ''} |"
+            f"| {name} | {t:.1f} | {c:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {n} | "
+            f"{1e3 * t / n:.2f}, {1e3 * c / n:.2f} | {rel} |"
         )
     lines.append("")
     lines.append(
-        "The two kernels run the same algorithm (multinomial NUTS, diagonal mass adaptation, same warm-up "
-        "schedule) on different random streams, so their trajectory lengths differ in a short run; the cost "
-        "of the kernel is the time per gradient evaluation (each evaluation traces the model once in both)."
+        "The kernels run the same algorithm (multinomial NUTS, diagonal mass adaptation, same warm-up "
+        "schedule); the two RiemannianNUTS rows draw the same chain (same seed, same potential to the last "
+        "bit), Pyro's NUTS another random stream, so trajectory lengths differ in a short run: the cost of a "
+        "kernel is its time per gradient evaluation (each evaluation runs the model once in all three). "
+        f"Kernels interleaved {repeats} time(s) in one process; the row of each is its run of median time "
+        "per evaluation. CPU: the process's CPU time (the machine is shared)."
     )
-    print("\n".join(lines[-4:]), flush=True)
+    print("\n".join(lines[-4 - len(rows):]), flush=True)
+    gaussian = rows[0]
     lines += [
         "",
         "## (c) Neal's funnel, 10-d (ESS and quantiles of the log-scale v ~ N(0, 3²); exact q10/q90 = ∓3.84)",
@@ -179,6 +252,29 @@ def main():
     for name, t, ess, div, q in bench_funnel(ns, nw):
         lines.append(f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.2f} | {div} | {q[0]:.2f}, {q[1]:.2f} |")
     print("\n".join(lines[-2:]), flush=True)
+    if args.numpyro:
+        r = bench_numpyro(ns, nw)
+        lines += ["", "## (d) NumPyro's NUTS on the 100-d Gaussian of (b) (--numpyro)", ""]
+        if isinstance(r, str):
+            lines.append(f"NumPyro not run: {r}")
+        else:
+            name, t, ess, div, n, c = gaussian
+            ratio, ratio_cpu = (ess / t) / (r["ess"] / r["time"]), (ess / c) / (r["ess"] / r["cpu"])
+            lines += [
+                f"numpyro {r['versions'][0]}, jax {r['versions'][1]} (CPU, float64, one XLA thread), in "
+                "benchmarks/.venv-numpyro. Times exclude compilation (reported apart: the first run's time "
+                "minus the second's on one MCMC object).",
+                "",
+                "| sampler | time (s) | CPU (s) | compile (s, wall / CPU) | ESS | ESS/s (wall, CPU) | "
+                "gradient evaluations | ms per evaluation (wall, CPU) | ESS/s ours/NumPyro (wall, CPU) |",
+                "|---|---|---|---|---|---|---|---|---|",
+                f"| {name} | {t:.1f} | {c:.1f} | 0 | {ess:.0f} | {ess / t:.1f}, {ess / c:.1f} | {n} | "
+                f"{1e3 * t / n:.2f}, {1e3 * c / n:.2f} | {ratio:.2f}, {ratio_cpu:.2f} |",
+                f"| NumPyro NUTS | {r['time']:.1f} | {r['cpu']:.1f} | {r['compile']:.1f} / {r['cpu_compile']:.1f} | "
+                f"{r['ess']:.0f} | {r['ess'] / r['time']:.1f}, {r['ess'] / r['cpu']:.1f} | {r['gradients']} | "
+                f"{1e3 * r['time'] / r['gradients']:.2f}, {1e3 * r['cpu'] / r['gradients']:.2f} |  |",
+            ]
+        print("\n".join(lines[-3:]), flush=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

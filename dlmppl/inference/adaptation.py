@@ -256,6 +256,10 @@ def mass_velocity(mass, r):
     site tensors), the gradient of the kinetic energy ``½ rᵀ M⁻¹ r``."""
     v = {}
     for names, inv in mass.inverse.items():
+        if len(names) == 1:  # one site: no concatenation (a copy) and no slicing
+            x = r[names[0]]
+            v[names[0]] = _matvec(inv, x) if x.dim() == 1 else _matvec(inv, x.reshape(-1)).reshape(x.shape)
+            continue
         flat = torch.cat([r[name].reshape(-1) for name in names])
         _unflatten(_matvec(inv, flat), names, r, v)
     return v

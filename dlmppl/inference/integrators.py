@@ -122,7 +122,8 @@ def potential_grad(potential_fn, z, numerical_error=None):
         if not torch.is_tensor(potential_energy):
             potential_energy = nodes[0].new_tensor(float(potential_energy))
         if potential_energy.requires_grad:
-            grads = torch.autograd.grad(potential_energy.sum(), nodes, allow_unused=True)
+            total = potential_energy if potential_energy.dim() == 0 else potential_energy.sum()
+            grads = torch.autograd.grad(total, nodes, allow_unused=True)
         else:
             grads = (None,) * len(nodes)
     finally:
@@ -182,27 +183,32 @@ def riemannian_leapfrog(
     nonfinite = None
     half = 0.5 * step_size
     inverse_masses = inverse_masses or {}
-    for _ in range(num_steps):
+    # (site, geometry or None) once, not a dict lookup per site and half step
+    sites = [(name, geometries.get(name)) for name in r]
+    for i in range(num_steps):
         if z_grads is None:
             z_grads, potential_energy = potential_grad(potential_fn, z, numerical_error)
-        for name in r:
-            g = geometries.get(name)
+        for name, g in sites:
             grad = z_grads[name] if g is None else g.rgrad(z[name], z_grads[name])
             r[name] = r[name] - half * grad
         vel = kinetic_grad(r)
-        for name in z:
-            g = geometries.get(name)
+        for name, g in sites:
             if g is None:
                 z[name] = z[name] + step_size * vel[name]
             else:
                 z[name], r[name] = g.flow(z[name], r[name], step_size * inverse_masses.get(name, 1.0))
         z_grads, potential_energy = potential_grad(potential_fn, z, numerical_error)
-        bad = ~torch.isfinite(potential_energy)
-        nonfinite = bad if nonfinite is None else nonfinite | bad
-        for name in r:
-            g = geometries.get(name)
+        if i < num_steps - 1:
+            # remember a non-finite potential met on the way (the last one is mapped below)
+            bad = ~torch.isfinite(potential_energy)
+            nonfinite = bad if nonfinite is None else nonfinite | bad
+        for name, g in sites:
             grad = z_grads[name] if g is None else g.rgrad(z[name], z_grads[name])
             r[name] = r[name] - half * grad
+    if num_steps > 0:
+        # NaN and ±inf at the end -> +inf, in one op
+        inf = float("inf")
+        potential_energy = torch.nan_to_num(potential_energy, nan=inf, posinf=inf, neginf=inf)
     if nonfinite is not None:
         potential_energy = torch.where(nonfinite, torch.full_like(potential_energy, float("inf")), potential_energy)
     return z, r, z_grads, potential_energy
@@ -235,6 +241,8 @@ class Integrator(NamedTuple):
 
 def _rsum(x, batch_ndim):
     """Sum over all but the first ``batch_ndim`` dims."""
+    if x.dim() == batch_ndim + 1:  # already flat: no reshape
+        return x.sum(-1)
     return x.reshape(x.shape[:batch_ndim] + (-1,)).sum(-1)
 
 
@@ -269,17 +277,19 @@ def geodesic_leapfrog(
     def kinetic(z, r, aux):
         vel = kinetic_grad(r)
         cov = {}
-        ke = 0.0
+        ke = None  # (not 0.0 + ...: one op less per term, the same sum)
         for name, v in vel.items():
             cov[name] = r[name]
-            ke = ke + _rsum(r[name] * v, batch_ndim)
+            term = _rsum(r[name] * v, batch_ndim)
+            ke = term if ke is None else ke + term
         for name, g in geometries.items():
             vel[name] = r[name] * inverse_masses[name]  # velocity p / m
             cov[name] = g.covector(z[name], r[name])  # momentum covector G(x) p
             # g(p, p) / m from the geometry's own kinetic energy: sum(G(x)p · p) cancels far from
             # the origin (Lorentz) or loses every digit when G(x) is ill-conditioned (SPD)
-            ke = ke + 2 * g.kinetic(z[name], r[name]) * inverse_masses[name]
-        return 0.5 * ke, vel, cov
+            term = 2 * g.kinetic(z[name], r[name]) * inverse_masses[name]
+            ke = term if ke is None else ke + term
+        return 0.5 * (0.0 if ke is None else ke), vel, cov
 
     def step(z, r, aux, step_size, num_steps=1):
         return riemannian_leapfrog(

@@ -83,6 +83,7 @@ from .adaptation import (
     mass_velocity,
 )
 from .integrators import geodesic_leapfrog, geometry_of, potential_grad, trajectory
+from .potential import lean_applies, lean_potential_fn
 from .softabs import softabs_integrator
 from .tree import _nan_to_inf, nuts_transition
 
@@ -254,6 +255,14 @@ class RiemannianHMC(HMC):
         1024, the gradient budget of a NUTS iteration at tree depth 10, or the
         ``num_steps`` given if larger): ``trajectory_length / step_size`` above
         it is truncated, with a :class:`StepSizeWarning`.
+    :param bool trace_once: compute a model's potential with
+        :func:`~dlmppl.inference.potential.lean_potential_fn` (the model's sites and
+        transforms learnt once; at each evaluation the model runs under one
+        messenger that substitutes the values and sums the log-densities: the
+        same value as Pyro's, without building a trace); it falls back to Pyro's
+        ``potential_fn`` for models with discrete latent sites (enumerated) and
+        with ``jit_compile=True``.  ``False``: Pyro's ``potential_fn`` always.
+        :attr:`potential_kind` says which one (``"lean"`` or ``"pyro"``) after setup.
 
     The integrator is exact on the manifold (geodesic flow) and reversible and
     volume preserving (see :mod:`dlmppl.inference.integrators` for why, per
@@ -301,6 +310,7 @@ class RiemannianHMC(HMC):
         min_stepsize: float = 1e-10,
         max_stepsize: float = 1e10,
         max_num_steps: int | None = None,
+        trace_once: bool = True,
     ):
         if metric not in ("euclidean", "softabs"):
             raise ValueError(f"metric must be 'euclidean' or 'softabs', got {metric!r}")
@@ -349,6 +359,9 @@ class RiemannianHMC(HMC):
         self._max_num_steps = int(max_num_steps)
         self._step_cap = float(max_stepsize)
         self._last_diagnostics = None
+        self._trace_once = bool(trace_once)
+        # which potential the model got in setup: "lean" (dlmppl.inference.potential) or "pyro"
+        self.potential_kind = None
 
     # ------------------------------------------------------------------ setup
     def _reset(self):
@@ -412,6 +425,11 @@ class RiemannianHMC(HMC):
             init_strategy=safe_init,
             initial_params=user_params if user_params is not None else {},
         )
+        self.potential_kind = "pyro"
+        if self._trace_once and lean_applies(proto_trace, self._jit_compile):
+            # the same potential without Pyro's trace at every evaluation
+            potential_fn = lean_potential_fn(self.model, model_args, model_kwargs, transforms)
+            self.potential_kind = "lean"
         if user_params is None:
             user_params = self._find_valid_initial_params(names, transforms, potential_fn, trace, init_trace)
         self.potential_fn = potential_fn
@@ -804,7 +822,7 @@ class RiemannianNUTS(RiemannianHMC):
     ``transforms``, ``max_plate_nesting``, ``jit_compile``,
     ``target_accept_prob``, ``max_tree_depth``, ``init_strategy``) and those of
     :class:`RiemannianHMC` (``manifolds``, ``metric``,
-    ``softabs_alpha``, ``fixed_point_iters``).  See the module docstring for
+    ``softabs_alpha``, ``fixed_point_iters``, ``trace_once``).  See the module docstring for
     the U-turn criterion on manifolds.
 
     References: Hoffman & Gelman (2014) "The No-U-Turn sampler"; Betancourt
@@ -834,6 +852,7 @@ class RiemannianNUTS(RiemannianHMC):
         metric="euclidean",
         softabs_alpha=1e6,
         fixed_point_iters=6,
+        trace_once=True,
     ):
         super().__init__(
             model,
@@ -853,6 +872,7 @@ class RiemannianNUTS(RiemannianHMC):
             metric=metric,
             softabs_alpha=softabs_alpha,
             fixed_point_iters=fixed_point_iters,
+            trace_once=trace_once,
         )
         if int(max_tree_depth) < 1:
             raise ValueError(f"max_tree_depth must be >= 1, got {max_tree_depth}")
