@@ -10,15 +10,20 @@
 * VI: :func:`RiemannianAdam` / :func:`RiemannianSGD` (Pyro optimisers that
   step manifold parameters along their manifold) and the autoguide
   :class:`AutoManifoldNormal`.
+* :class:`MCMC`: ``pyro.infer.MCMC`` with ``chain_method="vectorized"``
+  (:mod:`dlmppl.inference.vectorized`): ``num_chains`` chains of the kernels as
+  one batched state in one process.
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
 from .kernels import DivergenceWarning, RiemannianHMC, RiemannianNUTS, SamplerWarning, StepSizeWarning
 from .optim import RiemannianAdam, RiemannianSGD
+from .vectorized import MCMC
 
 __all__ = [
     "AutoManifoldNormal",
     "DivergenceWarning",
+    "MCMC",
     "SamplerWarning",
     "StepSizeWarning",
     "RiemannianAdam",
