@@ -351,6 +351,9 @@ def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
 
 
 def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numerical_error):
+    # an inactive chain steps by 0, which keeps its leaf (r - 0·∇U, flow for time 0) at no extra cost:
+    # cheaper than selecting the leaf afterwards, and its state never drifts into NaN
+    eps = torch.where(active, eps, torch.zeros_like(eps))
     try:
         z, r, aux, pe = integ.step(leaf.z, leaf.r, leaf.aux, eps)
         ke, vel, cov = integ.kinetic(z, r, aux)
@@ -361,8 +364,7 @@ def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numer
             pe = energy = torch.full_like(energy_current, float("inf"))
         else:
             raise
-    # an inactive chain keeps its leaf: its step is computed and thrown away
-    new = _leaf_where(active, _Leaf(z, r, aux, vel, cov), leaf)
+    new = _Leaf(z, r, aux, vel, cov)
     delta = energy - energy_current
     diverging = active & (delta > max_delta_energy)
     zero = torch.zeros_like(delta)
@@ -389,12 +391,12 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
     weight = torch.logaddexp(half.weight, other.weight)
     # uniform (weight-proportional) sampling inside the subtree (Betancourt 2017, A.3.1)
     take = go & (torch.rand_like(weight) < (other.weight - weight).exp())
-    left = _leaf_where(forward, half.left, other.left)
-    right = _leaf_where(forward, other.right, half.right)
+    left = _leaf_where(go & ~forward, other.left, half.left)
+    right = _leaf_where(go & forward, other.right, half.right)
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
     turning = other.turning | batched_is_turning(left, right, rho)
     return _Tree(
-        left=_leaf_where(go, left, half.left), right=_leaf_where(go, right, half.right),
+        left=left, right=right,
         z_proposal=_where(take, other.z_proposal, half.z_proposal),
         pe_proposal=torch.where(take, other.pe_proposal, half.pe_proposal),
         aux_proposal=_where(take, other.aux_proposal, half.aux_proposal),
