@@ -766,8 +766,15 @@ class MCMC(_PyroMCMC):
             z[name], _ = g.project(z[name], torch.zeros_like(z[name]))
         like = next(iter(z.values()))
         dtype, device = like.dtype, like.device
-        with torch.enable_grad():
-            pe = potential({k: v.detach() for k, v in z.items()}).detach()
+        try:
+            with torch.enable_grad():
+                pe = potential({k: v.detach() for k, v in z.items()}).detach()
+        except (RuntimeError, IndexError) as e:
+            raise ValueError(
+                "chain_method='vectorized': the model does not broadcast over a leading chains' plate "
+                f"({type(e).__name__}: {e}); write its batch dims with pyro.plate (and max_plate_nesting), and "
+                "products of latent values so that they broadcast over leading dims (e.g. (mu @ obs.T).sum(-1), not obs @ mu)"
+            ) from e
         if pe.shape != (K,):
             raise ValueError(
                 f"chain_method='vectorized': the batched potential has shape {tuple(pe.shape)}, expected ({K},): "
