@@ -27,6 +27,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from calibration import machine  # benchmarks/ is on sys.path when this script runs
 from pyro import poutine
 from pyro.infer import NUTS
 from pyro.infer.reparam import ProjectedNormalReparam
@@ -34,8 +35,6 @@ from pyro.infer.reparam import ProjectedNormalReparam
 import dlmppl
 from dlmppl.distributions import ManifoldUniform
 from dlmppl.inference import MCMC, RiemannianNUTS
-
-from calibration import machine  # benchmarks/ is on sys.path when this script runs
 
 
 def _ess(x):
