@@ -840,7 +840,10 @@ class MCMC(_PyroMCMC):
         eps0 = torch.full((K,), float(kernel.step_size), dtype=like.dtype, device=like.device)
 
         def find_step_size(zz):
-            zz = z_state[0] if zz is None else zz
+            if zz is None:
+                zz = z_state[0]
+            else:  # after a slow window: the cap at the new masses first (as the kernel does)
+                self._vcap = self._step_cap(zz)
             aux_, pe_ = state[1], state[0]
             with torch.enable_grad():
                 return batched_find_step_size(
