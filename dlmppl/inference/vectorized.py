@@ -736,12 +736,14 @@ class MCMC(_PyroMCMC):
                 kernel._initialize_model_properties(args, kwargs)
                 inits.append({n: v.detach() for n, v in kernel.initial_params.items()})
             proto = kernel._prototype_trace
+            discrete = [n for n, site in proto.nodes.items() if site["type"] == "sample" and not site["is_observed"]
+                        and getattr(site["fn"], "has_enumerate_support", False)]  # fmt: skip
+            if discrete:
+                raise ValueError(f"chain_method='vectorized': discrete latent sites {discrete} are not supported (enumeration)")
             site_shapes = {}
             for name in inits[0]:
                 node = proto.nodes[name]
                 fn = node["fn"]
-                if fn.has_enumerate_support:
-                    raise ValueError(f"chain_method='vectorized': discrete latent site {name!r} is not supported")
                 # the constrained shape (a transform may change it: stick-breaking)
                 site_shapes[name] = (tuple(fn.batch_shape), tuple(fn.event_shape))
             potential = batched_potential(kernel.model, args, kwargs, kernel.transforms, site_shapes, K,

@@ -122,6 +122,12 @@ def test_errors():
         MCMC(RiemannianNUTS(not_broadcasting), 2, chain_method="vectorised")
     with pytest.raises(ValueError, match="num_chains"):
         MCMC(RiemannianNUTS(not_broadcasting), 2, num_chains=0, chain_method="vectorized")
+    def discrete():
+        c = pyro.sample("c", dist.Bernoulli(torch.tensor(0.3, dtype=D64)))
+        pyro.sample("y", dist.Normal(c, 1.0), obs=torch.tensor(0.5, dtype=D64))
+
+    with pytest.raises(ValueError, match="discrete"):
+        _run(RiemannianNUTS(discrete), 2, 2)
     with pytest.raises(ValueError, match="initial_params"):
         _run(RiemannianNUTS(potential_fn=lambda z: z["x"].pow(2).sum(-1)), 2, 2)
 
