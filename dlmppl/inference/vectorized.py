@@ -871,9 +871,10 @@ class MCMC(_PyroMCMC):
         stats = {k: [] for k in ("diverging", "energy", "step_size", "acceptance_rate", "n_steps")}
         if nuts:
             stats["tree_depth"] = []
-        accept_cnt = torch.zeros(K, dtype=torch.long)
-        warm_div = torch.zeros(K, dtype=torch.long)
-        warm_nonfinite = torch.zeros(K, dtype=torch.long)
+        # per-chain counts and stats stay on the state's device until the end (no per-iteration transfer)
+        accept_cnt = torch.zeros(K, dtype=torch.long, device=like.device)
+        warm_div = torch.zeros_like(accept_cnt)
+        warm_nonfinite = torch.zeros_like(accept_cnt)
         initial_eps = self._adapt.step_size.clone()
         min_eps = initial_eps.clone()
         samples = []
@@ -893,8 +894,8 @@ class MCMC(_PyroMCMC):
                 z, pe, aux = info.z, info.potential_energy, info.aux
                 z_state[0], state[0], state[1] = z, pe, aux
                 if warmup:
-                    warm_div += info.diverging.long().cpu()
-                    warm_nonfinite += info.nonfinite.long().cpu()
+                    warm_div += info.diverging.long()
+                    warm_nonfinite += info.nonfinite.long()
                     if self._adapt.step(t + 1, z, info.accept_prob):
                         self._vcap = self._step_cap(z)
                     if ad.adapt_step_size:
@@ -902,21 +903,22 @@ class MCMC(_PyroMCMC):
                             self._adapt.step_size.clamp_min(kernel._min_stepsize), self._vcap)
                     min_eps = torch.minimum(min_eps, self._adapt.step_size)
                 else:
-                    accept_cnt += info.accepted.long().cpu()
-                    stats["diverging"].append(info.diverging.cpu())
-                    stats["energy"].append(info.energy.detach().double().cpu())
-                    stats["step_size"].append(eps.double().cpu())
-                    stats["acceptance_rate"].append(info.accept_prob.double().cpu())
-                    stats["n_steps"].append(info.num_proposals.cpu())
+                    accept_cnt += info.accepted.long()
+                    stats["diverging"].append(info.diverging)
+                    stats["energy"].append(info.energy.detach())
+                    stats["step_size"].append(eps)
+                    stats["acceptance_rate"].append(info.accept_prob)
+                    stats["n_steps"].append(info.num_proposals)
                     if nuts:
-                        stats["tree_depth"].append(info.tree_depth.cpu())
+                        stats["tree_depth"].append(info.tree_depth)
                     samples.append({k: v.detach().clone() for k, v in z.items()})
                 if self.hook_fn is not None:
                     self.hook_fn(kernel, self._constrain(z), "Warmup" if warmup else "Sample", t if warmup else t - self.warmup_steps)
-                progbar.set_description("Warmup" if warmup else "Sample", refresh=False)
-                progbar.set_postfix({"step size": f"{float(eps.mean()):.2e}",
-                                     "acc. prob": f"{float(info.accept_prob.mean()):.3f}"}, refresh=False)  # fmt: skip
-                progbar.update()
+                if not progbar.disable:
+                    progbar.set_description("Warmup" if warmup else "Sample", refresh=False)
+                    progbar.set_postfix({"step size": f"{float(eps.mean()):.2e}",
+                                         "acc. prob": f"{float(info.accept_prob.mean()):.3f}"}, refresh=False)  # fmt: skip
+                    progbar.update()
         finally:
             progbar.close()
         n = self.num_samples
@@ -928,7 +930,8 @@ class MCMC(_PyroMCMC):
         if self.save_params is not None:
             out = {k: v for k, v in out.items() if k in self.save_params}
         self._samples = out
-        per = {k: (torch.stack(v, 1) if v else torch.zeros(K, 0)) for k, v in stats.items()}
+        per = {k: (torch.stack(v, 1).cpu() if v else torch.zeros(K, 0)) for k, v in stats.items()}
+        accept_cnt, warm_div, warm_nonfinite = accept_cnt.cpu(), warm_div.cpu(), warm_nonfinite.cpu()
         diags = []
         for k in range(K):
             divs = [int(i) for i in torch.nonzero(per["diverging"][k]).reshape(-1)] if n else []
