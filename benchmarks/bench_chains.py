@@ -10,8 +10,10 @@
     chains against Pyro's NUTS with 4 chains.
 
 ESS: arviz's bulk ESS over all chains (``az.ess`` of the ``(chain, draw)`` array) of every
-coordinate, the minimum over coordinates; ESS/s = ESS / wall time of the whole run (warm-up
-included).  Run: ``python benchmarks/bench_chains.py [--quick]``; writes
+coordinate, the minimum over coordinates; ESS/s = ESS / time of the whole run (warm-up included),
+with the process's CPU time (one torch thread: the compute the run costs, robust to other jobs on a
+shared machine) and, beside it, the wall time.  The draws are reproducible (fixed seeds): only the
+times vary between runs.  Run: ``python benchmarks/bench_chains.py [--quick]``; writes
 ``benchmarks/results_chains.md``.
 """
 
@@ -45,12 +47,19 @@ def _ess(x):
 
 
 def _timed(kernel, num_samples, warmup, num_chains, **kw):
+    """``(mcmc, cpu seconds, wall seconds)`` of one run."""
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains, disable_progbar=True, **kw)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pyro's "chains will be drawn sequentially"
         mcmc.run()
-    return mcmc, time.perf_counter() - t
+    return mcmc, _cpu() - c, time.perf_counter() - t
+
+
+def _cpu():
+    """CPU seconds of this process and its finished children (Pyro's chain processes, where it uses them)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _divergences(m):
@@ -87,15 +96,15 @@ def bench_vmf(d, num_samples, warmup, num_chains=4):
 
     rows = []
     pyro.set_rng_seed(0)
-    m, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains, chain_method="vectorized")
-    rows.append(("RiemannianNUTS, vectorised chains", t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)))
+    m, c, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains, chain_method="vectorized")
+    rows.append(("RiemannianNUTS, vectorised chains", c, t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)))
     pyro.set_rng_seed(0)
-    m, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains)
-    rows.append(("RiemannianNUTS, sequential chains", t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)))
+    m, c, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains)
+    rows.append(("RiemannianNUTS, sequential chains", c, t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)))
     pyro.set_rng_seed(0)
-    m, t = _timed(NUTS(poutine.reparam(theirs, config={"mu": ProjectedNormalReparam()})), num_samples, warmup, num_chains)
+    m, c, t = _timed(NUTS(poutine.reparam(theirs, config={"mu": ProjectedNormalReparam()})), num_samples, warmup, num_chains)
     mu = torch.nn.functional.normalize(m.get_samples(group_by_chain=True)["mu_normal"], dim=-1)
-    rows.append(("Pyro NUTS + ProjectedNormalReparam, sequential chains", t, _ess(mu), _divergences(m), None))
+    rows.append(("Pyro NUTS + ProjectedNormalReparam, sequential chains", c, t, _ess(mu), _divergences(m), None))
     return rows
 
 
@@ -112,11 +121,11 @@ def bench_gaussian(num_samples, warmup, chains=(4, 8), dim=100):
     rows = []
     for k in chains:
         pyro.set_rng_seed(0)
-        m, t = _timed(RiemannianNUTS(model), num_samples, warmup, k, chain_method="vectorized")
-        rows.append((f"RiemannianNUTS, {k} vectorised chains", k, t, _ess(m.get_samples(group_by_chain=True)["x"]), _divergences(m)))
+        m, c, t = _timed(RiemannianNUTS(model), num_samples, warmup, k, chain_method="vectorized")
+        rows.append((f"RiemannianNUTS, {k} vectorised chains", k, c, t, _ess(m.get_samples(group_by_chain=True)["x"]), _divergences(m)))
     pyro.set_rng_seed(0)
-    m, t = _timed(NUTS(model), num_samples, warmup, 4)
-    rows.append(("Pyro NUTS, 4 sequential chains", 4, t, _ess(m.get_samples(group_by_chain=True)["x"]), _divergences(m)))
+    m, c, t = _timed(NUTS(model), num_samples, warmup, 4)
+    rows.append(("Pyro NUTS, 4 sequential chains", 4, c, t, _ess(m.get_samples(group_by_chain=True)["x"]), _divergences(m)))
     return rows
 
 
@@ -134,31 +143,35 @@ def main():
         f"Machine: {info['cpu']}, {info['cores']} cores (shared with other jobs: timings noisy), no GPU, "
         f"1 torch thread; torch {info['torch']}, pyro {info['pyro']}, arviz {info['arviz']}, Python {info['python']}. "
         f"{'`--quick`: ' if args.quick else ''}{ns} draws per chain after {nw} warm-up steps. "
-        "ESS = arviz bulk ESS over all chains, minimum over coordinates; ESS/s over the whole run (warm-up included).",
+        "ESS = arviz bulk ESS over all chains, minimum over coordinates; ESS/s over the whole run (warm-up included), "
+        "per CPU second of the process (the ratios) and per wall second.",
         "",
         "## (a) vMF mean direction posterior (N=50, κ=10, uniform prior), 4 chains",
         "",
-        "| d | sampler | time (s) | ESS | ESS/s | divergences | leapfrog steps (all chains) | ESS/s ratio to Pyro + ProjectedNormalReparam |",
-        "|---|---|---|---|---|---|---|---|",
+        "| d | sampler | CPU time (s) | wall time (s) | ESS | ESS/CPU s | divergences | leapfrog steps after warm-up (all chains) "
+        "| ESS/CPU s ratio to Pyro + ProjectedNormalReparam | ESS/wall s ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in (3, 10, 50):
         rows = bench_vmf(d, ns, nw)
-        ref = rows[2][2] / rows[2][1]
-        for name, t, ess, div, steps in rows:
-            lines.append(f"| {d} | {name} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {steps if steps is not None else ''} | "
-                         f"{(ess / t) / max(ref, 1e-12):.2f} |")  # fmt: skip
+        ref, ref_wall = rows[2][3] / rows[2][1], rows[2][3] / rows[2][2]
+        for name, c, t, ess, div, steps in rows:
+            lines.append(f"| {d} | {name} | {c:.1f} | {t:.1f} | {ess:.0f} | {ess / c:.1f} | {div} | {steps if steps is not None else ''} | "
+                         f"{(ess / c) / max(ref, 1e-12):.2f} | {(ess / t) / max(ref_wall, 1e-12):.2f} |")  # fmt: skip
         print("\n".join(lines[-3:]), flush=True)
     lines += [
         "",
         "## (b) 100-d correlated Gaussian (diagonal mass adaptation)",
         "",
-        "| sampler | chains | time (s) | ESS | ESS/s | divergences | ESS/s ratio to Pyro NUTS |",
-        "|---|---|---|---|---|---|---|",
+        "| sampler | chains | CPU time (s) | wall time (s) | ESS | ESS/CPU s | divergences | ESS/CPU s ratio to Pyro NUTS "
+        "| ESS/wall s ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = bench_gaussian(ns, nw)
-    ref = rows[-1][3] / rows[-1][2]
-    for name, k, t, ess, div in rows:
-        lines.append(f"| {name} | {k} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {(ess / t) / max(ref, 1e-12):.2f} |")
+    ref, ref_wall = rows[-1][4] / rows[-1][2], rows[-1][4] / rows[-1][3]
+    for name, k, c, t, ess, div in rows:
+        lines.append(f"| {name} | {k} | {c:.1f} | {t:.1f} | {ess:.0f} | {ess / c:.1f} | {div} | "
+                     f"{(ess / c) / max(ref, 1e-12):.2f} | {(ess / t) / max(ref_wall, 1e-12):.2f} |")  # fmt: skip
     print("\n".join(lines[-len(rows):]), flush=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
