@@ -10,7 +10,7 @@ Run: ``python benchmarks/collect.py``.
 
 from pathlib import Path
 
-ORDER = ["directional", "wrapped", "mcmc", "vae", "priors", "losses", "topofactor", "geodesics", "intrinsic", "diagnostics", "redesign", "distributed", "calibration"]
+ORDER = ["directional", "wrapped", "mcmc", "chains", "vae", "priors", "losses", "topofactor", "geodesics", "intrinsic", "diagnostics", "redesign", "distributed", "calibration"]
 
 
 def main():

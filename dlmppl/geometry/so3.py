@@ -373,6 +373,8 @@ class SO3Geometry(Geometry):
 
     def flow(self, x, v, t):
         """``γ(t) = R exp(t Ω)``, ``γ'(t) = γ(t) Ω`` with ``Ω = skew(Rᵀ v)`` (left-invariant velocity)."""
+        if torch.is_tensor(t) and t.dim() >= 2:
+            t = t.squeeze(-1)  # per-point times shaped like x (..., 1, 1) scale the axis vectors (..., 3)
         w = vee(x.transpose(-1, -2) @ v)
         x1 = x @ so3_exp(t * w)
         return self.project(x1, x1 @ hat(w))

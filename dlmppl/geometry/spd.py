@@ -104,6 +104,8 @@ class SPDGeometry(Geometry):
         return 0.5 * quad.sum()
 
     def flow(self, x, v, t):
+        if torch.is_tensor(t) and t.dim() >= 2:
+            t = t.squeeze(-1)  # per-point times shaped like x (..., 1, 1) scale the eigenvalues (..., n)
         xh, xih = _sqrt_and_isqrt(x)
         lam, q = torch.linalg.eigh(_sym(xih @ v @ xih))
         e = torch.exp(t * lam).unsqueeze(-2)

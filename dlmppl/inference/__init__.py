@@ -11,17 +11,22 @@
   step manifold parameters along their manifold), the autoguide
   :class:`AutoManifoldNormal`, and :class:`LeanTrace_ELBO` (``Trace_ELBO``'s value and
   gradients with less per-step machinery).
+* :class:`MCMC`: ``pyro.infer.MCMC`` with ``chain_method="vectorized"``
+  (:mod:`dlmppl.inference.vectorized`): ``num_chains`` chains of the kernels as
+  one batched state in one process.
 """
 
 from .autoguides import AutoManifoldNormal, init_to_manifold_sample
 from .elbo import LeanTrace_ELBO
 from .kernels import DivergenceWarning, RiemannianHMC, RiemannianNUTS, SamplerWarning, StepSizeWarning
 from .optim import RiemannianAdam, RiemannianSGD
+from .vectorized import MCMC
 
 __all__ = [
     "AutoManifoldNormal",
     "DivergenceWarning",
     "LeanTrace_ELBO",
+    "MCMC",
     "SamplerWarning",
     "StepSizeWarning",
     "RiemannianAdam",
