@@ -27,6 +27,7 @@ from pyro import poutine
 from pyro.infer import MCMC, NUTS
 from pyro.infer.reparam import ProjectedNormalReparam
 from pyro.ops.stats import effective_sample_size
+from ratios import record  # benchmarks/ is on sys.path when this script runs
 
 import dlmppl
 from dlmppl.distributions import ManifoldUniform
@@ -125,6 +126,7 @@ def bench_funnel(num_samples, warmup):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-funnel", action="store_true", help="skip (c), minutes under load (bench_all)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_mcmc.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -144,6 +146,7 @@ def main():
     for d in (3, 10, 50):
         rows = bench_vmf(d, ns, nw)
         ratio = (rows[0][2] / rows[0][1]) / max(rows[1][2] / rows[1][1], 1e-12)
+        record("mcmc", f"vMF mean d={d}: ESS/s ours / Pyro NUTS+reparam", ratio, 3.0)
         for i, (name, t, ess, div) in enumerate(rows):
             lines.append(f"| {d} | {name} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {f'{ratio:.2f}' if i == 0 else ''} |")
         print("\n".join(lines[-2:]), flush=True)
@@ -157,6 +160,7 @@ def main():
     ]
     rows = bench_gaussian(ns, nw)
     per = [t / max(n, 1) for _, t, _, _, n in rows]
+    record("mcmc", "100-d Gaussian: time per gradient ours / Pyro NUTS", per[0] / per[1], 0.8, "lower")
     for i, (name, t, ess, div, n) in enumerate(rows):
         lines.append(
             f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {n} | {1e3 * per[i]:.2f} | "
@@ -176,7 +180,7 @@ def main():
         "| sampler | time (s) | ESS(v) | ESS(v)/s | divergences | q10, q90 of v |",
         "|---|---|---|---|---|---|",
     ]
-    for name, t, ess, div, q in bench_funnel(ns, nw):
+    for name, t, ess, div, q in [] if args.no_funnel else bench_funnel(ns, nw):
         lines.append(f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.2f} | {div} | {q[0]:.2f}, {q[1]:.2f} |")
     print("\n".join(lines[-2:]), flush=True)
     with open(args.out, "w") as f:
