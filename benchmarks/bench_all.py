@@ -79,10 +79,10 @@ BENCHES = [
     Bench("topology", "bench_topology.py", ["--quick", "--out", "{out}"], 30),
     Bench("sbc", "bench_sbc.py", ["--quick", "--out", "{out}"], 60),
     Bench("redesign", "bench_redesign.py", ["--quick", "--out", "{out}"], 90),
-    Bench("distributed", "bench_distributed.py", ["--quick"], 90),
     Bench("topofactor", "bench_topofactor.py", ["--quick"], 60),
     Bench("priors", "bench_priors.py", ["--quick"], 60),
     Bench("intrinsic", "bench_intrinsic.py", ["--quick"], 75),
+    Bench("distributed", "bench_distributed.py", ["--quick", "--batch", "1024"], 90),
 ]
 
 

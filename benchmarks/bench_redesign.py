@@ -1,8 +1,8 @@
 """Before/after the geometry redesign, side by side in one run: is anything slower?
 
 The same workloads run in worker processes that import dlmppl from two source trees: the
-commit before the redesign (``--before``, default ``1e771c2``, checked out in a temporary
-git worktree) and the working tree.  Workers alternate (before, after, before, ...) so that
+commit before the redesign (``--before``, default ``1e771c2``, its ``dlmppl/`` unpacked by
+``git archive`` into a temporary folder) and the working tree.  Workers alternate (before, after, before, ...) so that
 load on a shared machine hits both alike; each workload's time is the median over rounds,
 and the table reports ``after / before`` (below 1: faster now).
 
@@ -15,7 +15,7 @@ depends on the trajectory lengths its adaptation picks, so its time per gradient
 (per call of the model) is reported too: that is the cost of the code.
 
 Run: ``python benchmarks/bench_redesign.py [--rounds 5] [--before REV]``; writes
-``benchmarks/results_redesign.md``.
+``benchmarks/results_redesign.md`` (``--quick``: one round of shorter chains, into a scratch file).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = r"""
 import json, sys, time, torch, pyro
 torch.set_num_threads(1)
-QUICK = sys.argv[1:] == ["quick"]  # bench_redesign.py --quick: shorter chains
+QUICK = sys.argv[1:] == ["quick"]  # bench_redesign.py --quick: fewer repeats, shorter chains
+R = 6 if QUICK else 20
 import dlmppl
 from dlmppl import manifolds as M
 from dlmppl.distributions import WrappedNormal, VonMisesFisher, ManifoldUniform
@@ -60,20 +61,20 @@ for label, man, loc in [
     ("WrappedNormal sphere S²", M.Sphere(), torch.tensor([0.0, 0.0, 1.0], dtype=D)),
 ]:
     wn = WrappedNormal(man, loc, torch.tensor(0.5, dtype=D))
-    timed(label + " rsample+log_prob", lambda wn=wn: wn.log_prob(wn.rsample((n,))), 20)
+    timed(label + " rsample+log_prob", lambda wn=wn: wn.log_prob(wn.rsample((n,))), R)
 
 x = torch.nn.functional.normalize(torch.randn(100_000, 3, dtype=D), dim=-1)
 y = torch.nn.functional.normalize(torch.randn(100_000, 3, dtype=D), dim=-1)
-timed("distance sphere n=1e5", lambda: geometry.distance(M.Sphere(), x, y), 20)
+timed("distance sphere n=1e5", lambda: geometry.distance(M.Sphere(), x, y), R)
 lor = M.Lorentz(1.0)
 xs = lor.expmap0(torch.cat([torch.zeros(100_000, 1, dtype=D), torch.randn(100_000, 2, dtype=D)], -1))
 ys = lor.expmap0(torch.cat([torch.zeros(100_000, 1, dtype=D), torch.randn(100_000, 2, dtype=D)], -1))
-timed("distance Lorentz n=1e5", lambda: geometry.distance(lor, xs, ys), 20)
+timed("distance Lorentz n=1e5", lambda: geometry.distance(lor, xs, ys), R)
 
 ball = M.PoincareBall(1.0)
 a = ball.expmap0(0.3 * torch.randn(200, 2, dtype=D))
 b = ball.expmap0(0.3 * torch.randn(200, 2, dtype=D))
-timed("wasserstein emd Poincaré n=200", lambda: losses.wasserstein(a, b, manifold=ball), 10)
+timed("wasserstein emd Poincaré n=200", lambda: losses.wasserstein(a, b, manifold=ball), R // 2)
 
 obs = VonMisesFisher(torch.tensor([0.0, 0.0, 1.0], dtype=D), torch.tensor(10.0, dtype=D)).sample((50,))
 
@@ -123,7 +124,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--before", default="1e771c2", help="git revision before the redesign")
-    ap.add_argument("--before-path", default=None, help="a checkout of it (default: a temporary worktree)")
+    ap.add_argument("--before-path", default=None, help="a checkout of it (default: a temporary `git archive` copy)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_redesign.md"))
     ap.add_argument("--quick", action="store_true", help="one round, shorter chains (bench_all; writes to a "
                     "scratch file unless --out)")
