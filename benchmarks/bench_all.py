@@ -33,6 +33,7 @@ import argparse
 import datetime as _dt
 import importlib.util
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -86,22 +87,31 @@ BENCHES = [
 ]
 
 
-def run_one(b: Bench, log_dir: Path, left: float = float("inf")) -> tuple[str, float]:
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished (waited-for) child processes, theirs included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_one(b: Bench, log_dir: Path, left: float = float("inf")) -> tuple[str, float, float]:
     """Run ``b`` within its budget and the ``left`` seconds of the whole run; returns (status, wall
-    seconds).  Status: "ok", "failed (rc N; log)", "stopped at the time budget", "skipped (reason)"."""
+    seconds, CPU seconds of it and its subprocesses).  Status: "ok", "failed (rc N; log)", "stopped at
+    the time budget", "skipped (reason)".  The CPU time hardly depends on the other jobs of a shared
+    machine: on an idle one the wall time would be about that (less where a benchmark runs processes
+    in parallel)."""
     if b.skip:
-        return f"skipped ({b.skip})", 0.0
+        return f"skipped ({b.skip})", 0.0, 0.0
     if left < 10:
-        return "skipped (the total time budget is spent)", 0.0
+        return "skipped (the total time budget is spent)", 0.0, 0.0
     budget = min(b.budget, left)
     missing = [m for m in b.needs if importlib.util.find_spec(m) is None]
     if missing:
-        return f"skipped ({', '.join(missing)} not installed)", 0.0
+        return f"skipped ({', '.join(missing)} not installed)", 0.0, 0.0
     args = [a.replace("{out}", str(ratios.quick_out(b.area))) for a in b.args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     log = log_dir / f"{b.area}.log"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     with open(log, "w") as fh:
         p = subprocess.Popen([sys.executable, str(HERE / b.script), *args], cwd=ROOT, env=env, stdout=fh,
                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -109,10 +119,10 @@ def run_one(b: Bench, log_dir: Path, left: float = float("inf")) -> tuple[str, f
             rc = p.wait(timeout=budget)
         except subprocess.TimeoutExpired:
             _kill(p)
-            return f"stopped at the time budget ({budget:.0f} s)", time.perf_counter() - t0
-    dt = time.perf_counter() - t0
+            return f"stopped at the time budget ({budget:.0f} s)", time.perf_counter() - t0, _children_cpu() - c0
+    dt, cpu = time.perf_counter() - t0, _children_cpu() - c0
     shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
-    return ("ok" if rc == 0 else f"failed (rc {rc}; log: {shown})"), dt
+    return ("ok" if rc == 0 else f"failed (rc {rc}; log: {shown})"), dt, cpu
 
 
 def _kill(p: subprocess.Popen) -> None:
@@ -188,8 +198,9 @@ def main(argv=None):
             (ratios.ratios_dir() / f"{b.area}.json").unlink(missing_ok=True)
             print(f"[bench all] {b.area}: {b.script} {' '.join(b.args)} (budget {b.budget:.0f} s)", flush=True)
             left = args.total - (time.perf_counter() - t_all)
-            status[b.area], times[b.area] = run_one(b, log_dir, left)
-            print(f"[bench all] {b.area}: {status[b.area]}, {times[b.area]:.0f} s", flush=True)
+            status[b.area], *times[b.area] = run_one(b, log_dir, left)
+            print(f"[bench all] {b.area}: {status[b.area]}, {times[b.area][0]:.0f} s (CPU {times[b.area][1]:.0f} s)",
+                  flush=True)
     total = time.perf_counter() - t_all
     lines, counts = table([b.area for b in chosen], status)
     summary = (f"{counts['met']} targets met, {counts['not met']} not met, {counts['no target']} ratios without "
@@ -198,13 +209,16 @@ def main(argv=None):
     print(summary)
     if args.no_run:
         return 0
-    print(f"total wall time {total / 60:.1f} min")
+    cpu = sum(c for _, c in times.values())
+    print(f"total wall time {total / 60:.1f} min, CPU time of the benchmarks {cpu / 60:.1f} min")
     load1 = os.getloadavg()
     head = [
         "# All benchmarks, quick mode (`bash run.sh bench all`)",
         "",
         f"Run {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: every benchmark with `--quick` "
-        f"(small sizes, few repeats), one after the other, one thread each; total wall time **{total / 60:.1f} min**. "
+        f"(small sizes, few repeats), one after the other, one thread each; total wall time **{total / 60:.1f} min**; CPU time of "
+        f"the benchmarks {cpu / 60:.1f} min (about the wall time on an idle machine: the CPU time hardly depends on "
+        "the other jobs, while the wall time does). "
         f"Machine: {_cpu()}, {os.cpu_count()} cores, no GPU, shared with other engineers' jobs (load average "
         f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), so the quick ratios are an indication: the "
         "full runs' tables in the other sections are the measurements of record.  value = the ratio as each "
@@ -212,9 +226,11 @@ def main(argv=None):
         "Produced by `benchmarks/bench_all.py` from `benchmarks/.ratios/*.json`.",
         "",
     ]
-    tail = ["", summary + ".", "", "| area | script and arguments | budget (s) | wall (s) | status |", "|---|---|---|---|---|"]
+    tail = ["", summary + ".", "", "| area | script and arguments | budget (s) | wall (s) | CPU (s) | status |",
+            "|---|---|---|---|---|---|"]
     for b in chosen:
-        tail.append(f"| {b.area} | `{b.script} {' '.join(b.args)}` | {b.budget:.0f} | {times.get(b.area, 0):.0f} | "
+        wall, c = times.get(b.area, (0.0, 0.0))
+        tail.append(f"| {b.area} | `{b.script} {' '.join(b.args)}` | {b.budget:.0f} | {wall:.0f} | {c:.0f} | "
                     f"{status.get(b.area, '')} |")
     tail += ["", "Not run: `gpu.py` (needs an accelerator: `bash run.sh gpu`), `calibration.py` (every statistical "
              "test over 20 seeds), `library_lines.py` (line counts, no ratio)."]

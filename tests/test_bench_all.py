@@ -84,17 +84,17 @@ def test_one_list_of_benchmarks():
 
 def test_missing_peer_is_skipped_not_run(folder):
     b = bench_all.Bench("x", "bench_none.py", budget=1, needs=("surely_not_a_module_xyz",))
-    status, dt = bench_all.run_one(b, folder)
-    assert status == "skipped (surely_not_a_module_xyz not installed)" and dt == 0.0
+    status, dt, cpu = bench_all.run_one(b, folder)
+    assert status == "skipped (surely_not_a_module_xyz not installed)" and dt == cpu == 0.0
 
 
 def test_budgets_stop_and_skip(folder):
     sleeper, failer = folder / "sleeper.py", folder / "failer.py"
     sleeper.write_text("import time\ntime.sleep(60)\n")
     failer.write_text("raise SystemExit(3)\n")
-    status, dt = bench_all.run_one(bench_all.Bench("s", str(sleeper), [], budget=60), folder, left=1.5)
+    status, *_ = bench_all.run_one(bench_all.Bench("s", str(sleeper), [], budget=60), folder, left=1.5)
     assert status.startswith("skipped (the total time budget")  # less than 10 s left
-    status, dt = bench_all.run_one(bench_all.Bench("s", str(sleeper), [], budget=1), folder)
-    assert status == "stopped at the time budget (1 s)" and dt < 30
-    status, _ = bench_all.run_one(bench_all.Bench("f", str(failer), [], budget=30), folder)
+    status, dt, cpu = bench_all.run_one(bench_all.Bench("s", str(sleeper), [], budget=1), folder)
+    assert status == "stopped at the time budget (1 s)" and dt < 30 and 0 <= cpu < 1  # asleep: no CPU
+    status, *_ = bench_all.run_one(bench_all.Bench("f", str(failer), [], budget=30), folder)
     assert status.startswith("failed (rc 3")
