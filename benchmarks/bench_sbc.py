@@ -81,12 +81,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sims", type=int, default=8, help="simulations per method (default 8)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results_sbc.md"))
-    ap.add_argument("--quick", action="store_true", help="2 simulations of 100 + 100 draws (bench_all; writes "
+    ap.add_argument("--quick", action="store_true", help="2 simulations of 60 + 60 draws (bench_all; writes "
                     "to a scratch file unless --out)")
     args = ap.parse_args(argv)
     global NUM_SAMPLES, WARMUP, NUM_DRAWS
     if args.quick:
-        args.sims, NUM_SAMPLES, WARMUP, NUM_DRAWS = 2, 100, 100, 50
+        args.sims, NUM_SAMPLES, WARMUP, NUM_DRAWS = 2, 60, 60, 30
         if args.out == ap.get_default("out"):
             args.out = str(quick_out("sbc"))
     warnings.simplefilter("ignore")
