@@ -150,8 +150,9 @@ def _fmt(v: float | None, unit: str) -> str:
 def table(areas: list[str], status: dict[str, str], folder: Path | None = None) -> tuple[list[str], dict]:
     """Markdown lines of the table ``area | measure | value | target | met?`` and the counts.
 
-    ``status``: area -> status of its run ("ok" or why not), missing: the table of what is there.
-    An area without a file shows its status, or "no ratios recorded" when it ran fine."""
+    ``status``: area -> status of its run in this invocation ("ok" or why not).  An area without a file
+    shows its status, or "no ratios recorded" when it ran fine; an area not run this time shows the
+    file of its last run, tagged with its date (and "full run" when that was not ``--quick``)."""
     lines = ["| area | measure | value | target | met? |", "|---|---|---|---|---|"]
     counts = {"met": 0, "not met": 0, "no target": 0, "areas without ratios": 0}
     for area in areas:
@@ -163,7 +164,8 @@ def table(areas: list[str], status: dict[str, str], folder: Path | None = None) 
             why = st if st != "ok" else ("no ratios recorded" if area in status or data else "no run recorded")
             lines.append(f"| {area} | {why} | | | |")
             continue
-        tag = "" if data.get("quick", True) else " (full run)"
+        tag = "" if area in status else f" ({data.get('time', 'earlier run')})"
+        tag += "" if data.get("quick", True) else " (full run)"
         for r in rows:
             m = ratios.met(r["value"], r["target"], r["better"])
             target = "—" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + _fmt(r["target"], r["unit"])
@@ -202,7 +204,7 @@ def main(argv=None):
             print(f"[bench all] {b.area}: {status[b.area]}, {times[b.area][0]:.0f} s (CPU {times[b.area][1]:.0f} s)",
                   flush=True)
     total = time.perf_counter() - t_all
-    lines, counts = table([b.area for b in chosen], status)
+    lines, counts = table([b.area for b in BENCHES], status)  # areas not run now: their last run
     summary = (f"{counts['met']} targets met, {counts['not met']} not met, {counts['no target']} ratios without "
                f"a target, {counts['areas without ratios']} areas without ratios")
     print("\n".join(lines))
@@ -215,7 +217,9 @@ def main(argv=None):
     head = [
         "# All benchmarks, quick mode (`bash run.sh bench all`)",
         "",
-        f"Run {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: every benchmark with `--quick` "
+        f"Run {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: "
+        + (f"`--only {args.only}` (the other areas: their last run, dated), " if only else "every benchmark ")
+        + "with `--quick` "
         f"(small sizes, few repeats), one after the other, one thread each; total wall time **{total / 60:.1f} min**; CPU time of "
         f"the benchmarks {cpu / 60:.1f} min (about the wall time on an idle machine: the CPU time hardly depends on "
         "the other jobs, while the wall time does). "
@@ -223,12 +227,14 @@ def main(argv=None):
         f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), so the quick ratios are an indication: the "
         "full runs' tables in the other sections are the measurements of record.  value = the ratio as each "
         "benchmark defines it (see the measure); met? compares it with the issue's target. "
-        "Produced by `benchmarks/bench_all.py` from `benchmarks/.ratios/*.json`.",
+        "Produced by `benchmarks/bench_all.py` from `benchmarks/.ratios/*.json`; an area tagged with a date "
+        "comes from an earlier invocation (`--only`).  CPU time of a benchmark stopped at its budget: a lower "
+        "bound (its killed subprocesses are not counted).",
         "",
     ]
     tail = ["", summary + ".", "", "| area | script and arguments | budget (s) | wall (s) | CPU (s) | status |",
             "|---|---|---|---|---|---|"]
-    for b in chosen:
+    for b in chosen:  # this invocation's runs
         wall, c = times.get(b.area, (0.0, 0.0))
         tail.append(f"| {b.area} | `{b.script} {' '.join(b.args)}` | {b.budget:.0f} | {wall:.0f} | {c:.0f} | "
                     f"{status.get(b.area, '')} |")

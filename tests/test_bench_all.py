@@ -68,6 +68,8 @@ def test_record_rewrites_per_process_and_keeps_partial_runs(folder, monkeypatch)
     lines, counts = bench_all.table(["a"], {"a": "stopped at the time budget (30 s)"})
     rows = rows_of(lines)
     assert rows[0][0] == "a (full run)" and rows[0][-1] == "**no**"
+    date = ratios.load("a")["time"]
+    assert rows_of(bench_all.table(["a"], {})[0])[0][0] == f"a ({date}) (full run)"  # not run now: its date
     assert rows[1][2:] == ["not measured", "≥ 2×", "—"]
     assert rows[2][1].startswith("stopped at the time budget (30 s)")
     assert counts["not met"] == 1 and counts["no target"] == 1
