@@ -79,11 +79,11 @@ BENCHES = [
     Bench("diagnostics", "bench_diagnostics.py", ["--quick"], 40),
     Bench("topology", "bench_topology.py", ["--quick", "--out", "{out}"], 30),
     Bench("sbc", "bench_sbc.py", ["--quick", "--out", "{out}"], 60),
-    Bench("redesign", "bench_redesign.py", ["--quick", "--out", "{out}"], 90),
+    Bench("redesign", "bench_redesign.py", ["--quick", "--out", "{out}"], 120),
     Bench("topofactor", "bench_topofactor.py", ["--quick"], 60),
-    Bench("priors", "bench_priors.py", ["--quick"], 60),
+    Bench("priors", "bench_priors.py", ["--quick"], 75),
     Bench("intrinsic", "bench_intrinsic.py", ["--quick"], 75),
-    Bench("distributed", "bench_distributed.py", ["--quick", "--batch", "1024"], 90),
+    Bench("distributed", "bench_distributed.py", ["--quick", "--batch", "1024"], 120),
 ]
 
 
