@@ -2,6 +2,7 @@
 # dlmppl's two commands:   bash run.sh demo     (the main job)
 #                          bash run.sh test     (the test suite; what CI runs)
 # also:                    bash run.sh bench NAME   (a benchmark in benchmarks/)
+#                          bash run.sh bench all    (every benchmark, --quick, then one table of all ratios)
 #                          bash run.sh gpu          (device tests + benchmarks/gpu.py on cuda)
 #                          bash run.sh install      (only make/update the environment)
 #                          bash run.sh torch-plan   (print how torch would be installed; installs nothing)
@@ -95,10 +96,13 @@ case "$cmd" in
   install) $PY -c "import sys, torch, arviz; print('run.sh:', sys.executable, 'python', sys.version.split()[0], 'torch', torch.__version__, 'arviz', arviz.__version__)" ;;
   demo) exec $PY -m dlmppl.demo "$@" ;;
   test) exec $PY -m pytest -n 2 "$@" ;;
-  bench) name="$1"; shift; exec $PY "benchmarks/${name%.py}.py" "$@" ;;
+  bench) name="${1:?usage: bash run.sh bench NAME|all}"; shift; [ "$name" = all ] && name=bench_all
+    # this checkout's dlmppl first, also when DLMPPL_VENV's editable install points at another one
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    exec $PY "benchmarks/${name%.py}.py" "$@" ;;
   gpu) dev="${DLMPPL_TEST_DEVICE:-cuda}"  # the on_device tests, then benchmarks/gpu.py, on $dev
     $PY -c "import sys, torch; sys.exit(torch.device('$dev').type == 'cuda' and not torch.cuda.is_available())" \
       || { echo "run.sh gpu: torch sees no CUDA device (set DLMPPL_TEST_DEVICE to choose another)" >&2; exit 1; }
     DLMPPL_TEST_DEVICE="$dev" $PY -m pytest -m on_device "$@" && exec $PY benchmarks/gpu.py --device "$dev" ;;
-  *) echo "usage: bash run.sh demo|test|gpu|bench NAME|install|torch-plan" >&2; exit 2 ;;
+  *) echo "usage: bash run.sh demo|test|gpu|bench NAME|bench all|install|torch-plan" >&2; exit 2 ;;
 esac

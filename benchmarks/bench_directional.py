@@ -34,6 +34,7 @@ import pyro
 import pyro.distributions as pdist
 import scipy
 import torch
+from ratios import quick_out, record  # benchmarks/ is on sys.path when this script runs
 from scipy import stats
 
 from dlmppl.distributions import PowerSpherical, VonMisesFisher
@@ -173,6 +174,8 @@ def targets_table(rows):
         if res is None or (task, peer) not in res:
             continue
         r = res[task, peer] / res[task, "dlmppl vMF"]
+        short = {"lp1": "log_prob", "s1": "sample", "sB": "rsample+backward, 1e4 dists"}[task]
+        record("directional", f"vMF d={d} {short}: speed-up vs {peer}", r, bound, "higher" if op == "≥" else "lower")
         b = f"{res[task, peer] / res[task, BEFORE]:.2f}× | " if has_before and (task, BEFORE) in res else ("— | " if has_before else "")
         lines.append(f"| {d} | {TASKS[task]} | {peer} | {b}{r:.2f}× | {op} {bound:g}× | {'yes' if r >= bound else 'no'} |")
     return "\n".join(lines)
@@ -206,6 +209,7 @@ def table(rows):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="d = 3 and 64 only, 3 repeats (bench_all)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dims", default="3,64,512", help="comma-separated ambient dimensions")
@@ -213,6 +217,10 @@ def main():
     ap.add_argument("--before", default=None, help="git revision whose VonMisesFisher is timed too, in the same run")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_directional.md"))
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.dims = min(args.repeats, 3), "3,64"
+        if args.out == ap.get_default("out"):  # a quick run does not overwrite the full results
+            args.out = str(quick_out("directional"))
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
     before = load_before(args.before) if args.before else None

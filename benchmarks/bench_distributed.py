@@ -8,7 +8,8 @@
     traffic per GPU, 2 (N - 1) / N of it; and the per-call CPU time of the persistence pairing of
     ``dlmppl.losses.topological`` at each rank's batch size, the part that stays on CPU.
 
-Usage: python benchmarks/bench_distributed.py [--quick]   (writes benchmarks/results_distributed.md)
+Usage: python benchmarks/bench_distributed.py [--quick]   (writes benchmarks/results_distributed.md;
+--quick: benchmarks/.ratios/quick/results_distributed.md)
 Each configuration runs in its own ``torchrun`` job (gloo, one torch thread per process); 1 and 2
 processes alternate, ``--repeats`` times, and the medians are reported side by side.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 import pyro
 import pyro.distributions as dist
 import torch
+from ratios import quick_out, record  # benchmarks/ is on sys.path when this script runs
 
 import dlmppl as dl
 from dlmppl.distributed import DistributedSVI, distributed_loader, run_chains
@@ -169,6 +171,11 @@ def main():
                 print(n, "process(es):", r, flush=True)
     med = {n: {k: statistics.median(v[k] for v in res[n]) for k in res[n][0]} for n in res}
     ratio = {k: med[2][k] / med[1][k] for k in med[1]}
+    for b in a.batch:
+        record("distributed", f"DistributedSVI batch {b}: samples/s 2 processes / 1", ratio[f"svi_samples_per_s_{b}"],
+               note="wall")
+    record("distributed", f"run_chains {a.chains} NUTS chains: chains/s 2 processes / 1", ratio["chains_per_s"],
+           note="wall")
     for k in med[1]:
         print(f"{k}: 1 process {med[1][k]:.3f}, 2 processes {med[2][k]:.3f} (x{ratio[k]:.2f})")
 
@@ -302,8 +309,9 @@ def write(a, med, ratio, n_params, step_cpu_s, pairs):
         "",
         "Reproduce: `python benchmarks/bench_distributed.py` (then `python benchmarks/collect.py`).",
     ]
-    (HERE / "results_distributed.md").write_text("\n".join(lines) + "\n")
-    print("wrote", HERE / "results_distributed.md")
+    out = quick_out("distributed") if a.quick else HERE / "results_distributed.md"  # quick: not the results
+    out.write_text("\n".join(lines) + "\n")
+    print("wrote", out)
 
 
 if __name__ == "__main__":

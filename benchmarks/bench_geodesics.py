@@ -22,6 +22,7 @@ import os
 import time
 
 import torch
+from ratios import record  # benchmarks/ is on sys.path when this script runs
 
 import dlmppl.geometry as geo
 
@@ -100,6 +101,8 @@ def main():
         r = run_cell(d, D, n_pairs, n_points, max_iter, gen)
         rows.append((d, D, r))
         (tj, ej, ij, cj), (td, ed, idn, cd) = r["jvp"], r["dense"]
+        record("geodesics", f"pull-back geodesic d={d} D={D}: time dense Jacobian / JVP", td / tj,
+               note=f"rel. error {ej:.0e}")
         print(
             f"d={d:3d} D={D:5d}  jvp {tj:7.2f}s err {ej:.2e} it {ij:3d} conv {cj} | "
             f"dense {td:7.2f}s err {ed:.2e} it {idn:3d} conv {cd} | dense/jvp time {td / tj:5.2f}",

@@ -38,6 +38,7 @@ from pyro import poutine
 from pyro.infer import MCMC, NUTS
 from pyro.infer.reparam import ProjectedNormalReparam
 from pyro.ops.stats import effective_sample_size
+from ratios import record  # benchmarks/ is on sys.path when this script runs
 
 import dlmppl
 from dlmppl.distributions import ManifoldUniform
@@ -192,6 +193,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--numpyro", action="store_true", help="(d): NumPyro's NUTS on (b)'s target, in benchmarks/.venv-numpyro")
+    ap.add_argument("--no-funnel", action="store_true", help="skip (c), minutes under load (bench_all)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_mcmc.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -211,6 +213,7 @@ def main():
     for d in (3, 10, 50):
         rows = bench_vmf(d, ns, nw)
         ratio = (rows[0][2] / rows[0][1]) / max(rows[1][2] / rows[1][1], 1e-12)
+        record("mcmc", f"vMF mean d={d}: ESS/s ours / Pyro NUTS+reparam", ratio, 3.0)
         for i, (name, t, ess, div) in enumerate(rows):
             lines.append(f"| {d} | {name} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {f'{ratio:.2f}' if i == 0 else ''} |")
         print("\n".join(lines[-2:]), flush=True)
@@ -225,6 +228,8 @@ def main():
     repeats = 1 if args.quick else 3
     rows = bench_gaussian(ns, nw, repeats=repeats)
     ref = rows[-1]
+    record("mcmc", "100-d Gaussian: CPU time per gradient ours / Pyro NUTS", (rows[0][5] / rows[0][4]) / (ref[5] / ref[4]),
+           0.8, "lower")
     for name, t, ess, div, n, c in rows:
         rel = "" if name == "Pyro NUTS" else f"{(t / n) / (ref[1] / ref[4]):.2f}, {(c / n) / (ref[5] / ref[4]):.2f}"
         lines.append(
@@ -249,7 +254,7 @@ def main():
         "| sampler | time (s) | ESS(v) | ESS(v)/s | divergences | q10, q90 of v |",
         "|---|---|---|---|---|---|",
     ]
-    for name, t, ess, div, q in bench_funnel(ns, nw):
+    for name, t, ess, div, q in [] if args.no_funnel else bench_funnel(ns, nw):
         lines.append(f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.2f} | {div} | {q[0]:.2f}, {q[1]:.2f} |")
     print("\n".join(lines[-2:]), flush=True)
     if args.numpyro:
@@ -260,6 +265,8 @@ def main():
         else:
             name, t, ess, div, n, c = gaussian
             ratio, ratio_cpu = (ess / t) / (r["ess"] / r["time"]), (ess / c) / (r["ess"] / r["cpu"])
+            record("mcmc", "100-d Gaussian: ESS/s (CPU) ours / NumPyro NUTS", ratio_cpu, 1 / 3,
+                   note="within 3x of NumPyro; compile time excluded")
             lines += [
                 f"numpyro {r['versions'][0]}, jax {r['versions'][1]} (CPU, float64, one XLA thread), in "
                 "benchmarks/.venv-numpyro. Times exclude compilation (reported apart: the first run's time "

@@ -54,6 +54,7 @@ import pyro
 import torch
 from calibration import machine  # benchmarks/ is on sys.path when this script runs
 from pyro.infer import SVI, Trace_ELBO
+from ratios import record
 from torch import nn
 
 import dlmppl as dl
@@ -382,6 +383,12 @@ def main():
         results[name] = run_dataset(name, cfg, seeds, log)
     total = time.perf_counter() - t_all
     log(f"total {total / 60:.1f} min")
+    for name, (res, _) in results.items():  # the prior gap, summed over the three geometries
+        fixed = sum(statistics.mean(res[(g, PRIORS[0])]["latent MMD²"]) for g, _ in GEOMETRIES)
+        for p in PRIORS[1:]:
+            other = sum(statistics.mean(res[(g, p)]["latent MMD²"]) for g, _ in GEOMETRIES)
+            record("priors", f"{name}: latent MMD² to held-out codes, {p.split(' ')[0]} / fixed prior",
+                   other / fixed if fixed > 0 else float("nan"), better="lower", note="sum over 3 geometries")
 
     cmd = "nice -n 19 python benchmarks/bench_priors.py" + (" --quick" if args.quick else "")
     if args.seeds != "0,1,2":

@@ -38,6 +38,7 @@ import time
 import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
+from ratios import record  # benchmarks/ is on sys.path when this script runs
 from scipy.stats import spearmanr
 
 from dlmppl import datasets, geometry, manifolds
@@ -128,6 +129,11 @@ def main():
             print(f"{name:16s} {label:22s} log p(x) {rows[-1][2]:9.1f} ± {rows[-1][3]:5.1f}   "
                   f"Spearman {rows[-1][4]:.3f} ± {rows[-1][5]:.3f}   train {rows[-1][6]:.1f} s", flush=True)
     total = time.perf_counter() - t_all
+    for name, *_ in DATA:  # Spearman of the matching latent minus the Euclidean one's
+        rho = {r[1].split(" ")[-1] if r[1].endswith("(matching)") else r[1].split(" ")[0]: r[4]
+               for r in rows if r[0] == name}
+        record("topology", f"{name}: Spearman(latent, factor) matching − Euclidean",
+               rho["(matching)"] - rho["Euclidean"], unit="")
     lines = [
         "## Matching latent topology (bench_topology.py, issue 13)\n",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread, torch {torch.__version__}, "

@@ -18,6 +18,7 @@ import time
 
 import geoopt
 import torch
+from ratios import record  # benchmarks/ is on sys.path when this script runs
 
 from dlmppl.distributions import WrappedNormal
 
@@ -82,13 +83,15 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true", help="float64, d = 16 only, 7 rounds (bench_all)")
     args = ap.parse_args()
+    rounds = 7 if args.quick else 15
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sigma, n = 0.7, args.n
     rows = []
-    for dtype in (torch.float32, torch.float64):
-        for d in (16, 64):
+    for dtype in (torch.float64,) if args.quick else (torch.float32, torch.float64):
+        for d in (16,) if args.quick else (16, 64):
             for name in ("PoincareBall", "Lorentz"):
                 if name == "PoincareBall":
                     loc = (0.3 / math.sqrt(d)) * torch.ones(d, dtype=dtype)
@@ -103,10 +106,10 @@ def main():
                 with torch.no_grad():
                     ref, got = lp(z), ours.log_prob(z)
                 err = float((ref - got).abs().max() / ref.abs().max())
-                rs_ours, rs_hand, rs_ratio = _time_pair(lambda ours=ours: ours.rsample((n,)), rs)
+                rs_ours, rs_hand, rs_ratio = _time_pair(lambda ours=ours: ours.rsample((n,)), rs, rounds)
                 with torch.no_grad():
                     lp_ours, lp_hand, lp_ratio = _time_pair(lambda ours=ours, z=z: ours.log_prob(z),
-                                                            lambda lp=lp, z=z: lp(z))
+                                                            lambda lp=lp, z=z: lp(z), rounds)
                 rows.append((name, str(dtype).replace("torch.", ""), d, rs_ours, rs_hand, rs_ratio,
                              lp_ours, lp_hand, lp_ratio, err))
     head = ("| manifold | dtype | d | rsample dlmppl (Mpts/s) | rsample geoopt by hand (Mpts/s) | ratio | "
@@ -116,11 +119,17 @@ def main():
         lines.append(f"| {name} | {dt} | {d} | {n / a / 1e6:.2f} | {n / b / 1e6:.2f} | {ab:.2f} | "
                      f"{n / c / 1e6:.2f} | {n / e / 1e6:.2f} | {ce:.2f} | {err:.1e} |")
     table = "\n".join(lines)
+    for i, what in ((5, "rsample"), (8, "log_prob")):
+        worst = min(rows, key=lambda r, i=i: r[i])
+        record("wrapped", f"WrappedNormal {what}: geoopt by hand / ours, worst case", worst[i],
+               note=f"{worst[0]} {worst[1]} d={worst[2]}; {len(rows)} cases")
+        record("wrapped", f"WrappedNormal {what}: geoopt by hand / ours, median case",
+               sorted(r[i] for r in rows)[len(rows) // 2], note=f"{len(rows)} cases")
     print(table)
     if args.out:
         with open(args.out, "w") as f:
             f.write("# WrappedNormal vs geoopt by hand\n\n")
-            f.write(f"batch {n} points, σ = {sigma}, torch threads = {args.threads}; medians of 15 interleaved "
+            f.write(f"batch {n} points, σ = {sigma}, torch threads = {args.threads}; medians of {rounds} interleaved "
                     "rounds (ratio: median of the per-round time ratios, hand / dlmppl, > 1 means dlmppl is "
                     "faster). Shared 2-core CPU machine with other jobs running, no GPU: absolute figures are "
                     "noisy. The hand-written density uses log(sinh(r)/r), which is NaN at r = 0 and overflows "

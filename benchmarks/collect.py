@@ -4,13 +4,14 @@ Each benchmark script writes its own ``results_<name>.md`` (machine, versions,
 table, ratios); this script concatenates them under one heading so that
 RESULTS.md always shows the latest figures of every benchmark, including
 ``results_calibration.md`` (benchmarks/calibration.py: the failure rate of every
-statistical test over 20 seeds).
+statistical test over 20 seeds), and first ``results_all.md`` (benchmarks/bench_all.py: every
+benchmark in quick mode, one table of all ratios against their targets).
 Run: ``python benchmarks/collect.py``.
 """
 
 from pathlib import Path
 
-ORDER = ["directional", "wrapped", "mcmc", "chains", "vae", "priors", "losses", "topofactor", "geodesics", "intrinsic", "diagnostics", "redesign", "distributed", "calibration"]
+ORDER = ["all", "directional", "wrapped", "mcmc", "chains", "vae", "priors", "losses", "topofactor", "geodesics", "intrinsic", "diagnostics", "redesign", "distributed", "calibration"]
 
 
 def main():
