@@ -158,10 +158,13 @@ def test_log_prob_integrates_to_one_on_the_sphere(sphere_flow):
 
 
 def test_backward_log_prob_agrees_with_the_forward_solve(sphere_flow):
-    # the density of a draw from one forward solve (log p_0(z_0) - ∫ div) and from a backward solve
+    # the density of a draw from one forward solve (log p_0(z_0) - ∫ div) and from a backward solve.
+    # 32 RK4 steps: at 16 the solvers' own discretisation error depended on how sharp the trained field
+    # came out (3e-4 to 5e-3 over three training seeds, against ≤ 1.4e-4 at 32), so the test measured the
+    # training draw rather than the consistency of the two solves
     with torch.no_grad():
-        x, lp_forward = sphere_flow.sample_and_log_prob((64,), num_steps=16)
-        lp_backward = sphere_flow.log_prob(x, num_steps=16)
+        x, lp_forward = sphere_flow.sample_and_log_prob((64,), num_steps=32)
+        lp_backward = sphere_flow.log_prob(x, num_steps=32)
     assert torch.allclose(lp_forward, lp_backward, atol=2e-3), (lp_forward - lp_backward).abs().max()
 
 
@@ -274,7 +277,7 @@ def _divergence_cases():
 
         return geometry_of(m.SO3()).random_uniform((n, 3, 3), torch.float64)
 
-    sphere_x = lambda n: _sphere_points(n)
+    sphere_x = lambda n: _sphere_points(4 * n)[:n]  # the pole filter drops ~5%: draw enough for n
     return {
         # S²: the gradient of <a, z>, a spherical harmonic of degree 1: Δ = -2 <a, z>
         "sphere": (m.Sphere(), (3,), _Const(lambda z: a.expand_as(z)), sphere_x, lambda z: -2 * (z @ a)),
