@@ -763,7 +763,7 @@ def bench_issue15(out, sizes=(256, 512), rounds=5, reps=3, runs=3):
     def r(a, b, i):
         return f"{b[i] / a[i]:.2f}×"
 
-    for n, m in rows:  # CPU-time speed-ups: the wall-time ones move with the machine's load
+    for n, _, m in rows:  # CPU-time speed-ups (the wall-time ones move with the machine's load); every run
         record("losses-h01", f"topological H0+H1 n={n}: torch-topological / ours (CPU)",
                m["tt1"][1] / m["ours1"][1], 1.5)
         record("losses-h01", f"H1 pairing n={n}: ripser.py / ours (CPU)", m["ripser"][1] / m["pair"][1], 1.0)
