@@ -70,7 +70,9 @@ from torch.distributions.transforms import identity_transform
 
 from ..geometry.base import Geometry
 from .adaptation import (
+    DualAveragingState,
     adaptation_schedule,
+    dual_averaging_update,
     intrinsic_dim,
     manifold_variance,
     regularized_variance,
@@ -586,17 +588,9 @@ class BatchedAdaptation:
         if self._find_step_size is not None:
             self.step_size = self._find_step_size(z)
         log_eps = self.step_size.log()
-        # DualAveragingState of every chain: (log ε, its average, hbar, t, μ = log 10 ε₀)
-        self._da = [log_eps, torch.zeros_like(log_eps), torch.zeros_like(log_eps), 0, math.log(10.0) + log_eps]
-
-    def _dual_averaging(self, accept_prob, t0=10.0, kappa=0.75, gamma=0.05):
-        log_eps, avg, hbar, t, mu = self._da
-        t = t + 1
-        hbar = (1.0 - 1.0 / (t + t0)) * hbar + (self.target_accept_prob - accept_prob) / (t + t0)
-        log_eps = mu - t**0.5 / gamma * hbar
-        w = t ** (-kappa)
-        avg = (1.0 - w) * avg + w * log_eps
-        self._da = [log_eps, avg, hbar, t, mu]
+        # the scalar kernel's dual-averaging state with a (K,) tensor per field: one per chain
+        zeros = torch.zeros_like(log_eps)
+        self._da = DualAveragingState(log_eps, zeros, zeros, 0, math.log(10.0) + log_eps)
 
     def step(self, t, z, accept_prob):
         """After warm-up iteration ``t`` (1-based), at ``z`` with statistics ``accept_prob``
@@ -612,14 +606,14 @@ class BatchedAdaptation:
             for name, state in self._welford.items():
                 self._welford[name] = welford_update(state, z[name].detach())
         if self.adapt_step_size:
-            self._dual_averaging(accept_prob.to(self.step_size.dtype))
-            self.step_size = self._da[0].exp()
+            self._da = dual_averaging_update(self._da, accept_prob.to(self.step_size.dtype), self.target_accept_prob)
+            self.step_size = self._da.log_step_size.exp()
         if t != window.end:
             return False
         self.window += 1
         if self.window - 1 == last:
             if self.adapt_step_size:
-                self.step_size = self._da[1].exp()
+                self.step_size = self._da.log_step_size_avg.exp()
             return False
         if not slow:
             return False
