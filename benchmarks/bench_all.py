@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import ratios  # noqa: E402
+from calibration import cpu_name  # noqa: E402
 
 TOTAL = 570.0  # seconds for the whole run: `bash run.sh bench all` ends within 10 minutes
 
@@ -224,7 +225,7 @@ def main(argv=None):
         f"(small sizes, few repeats), one after the other, one thread each; total wall time **{total / 60:.1f} min**; CPU time of "
         f"the benchmarks {cpu / 60:.1f} min (about the wall time on an idle machine: the CPU time hardly depends on "
         "the other jobs, while the wall time does). "
-        f"Machine: {_cpu()}, {os.cpu_count()} cores, no GPU, shared with other engineers' jobs (load average "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, no GPU, shared with other engineers' jobs (load average "
         f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), so the quick ratios are an indication: the "
         "full runs' tables in the other sections are the measurements of record.  value = the ratio as each "
         "benchmark defines it (see the measure); met? compares it with the issue's target. "
@@ -248,16 +249,6 @@ def main(argv=None):
 
         collect.main()
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -31,7 +30,8 @@ from pathlib import Path
 import pyro
 import pyro.distributions as dist
 import torch
-from ratios import quick_out, record  # benchmarks/ is on sys.path when this script runs
+from calibration import cpu_name  # benchmarks/ is on sys.path when this script runs
+from ratios import quick_out, record
 
 import dlmppl as dl
 from dlmppl.distributed import DistributedSVI, distributed_loader, run_chains
@@ -204,16 +204,6 @@ def main():
     for row in pairs:
         print("pairing n={} dims={}: topological() {:.4f} s, pairing {:.4f} s".format(*row))
     write(a, med, ratio, n_params, step_cpu_s, pairs)
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def write(a, med, ratio, n_params, step_cpu_s, pairs):

@@ -80,16 +80,19 @@ def parse_junit(path: Path) -> dict[str, tuple[str, float, str]]:
     return out
 
 
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what ``platform`` knows); imports nothing heavy."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(), "os": platform.platform()}
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    info = {"cpu": cpu_name(), "cores": str(os.cpu_count()), "python": platform.python_version(), "os": platform.platform()}
     for mod in ("torch", "pyro", "numpy", "scipy", "arviz", "geoopt"):
         try:
             info[mod] = __import__(mod).__version__
