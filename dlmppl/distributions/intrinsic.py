@@ -34,6 +34,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints as _tc
 
+from .._shapes import broadcast_shapes
 from ..constraints import ball
 from .base import check_expand, check_value_shape
 
@@ -124,7 +125,7 @@ class IntrinsicUniform(TorchDistribution):
         if self.radius is not None:
             lp = torch.where(value.norm(dim=-1) < self.radius, lp, torch.full_like(lp, -math.inf))
         # torch's shape rule: the value's batch shape broadcast with batch_shape (expanded copies)
-        return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
+        return lp.expand(broadcast_shapes(lp.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()):
         raise NotImplementedError(

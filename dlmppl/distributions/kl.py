@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch.distributions.kl import register_kl
 
+from .._shapes import broadcast_shapes
 from ..geometry import geometry_of
 from .power_spherical import PowerSpherical, _ps_divergences
 from .uniform import ManifoldUniform
@@ -48,7 +49,7 @@ def _check_sphere(q: ManifoldUniform, p, name: str):
 
 
 def _batch(t: torch.Tensor, other_batch, dtype) -> torch.Tensor:
-    return t.to(dtype).expand(torch.broadcast_shapes(t.shape, other_batch))
+    return t.to(dtype).expand(broadcast_shapes(t.shape, other_batch))
 
 
 def _register_uniform(cls, divergences, forward: bool):

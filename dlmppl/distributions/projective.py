@@ -30,6 +30,7 @@ from torch.distributions import constraints as _tc
 from torch.distributions.utils import lazy_property
 
 from .. import manifolds as _manifolds
+from .._shapes import broadcast_shapes
 from ..geometry import geometry_of
 from ..geometry.projective import ProjectiveGeometry, ProjectiveSpace
 from .base import ManifoldDistribution, real_floating
@@ -94,7 +95,7 @@ class AngularCentralGaussian(ManifoldDistribution):
         L = self.scale_tril
         dtype = torch.promote_types(L.dtype, value.dtype)
         L, value = L.to(dtype), value.to(dtype)
-        batch = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        batch = broadcast_shapes(value.shape[:-1], self.batch_shape)
         D = self.event_shape[0]
         Lb = L.expand(batch + (D, D))
         y = torch.linalg.solve_triangular(Lb, value.expand(batch + (D,)).unsqueeze(-1), upper=False).squeeze(-1)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from .._shapes import broadcast_shapes
 from ..geometry import geometry_of
 from .base import ManifoldDistribution
 
@@ -123,8 +124,8 @@ class ManifoldUniform(ManifoldDistribution):
         dtype = torch.promote_types(self.dtype, value.dtype)  # torch's promotion: float64 points give float64
         shape = value.shape[: value.dim() - len(self.event_shape)]
         if shape != self.batch_shape:
-            # torch.broadcast_shapes costs ~0.6 ms for non-empty shapes (torch 2.13): only when they differ
-            shape = torch.broadcast_shapes(shape, self.batch_shape)
+            # only when they differ
+            shape = broadcast_shapes(shape, self.batch_shape)
         return torch.full(shape, -self._log_volume, dtype=dtype, device=value.device)
 
     def entropy(self):

@@ -91,6 +91,7 @@ import math
 import torch
 
 from .. import kmath
+from .._shapes import broadcast_shapes
 from ..geometry import geometry_of
 from .base import ManifoldLocScale
 
@@ -377,7 +378,7 @@ class WrappedNormal(ManifoldLocScale):
         # 1/σ_i² (exact for an isotropic scale and in one dimension; for d ≥ 2 the density has an
         # integrable singularity there anyway)
         inv_var = self.scale.pow(-2).mean(-1, keepdim=True)
-        qxi = torch.where(q > 0, q / r.pow(2), inv_var.expand(torch.broadcast_shapes(q.shape, inv_var.shape)))
+        qxi = torch.where(q > 0, q / r.pow(2), inv_var.expand(broadcast_shapes(q.shape, inv_var.shape)))
         s = r + n * period  # signed lengths of the other preimages
         # where geodesics do not close (masked below) s = r + n may be 0 exactly (r = 2.0 was met in
         # training): keep log's backward away from 0/0 there

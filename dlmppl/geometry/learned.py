@@ -35,6 +35,7 @@ import math
 import torch
 from torch import nn
 
+from .._shapes import broadcast_shapes
 from .metrics import MetricField
 
 __all__ = ["LearnedMetric", "volume_regularizer", "smoothness_regularizer"]
@@ -122,7 +123,7 @@ class LearnedMetric(MetricField):
             condition = torch.as_tensor(condition, dtype=z.dtype, device=z.device)
             if condition.shape[-1] != self.cond_dim:
                 raise ValueError(f"condition must have last dimension cond_dim={self.cond_dim}, got {tuple(condition.shape)}")
-            shape = torch.broadcast_shapes(z.shape[:-1], condition.shape[:-1])
+            shape = broadcast_shapes(z.shape[:-1], condition.shape[:-1])
             inp = torch.cat((z.expand(shape + z.shape[-1:]), condition.expand(shape + condition.shape[-1:])), -1)
         else:
             inp = z

@@ -37,6 +37,7 @@ from torch.func import grad as _fgrad
 from torch.func import jvp as _fjvp
 
 from .. import kmath
+from .._shapes import broadcast_shapes
 
 __all__ = ["MetricField", "PullbackMetric", "ConformalMetric", "EuclideanMetric"]
 
@@ -131,7 +132,7 @@ class EuclideanMetric(MetricField):
         return torch.broadcast_tensors(z, v)[1].pow(2).sum(-1)
 
     def acceleration(self, z, v, condition=None):
-        return torch.zeros(torch.broadcast_shapes(z.shape, v.shape), dtype=z.dtype, device=z.device)
+        return torch.zeros(broadcast_shapes(z.shape, v.shape), dtype=z.dtype, device=z.device)
 
 
 class ConformalMetric(MetricField):

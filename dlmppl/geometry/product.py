@@ -6,6 +6,7 @@ from __future__ import annotations
 import geoopt
 import torch
 
+from .._shapes import broadcast_shapes
 from .base import Geometry, geometry_of
 
 __all__ = ["ProductGeometry"]
@@ -41,7 +42,7 @@ class ProductGeometry(Geometry):
 
     def join(self, parts):
         flat = [p.reshape(p.shape[: p.dim() - len(sh)] + (-1,)) for p, sh in zip(parts, self.shapes, strict=True)]
-        batch = torch.broadcast_shapes(*[f.shape[:-1] for f in flat])
+        batch = broadcast_shapes(*[f.shape[:-1] for f in flat])
         return torch.cat([f.expand(batch + f.shape[-1:]) for f in flat], -1)
 
     def _map(self, fn, *tensors):

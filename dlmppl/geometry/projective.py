@@ -39,6 +39,7 @@ import math
 import geoopt
 import torch
 
+from .._shapes import broadcast_shapes
 from .base import Geometry, geometry_of
 from .sphere import SphereGeometry, _safe_norm
 
@@ -51,7 +52,7 @@ def nearer_lift(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Shapes broadcast: ``x``, ``y`` ``batch + (n+1,)``; returns ``broadcast(x, y)``.
     """
     c = (x * y).sum(-1, keepdim=True)
-    return torch.where(c < 0, -y, y).expand(torch.broadcast_shapes(x.shape, y.shape))
+    return torch.where(c < 0, -y, y).expand(broadcast_shapes(x.shape, y.shape))
 
 
 class ProjectiveSpace(geoopt.Sphere):

@@ -82,6 +82,7 @@ import torch
 from torch import nn
 
 from .. import constraints as _constraints
+from .._shapes import broadcast_shapes
 from ..distributions.base import ManifoldDistribution
 from ..geometry import geometry_of
 from .vae import mlp
@@ -788,4 +789,4 @@ class FlowPriorDistribution(ManifoldDistribution):
         if self._validate_args:
             self._validate_sample(value)
         lp = self.prior.log_prob(value)
-        return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
+        return lp.expand(broadcast_shapes(lp.shape, self.batch_shape))
