@@ -40,6 +40,7 @@ from torch.distributions import constraints as _tc
 
 from .. import constraints as _constraints
 from .. import manifolds as _manifolds
+from .._shapes import broadcast_shapes
 
 __all__ = ["ManifoldDistribution", "ManifoldLocScale", "SphericalLocConcentration"]
 
@@ -84,8 +85,8 @@ def _describe(constraint, value: torch.Tensor, ok: torch.Tensor) -> str:
 def broadcast_batch_shapes(owner: str, **shapes) -> torch.Size:
     """``torch.broadcast_shapes`` of named batch shapes, with a ``ValueError`` naming them when they do not broadcast."""
     try:
-        return torch.broadcast_shapes(*shapes.values())
-    except RuntimeError:
+        return broadcast_shapes(*shapes.values())
+    except ValueError:
         desc = ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
         raise ValueError(f"{' and '.join(shapes)}: {owner} needs batch shapes that broadcast, got {desc}") from None
 
@@ -106,8 +107,8 @@ def check_value_shape(owner: str, value, batch_shape: torch.Size, event_shape: t
             f"of {owner}, got shape {tuple(value.shape)}"
         )
     try:
-        torch.broadcast_shapes(value.shape[: value.dim() - event_dim], batch_shape)
-    except RuntimeError:
+        broadcast_shapes(value.shape[: value.dim() - event_dim], batch_shape)
+    except ValueError:
         raise ValueError(
             f"value: shape {tuple(value.shape)} does not broadcast with batch_shape + event_shape "
             f"{tuple(batch_shape + event_shape)} of {owner}"
@@ -297,9 +298,13 @@ class SphericalLocConcentration(ManifoldDistribution):
     }
     has_rsample = True
 
+    _sphere = None  # one SphereExact shared by every instance (it holds no state; building one costs ~10 µs)
+
     def __init__(self, loc, concentration, validate_args=None):
         owner = type(self).__name__
-        self.manifold = _manifolds.SphereExact()
+        if SphericalLocConcentration._sphere is None:
+            SphericalLocConcentration._sphere = _manifolds.SphereExact()
+        self.manifold = SphericalLocConcentration._sphere
         loc = real_floating("loc", owner, loc, "real unit vectors")
         if loc.dim() < 1 or loc.shape[-1] < 2:
             raise ValueError(f"loc: {owner} needs shape batch_shape + (d,) with d >= 2, got {tuple(loc.shape)}")
