@@ -817,7 +817,7 @@ def _sample_from_cosine_d3(loc: torch.Tensor, t: torch.Tensor, phi: torch.Tensor
     return torch.stack([w * l1 + s * g * u1, w * l2 - s * (yc - g * l2), w * l3 - s * (ys - g * l3)], -1)
 
 
-def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape) -> torch.Tensor:
+def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape, host_frame: bool | None = None) -> torch.Tensor:
     """d = 3, one distribution (``loc`` of shape (3,), ``kappa`` 0-d), no gradient: ``shape + (3,)`` draws.
 
     The same law and random stream as the general path (``u[0]`` the azimuth, ``u[1]`` the
@@ -827,15 +827,18 @@ def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape) -> torch.
     of :func:`_sample_from_cosine_d3`), a dozen kernels over ``n`` numbers in all.  On the CPU the 3 × 3 frame
     and the constants of κ are computed in Python numbers (a dozen tensor operations on 0-d
     and 3-vectors otherwise cost more than the ``n``-sized work at ``n = 10^4``); elsewhere
-    with tensor operations, without a host synchronisation.
+    with tensor operations, without a host synchronisation (``host_frame``: ``None`` for
+    this choice by device, or ``True``/``False`` to force one, which the tests do).
     """
+    if host_frame is None:
+        host_frame = loc.device.type == "cpu"
     n = math.prod(shape)
     y = torch.empty(3, n, dtype=loc.dtype, device=loc.device)
     y0, y1, y2 = y.unbind(0)
     azimuth = y.narrow(0, 1, 2)
     azimuth.uniform_()  # the uniforms in place, in torch.rand((2, n))'s order
     tiny = math.sqrt(torch.finfo(loc.dtype).tiny)
-    if loc.device.type == "cpu":
+    if host_frame:
         k = max(float(kappa), tiny)
         scale, inv_k = math.expm1(-2 * k), -1.0 / k
         l1, l2, l3 = loc.tolist()
@@ -856,7 +859,7 @@ def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape) -> torch.
         frame.diagonal().sub_(s)  # Q = -s (I - 2 h hᵀ/|h|²), symmetric: its rows are Q e_i
         frame[0] = loc
     x = torch.mul(y2, scale, out=y0)
-    t = (_log1p_cpu(x, y2) if loc.device.type == "cpu" else x.log1p()).mul_(inv_k).clamp_(0, 2)
+    t = (_log1p_cpu(x, y2) if host_frame else x.log1p()).mul_(inv_k).clamp_(0, 2)
     r = torch.sub(2, t).mul_(t).sqrt_()
     torch.sub(1, t, out=y0)  # w = 1 - t
     phi = y1.mul_(2 * math.pi)

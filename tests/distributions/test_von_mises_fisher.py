@@ -448,3 +448,6 @@ def test_d3_one_distribution_path_matches_general_path(kappa):
     assert fast.shape == (5000, 3)
     assert torch.allclose(fast, slow, rtol=0, atol=1e-13)
     assert (fast.norm(dim=-1) - 1).abs().max() < 1e-14
+    torch.manual_seed(3)  # the tensor-only frame (used off the CPU) draws the same
+    dev = vmf_mod._sample_d3_one_dist(loc, k, (5000,), host_frame=False)
+    assert torch.allclose(dev, slow, rtol=0, atol=1e-13)
