@@ -311,3 +311,20 @@ def test_prior_matching_errors():
         ManifoldVAE(8, latent="torus", prior_matching="sliced")
     with pytest.raises(ValueError, match="SO\\(3\\)"):
         ManifoldVAE(8, latent="so3", prior_matching="sinkhorn")
+
+
+def test_empty_batch_is_a_value_error_naming_x_in_model_and_guide_and_fine_elsewhere():
+    """pyro.plate refuses size 0 (ZeroDivisionError): the Pyro programs say so in a ValueError naming x;
+    codes and reconstruct give empty results."""
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import Adam
+
+    vae = ManifoldVAE(data_dim=8, latent="sphere", latent_dim=3)
+    x = torch.rand(0, 8)
+    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), Trace_ELBO())
+    with pytest.raises(ValueError, match="x: ManifoldVAE.guide needs a batch of at least one row"):
+        svi.step(x)
+    with pytest.raises(ValueError, match="x: ManifoldVAE.model"):
+        vae.model(x)
+    assert vae.reconstruct(x).shape == (0, 8)
+    assert vae.codes(x)[0].shape[0] == 0
