@@ -31,7 +31,7 @@ from torch.distributions import constraints
 from .. import kmath
 from .. import manifolds as _m
 from .marginal import iwae_log_marginal
-from .vae import mlp
+from .vae import _check_rows, mlp
 
 __all__ = ["DynamicCurvatureVAE"]
 
@@ -222,7 +222,7 @@ class DynamicCurvatureVAE(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor, condition=None):
         """``κ = g(c)``, ``z ~ WN_κ(0, I)``, ``x ~ p(x | f_κ(z))`` in a plate ``"data"``."""
-        n = x.shape[0]
+        n = _check_rows(x, "DynamicCurvatureVAE.model")
         kappa = self.kappa(x, condition)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(kappa))
@@ -231,7 +231,7 @@ class DynamicCurvatureVAE(PyroModule):
     @pyro_method
     def guide(self, x: torch.Tensor, condition=None):
         """``z ~ q(z | x)`` on ``M_{g(c)}``."""
-        n = x.shape[0]
+        n = _check_rows(x, "DynamicCurvatureVAE.guide")
         kappa = self.kappa(x, condition)
         with pyro.plate("data", n):
             return pyro.sample("z", self.encode(x, kappa))

@@ -349,13 +349,13 @@ def _parse_latent(latent, latent_dim, curvature, learn_curvature, posterior, pri
     return [LatentComponent(latent, latent_dim, curvature, learn_curvature, posterior, prior, prior_scale)]
 
 
-def _check_rows(x: torch.Tensor, method: str) -> int:
+def _check_rows(x: torch.Tensor, where: str) -> int:
     """``x.shape[0]``; a ``ValueError`` naming ``x`` for an empty batch, which ``pyro.plate`` cannot hold
-    (it raises ``ZeroDivisionError`` for size 0).  The conveniences (:meth:`ManifoldVAE.codes`,
-    ``reconstruct``, ``encode``) take empty batches."""
+    (it raises ``ZeroDivisionError`` for size 0); ``where``: the method, for the message.  The
+    conveniences (:meth:`ManifoldVAE.codes`, ``reconstruct``, ``encode``) take empty batches."""
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(
-            f"x: ManifoldVAE.{method} needs a batch of at least one row, got shape {tuple(x.shape)} "
+            f"x: {where} needs a batch of at least one row, got shape {tuple(x.shape)} "
             "(pyro.plate has no size 0; skip empty batches in the training loop)"
         )
     return x.shape[0]
@@ -559,7 +559,7 @@ class ManifoldVAE(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor):
         """``z ~ p(z)``, ``x ~ p(x | decode(z))`` in a plate ``"data"`` over the rows of ``x``."""
-        n = _check_rows(x, "model")
+        n = _check_rows(x, "ManifoldVAE.model")
         # the networks' parameters register with Pyro here, outside the plate, which would
         # otherwise process each of their param messages (no effect on their values: no event_dim)
         comps, decoder = self.components, self.decoder
@@ -599,7 +599,7 @@ class ManifoldVAE(PyroModule):
     @pyro_method
     def guide(self, x: torch.Tensor):
         """``z ~ q(z | x)`` from the encoder, same plate as :meth:`model`."""
-        n = _check_rows(x, "guide")
+        n = _check_rows(x, "ManifoldVAE.guide")
         if self.training and not bool(self._loc_centred) and n > 1:
             self.centre_locations(x)
         qs = self.encode(x)  # outside the plate, as in model: the encoder registers without it

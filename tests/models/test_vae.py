@@ -328,3 +328,6 @@ def test_empty_batch_is_a_value_error_naming_x_in_model_and_guide_and_fine_elsew
         vae.model(x)
     assert vae.reconstruct(x).shape == (0, 8)
     assert vae.codes(x)[0].shape[0] == 0
+    dyn = DynamicCurvatureVAE(data_dim=8, latent_dim=2, condition="input")
+    with pytest.raises(ValueError, match="x: DynamicCurvatureVAE.guide needs a batch"):
+        SVI(dyn.model, dyn.guide, Adam({"lr": 1e-3}), Trace_ELBO()).step(x)
