@@ -99,7 +99,8 @@ case "$cmd" in
   bench) name="${1:?usage: bash run.sh bench NAME|all}"; shift; [ "$name" = all ] && name=bench_all
     # this checkout's dlmppl first, also when DLMPPL_VENV's editable install points at another one
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    exec $PY "benchmarks/${name%.py}.py" "$@" ;;
+    name="${name%.py}"; [ -f "benchmarks/$name.py" ] || name="bench_$name"  # bench directional = bench bench_directional
+    exec $PY "benchmarks/$name.py" "$@" ;;
   gpu) dev="${DLMPPL_TEST_DEVICE:-cuda}"  # the on_device tests, then benchmarks/gpu.py, on $dev
     $PY -c "import sys, torch; sys.exit(torch.device('$dev').type == 'cuda' and not torch.cuda.is_available())" \
       || { echo "run.sh gpu: torch sees no CUDA device (set DLMPPL_TEST_DEVICE to choose another)" >&2; exit 1; }
