@@ -10,7 +10,8 @@ Python and tracing overhead of one leapfrog step is paid once for all chains.
 * :func:`batched_potential`: the potential of each chain, ``(K,)``, from ONE run
   of the Pyro model under an outer ``pyro.plate("_chains", K,
   dim=-(max_plate_nesting + 1))`` with every latent site conditioned on its
-  ``(K, ...)`` value (what Pyro's ``vectorize_particles`` does for ELBOs):
+  ``(K, ...)`` value (what Pyro's ``vectorize_particles`` does for ELBOs), the
+  ``log_prob`` of each site added up as the model runs (no trace is built):
   Euclidean constrained sites through ``biject_to`` of their support plus the
   log-abs-det-Jacobian, manifold sites directly (as the kernels do).  The model
   must broadcast over that leading plate (plates for its batch dims, no
@@ -60,12 +61,15 @@ from typing import NamedTuple
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer.mcmc.api import MCMC as _PyroMCMC
 from pyro.infer.mcmc.api import AbstractMCMC
 from pyro.infer.mcmc.logger import ProgressBar
 from pyro.infer.mcmc.util import diagnostics as _pyro_diagnostics
 from pyro.infer.mcmc.util import select_samples
-from pyro.util import optional
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import is_validation_enabled, site_is_subsample
+from pyro.util import optional, warn_if_inf, warn_if_nan
 from torch.distributions.transforms import identity_transform
 
 from ..geometry.base import Geometry
@@ -99,6 +103,10 @@ __all__ = [
 
 def _rsum(x):
     """Sum over every dim but the first (the chain dim): ``(K,)``."""
+    if x.dim() == 2:  # already flat: no reshape
+        return x.sum(-1)
+    if x.dim() == 1:
+        return x
     return x.reshape(x.shape[0], -1).sum(-1)
 
 
@@ -107,15 +115,30 @@ def _bc(t, x):
     return t.reshape(t.shape + (1,) * (x.dim() - t.dim()))
 
 
+def _selector(mask):
+    """``select(new, old)``: per chain ``new`` where ``mask`` (``(K,)`` bool), else ``old``, for
+    tensors or dicts of tensors; the mask's broadcast view is made once per number of dims."""
+    views = {}
+
+    def select(new, old):
+        if isinstance(new, dict):
+            return {k: select(v, old[k]) for k, v in new.items()}
+        nd = new.dim()
+        m = views.get(nd)
+        if m is None:
+            m = views[nd] = mask.reshape(mask.shape + (1,) * (nd - mask.dim()))
+        return torch.where(m, new, old)
+
+    return select
+
+
 def _where(mask, new, old):
     """Per chain: ``new`` where ``mask`` (``(K,)`` bool), else ``old``; tensors or dicts of tensors."""
-    if isinstance(new, dict):
-        return {k: _where(mask, v, old[k]) for k, v in new.items()}
-    return torch.where(_bc(mask, new), new, old)
+    return _selector(mask)(new, old)
 
 
 def _nan_to_inf(x):
-    return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
+    return torch.nan_to_num(x, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
 # ----------------------------------------------------------------------------- potential
@@ -126,10 +149,45 @@ def _site_log_prob_per_chain(lp, chain_dim, num_chains):
     if not torch.is_tensor(lp) or lp.dim() < -chain_dim:
         # not broadcast over the chains' plate (a constant): the same for every chain
         return torch.as_tensor(lp).sum().expand(num_chains)
-    lp = lp.movedim(chain_dim, 0)
+    if lp.dim() == 1 and lp.shape[0] == num_chains:
+        return lp  # already (K,): no movedim, reshape and sum of one term (fewer autograd nodes, same value)
+    if lp.dim() != -chain_dim:
+        lp = lp.movedim(chain_dim, 0)
     if lp.shape[0] != num_chains:
         lp = lp.expand((num_chains,) + lp.shape[1:])
-    return lp.reshape(num_chains, -1).sum(-1)
+    return _rsum(lp)
+
+
+class _BatchedLogJoint(Messenger):
+    """Condition the latent sites on ``values`` and add up each sample site's
+    ``scale_and_mask(log_prob)`` per chain (``(K,)``), site by site in the order the model
+    runs them: the sum ``poutine.trace(poutine.condition(model, values))`` followed by
+    ``Trace.compute_log_prob`` gives (same operations, same order), without building a
+    trace (as :mod:`dlmppl.inference.potential` does for one chain)."""
+
+    def __init__(self, values, chain_dim, num_chains, log_joint):
+        super().__init__()
+        self.values = values
+        self.chain_dim = chain_dim
+        self.num_chains = num_chains
+        self.log_joint = log_joint
+
+    def _pyro_sample(self, msg):
+        value = self.values.get(msg["name"])
+        if value is not None:
+            msg["value"] = value
+            msg["is_observed"] = True
+
+    def _pyro_post_sample(self, msg):
+        if site_is_subsample(msg):
+            return  # a plate's indices: no log_prob (filtered out of the potential)
+        log_p = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+        log_p = scale_and_mask(log_p, msg["scale"], msg["mask"])
+        if is_validation_enabled():
+            warn_if_nan(log_p.sum(), f"log_prob_sum at site '{msg['name']}'")
+            warn_if_inf(log_p.sum(), f"log_prob_sum at site '{msg['name']}'", allow_neginf=True)
+        lp = _site_log_prob_per_chain(log_p, self.chain_dim, self.num_chains)
+        self.log_joint = lp if self.log_joint is None else self.log_joint + lp
 
 
 def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, num_chains, max_plate_nesting):
@@ -154,7 +212,6 @@ def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, 
     A site whose batch shape has more dims than ``max_plate_nesting`` raises a
     ``ValueError`` naming it.
     """
-    chain_dim = -(max_plate_nesting + 1)
     K = int(num_chains)
     for name, (batch, _) in site_shapes.items():
         if len(batch) > max_plate_nesting:
@@ -164,30 +221,78 @@ def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, 
                 "and pass max_plate_nesting to the kernel"
             )
 
-    def potential_fn(z):
+    return _BatchedPotential(model, model_args, model_kwargs, transforms, site_shapes, K, max_plate_nesting)
+
+
+class _BatchedPotential:
+    """The ``potential_fn`` of :func:`batched_potential`; ``log_joint(z)`` is minus it (what
+    the integrator differentiates, one negation and one sum fewer in the autograd graph)."""
+
+    def __init__(self, model, model_args, model_kwargs, transforms, site_shapes, num_chains, max_plate_nesting):
+        self.model, self.model_args, self.model_kwargs = model, model_args, model_kwargs
+        self.transforms, self.site_shapes = transforms, site_shapes
+        self.num_chains, self.max_plate_nesting = num_chains, max_plate_nesting
+        self.chain_dim = -(max_plate_nesting + 1)
+        self._plate = None  # the chains' plate, made once (its _Subsample site is not part of the potential)
+
+    def __call__(self, z):
+        return -self.log_joint(z)
+
+    def log_joint(self, z):
+        transforms, site_shapes = self.transforms, self.site_shapes
+        K, max_plate_nesting, chain_dim = self.num_chains, self.max_plate_nesting, self.chain_dim
+        log_det = None
         values = {}
-        log_det = 0.0
         for name, u in z.items():
             t = transforms.get(name, identity_transform)
             if t is identity_transform:
                 x = u
             else:
                 x = t.inv(u)
-                log_det = log_det + _rsum(t.inv.log_abs_det_jacobian(u, x).reshape(K, -1))
+                ld = _rsum(t.inv.log_abs_det_jacobian(u, x).reshape(K, -1))
+                log_det = ld if log_det is None else log_det + ld
             batch, event = site_shapes[name]
-            values[name] = x.reshape((K,) + (1,) * (max_plate_nesting - len(batch)) + tuple(batch) + tuple(event))
-        with pyro.plate("_chains", K, dim=chain_dim):
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(*model_args, **model_kwargs)
-        trace.compute_log_prob(site_filter=lambda name, site: type(site["fn"]).__name__ != "_Subsample")
-        log_joint = log_det
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and "log_prob" in site:
-                log_joint = log_joint + _site_log_prob_per_chain(site["log_prob"], chain_dim, K)
-        if not torch.is_tensor(log_joint):
-            log_joint = next(iter(z.values())).new_full((K,), float(log_joint))
-        return -log_joint
+            shape = (K,) + (1,) * (max_plate_nesting - len(batch)) + tuple(batch) + tuple(event)
+            values[name] = x if x.shape == shape else x.reshape(shape)
+        if self._plate is None:
+            self._plate = pyro.plate("_chains", K, dim=chain_dim)
+        handler = _BatchedLogJoint(values, chain_dim, K, log_det)
+        with self._plate, handler:
+            self.model(*self.model_args, **self.model_kwargs)
+        log_joint = handler.log_joint
+        if log_joint is None:  # no sample site at all
+            log_joint = next(iter(z.values())).new_zeros((K,))
+        return log_joint
 
-    return potential_fn
+
+def _potential_grad(potential_fn, z, numerical_error=None):
+    """:func:`~dlmppl.inference.integrators.potential_grad` of a batched potential; for a
+    :class:`_BatchedPotential`, the gradient of ``-Σ_k log_joint_k`` taken as that of
+    ``log_joint`` with output gradient ``-1`` (the same numbers, without a negation and a
+    sum in the graph)."""
+    log_joint_fn = getattr(potential_fn, "log_joint", None)
+    if log_joint_fn is None:
+        return potential_grad(potential_fn, z, numerical_error)
+    keys, nodes = zip(*z.items(), strict=True)
+    for node in nodes:
+        node.requires_grad_(True)
+    try:
+        try:
+            log_joint = log_joint_fn(z)
+        except Exception as e:
+            if numerical_error is not None and numerical_error(e):
+                grads = {k: v.new_zeros(v.shape) for k, v in z.items()}
+                return grads, nodes[0].new_tensor(float("nan"))
+            raise
+        if log_joint.requires_grad:
+            grads = torch.autograd.grad(log_joint, nodes, grad_outputs=torch.full_like(log_joint, -1.0), allow_unused=True)
+        else:
+            grads = (None,) * len(nodes)
+    finally:
+        for node in nodes:
+            node.requires_grad_(False)
+    grads = {k: torch.zeros_like(v) if g is None else g for k, v, g in zip(keys, nodes, grads, strict=True)}
+    return grads, -log_joint.detach()
 
 
 # ----------------------------------------------------------------------------- integrator
@@ -208,7 +313,7 @@ def _kinetic_fn(g: Geometry):
     its batched ``inner``; one with its own (Lorentz, SPD: accurate forms) is called per chain.
     """
     if type(g).kinetic is Geometry.kinetic:
-        return lambda x, p: 0.5 * _rsum(g.inner(x, p).reshape(x.shape[0], -1))
+        return lambda x, p: 0.5 * _rsum(g.inner(x, p))
     return lambda x, p: torch.stack([g.kinetic(x[k], p[k]) for k in range(x.shape[0])])
 
 
@@ -232,13 +337,17 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
     kinetic_of = {name: _kinetic_fn(g) for name, g in geometries.items()}
 
     def init(z):
-        return potential_grad(potential_fn, z, numerical_error)
+        return _potential_grad(potential_fn, z, numerical_error)
 
     def _half_kick(z, r, grads, half):
+        halves = {}  # the (K,) half step shaped for each number of dims, made once
         for name in r:
             g = geometries.get(name)
             grad = grads[name] if g is None else g.rgrad(z[name], grads[name])
-            r[name] = r[name] - _bc(half, grad) * grad
+            h = halves.get(grad.dim())
+            if h is None:
+                h = halves[grad.dim()] = _bc(half, grad)
+            r[name] = r[name] - h * grad
 
     def step(z, r, aux, step_size, num_steps=1):
         z, r = dict(z), dict(r)
@@ -247,7 +356,7 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
         bad = None
         for _ in range(num_steps):
             if grads is None:
-                grads, pe = potential_grad(potential_fn, z, numerical_error)
+                grads, pe = _potential_grad(potential_fn, z, numerical_error)
             _half_kick(z, r, grads, 0.5 * step_size)
             for name in z:
                 g = geometries.get(name)
@@ -255,12 +364,15 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
                     z[name] = z[name] + _bc(step_size, z[name]) * masses.euclidean[name] * r[name]
                 else:
                     z[name], r[name] = g.flow(z[name], r[name], _bc(step_size * masses.manifold[name], z[name]))
-            grads, pe = potential_grad(potential_fn, z, numerical_error)
+            grads, pe = _potential_grad(potential_fn, z, numerical_error)
             if pe.dim() == 0:
                 pe = pe.expand(step_size.shape[0])
-            nonfinite = ~torch.isfinite(pe)
-            bad = nonfinite if bad is None else bad | nonfinite
+            if num_steps > 1:
+                nonfinite = ~torch.isfinite(pe)
+                bad = nonfinite if bad is None else bad | nonfinite
             _half_kick(z, r, grads, 0.5 * step_size)
+        if bad is None:  # one step: +inf where NaN or ±inf, in one op
+            return z, r, grads, torch.nan_to_num(pe, nan=math.inf, posinf=math.inf, neginf=math.inf)
         pe = torch.where(bad, torch.full_like(pe, float("inf")), pe)
         return z, r, grads, pe
 
@@ -275,19 +387,20 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
         return r
 
     def kinetic(z, r, aux):
-        ke = 0.0
+        ke = None
         vel, cov = {}, {}
         for name, x in z.items():
             g = geometries.get(name)
             if g is None:
                 vel[name] = masses.euclidean[name] * r[name]
                 cov[name] = r[name]
-                ke = ke + 0.5 * _rsum(r[name] * vel[name])
+                term = 0.5 * _rsum(r[name] * vel[name])
             else:
                 inv = masses.manifold[name]
                 vel[name] = r[name] * _bc(inv, x)
                 cov[name] = g.covector(x, r[name])
-                ke = ke + kinetic_of[name](x, r[name]) * inv
+                term = kinetic_of[name](x, r[name]) * inv
+            ke = term if ke is None else ke + term
         return ke, vel, cov
 
     return Integrator(init, momentum, kinetic, step)
@@ -305,8 +418,11 @@ class _Leaf(NamedTuple):
 
 
 class _Tree(NamedTuple):
-    left: _Leaf
-    right: _Leaf
+    """A subtree in the order it was built: ``first`` the leaf next to its starting point,
+    ``last`` the leaf at its far end (for a forward subtree: left and right)."""
+
+    first: _Leaf
+    last: _Leaf
     z_proposal: dict
     pe_proposal: torch.Tensor
     aux_proposal: dict
@@ -339,7 +455,8 @@ class BatchedNUTSInfo(NamedTuple):
 
 
 def _leaf_where(mask, a: _Leaf, b: _Leaf) -> _Leaf:
-    return _Leaf(*(_where(mask, x, y) for x, y in zip(a, b, strict=True)))
+    select = _selector(mask)
+    return _Leaf(*(select(x, y) for x, y in zip(a, b, strict=True)))
 
 
 def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
@@ -355,7 +472,7 @@ def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
 def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numerical_error):
     # an inactive chain steps by 0, which keeps its leaf (r - 0·∇U, flow for time 0) at no extra cost:
     # cheaper than selecting the leaf afterwards, and its state never drifts into NaN
-    eps = torch.where(active, eps, torch.zeros_like(eps))
+    eps = torch.where(active, eps, 0.0)
     try:
         z, r, aux, pe = integ.step(leaf.z, leaf.r, leaf.aux, eps)
         ke, vel, cov = integ.kinetic(z, r, aux)
@@ -369,12 +486,13 @@ def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numer
     new = _Leaf(z, r, aux, vel, cov)
     delta = energy - energy_current
     diverging = active & (delta > max_delta_energy)
-    zero = torch.zeros_like(delta)
+    # an inactive chain's leaf weighs exp(-inf) = 0: its acceptance statistic is exp(-inf) = 0 too
+    weight = torch.where(active, -delta, -math.inf)
     return _Tree(
-        left=new, right=new, z_proposal=new.z, pe_proposal=pe, aux_proposal=new.aux, energy_proposal=energy,
-        rho=new.cov, weight=torch.where(active, -delta, torch.full_like(delta, -math.inf)),
-        turning=torch.zeros_like(active), diverging=diverging, nonfinite=diverging & ~torch.isfinite(energy),
-        sum_accept_probs=torch.where(active, (-delta).exp().clamp(max=1.0), zero), num_proposals=active.long(),
+        first=new, last=new, z_proposal=new.z, pe_proposal=pe, aux_proposal=new.aux, energy_proposal=energy,
+        rho=new.cov, weight=weight, turning=torch.zeros_like(active), diverging=diverging,
+        nonfinite=diverging & torch.isinf(energy),  # energy is never NaN (NaN -> +inf above)
+        sum_accept_probs=weight.exp().clamp(max=1.0), num_proposals=active.long(),
     )  # fmt: skip
 
 
@@ -387,23 +505,23 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
     go = active & ~half.turning & ~half.diverging
     if sync and not bool(go.any()):
         return half
-    forward = eps > 0
-    start = _leaf_where(forward, half.right, half.left)
-    other = _build_tree(integ, start, eps, depth - 1, energy_current, go, max_delta_energy, numerical_error, sync)
+    # the second half goes on from the first half's far end, in the same direction
+    other = _build_tree(integ, half.last, eps, depth - 1, energy_current, go, max_delta_energy, numerical_error, sync)
     weight = torch.logaddexp(half.weight, other.weight)
     # uniform (weight-proportional) sampling inside the subtree (Betancourt 2017, A.3.1)
     take = go & (torch.rand_like(weight) < (other.weight - weight).exp())
-    left = _leaf_where(go & ~forward, other.left, half.left)
-    right = _leaf_where(go & forward, other.right, half.right)
+    go_select, take_select = _selector(go), _selector(take)
+    last = _Leaf(*(go_select(x, y) for x, y in zip(other.last, half.last, strict=True)))
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
-    turning = other.turning | batched_is_turning(left, right, rho)
+    # the criterion is symmetric in its two ends: (first, last) is (left, right) or (right, left)
+    turning = other.turning | batched_is_turning(half.first, last, rho)
     return _Tree(
-        left=left, right=right,
-        z_proposal=_where(take, other.z_proposal, half.z_proposal),
+        first=half.first, last=last,
+        z_proposal=take_select(other.z_proposal, half.z_proposal),
         pe_proposal=torch.where(take, other.pe_proposal, half.pe_proposal),
-        aux_proposal=_where(take, other.aux_proposal, half.aux_proposal),
+        aux_proposal=take_select(other.aux_proposal, half.aux_proposal),
         energy_proposal=torch.where(take, other.energy_proposal, half.energy_proposal),
-        rho=_where(go, rho, half.rho), weight=torch.where(go, weight, half.weight),
+        rho=go_select(rho, half.rho), weight=torch.where(go, weight, half.weight),
         turning=torch.where(go, turning, half.turning), diverging=torch.where(go, other.diverging, half.diverging),
         nonfinite=torch.where(go, other.nonfinite, half.nonfinite),
         sum_accept_probs=half.sum_accept_probs + other.sum_accept_probs,
@@ -451,8 +569,9 @@ def batched_nuts_transition(integrator, z, potential_energy, aux, step_size, max
         start = _leaf_where(forward, right, left)
         new = _build_tree(integrator, start, eps, depth, energy_current, active, max_delta_energy, numerical_error,
                           sync_subtrees)  # fmt: skip
-        right = _leaf_where(active & forward, new.right, right)
-        left = _leaf_where(active & ~forward, new.left, left)
+        # the new subtree's far end extends the trajectory on its side
+        right = _leaf_where(active & forward, new.last, right)
+        left = _leaf_where(active & ~forward, new.last, left)
         sum_accept = sum_accept + new.sum_accept_probs
         num_proposals = num_proposals + new.num_proposals
         tree_depth = tree_depth + active.long()
