@@ -117,17 +117,25 @@ def _bc(t, x):
 
 def _selector(mask):
     """``select(new, old)``: per chain ``new`` where ``mask`` (``(K,)`` bool), else ``old``, for
-    tensors or dicts of tensors; the mask's broadcast view is made once per number of dims."""
+    tensors or dicts of tensors; the mask's broadcast view is made once per number of dims,
+    and a pair of tensors met again (a leaf's covectors that are its momenta) is selected once."""
     views = {}
+    done = {}
 
     def select(new, old):
         if isinstance(new, dict):
             return {k: select(v, old[k]) for k, v in new.items()}
+        key = (id(new), id(old))
+        out = done.get(key)
+        if out is not None:
+            return out[2]
         nd = new.dim()
         m = views.get(nd)
         if m is None:
             m = views[nd] = mask.reshape(mask.shape + (1,) * (nd - mask.dim()))
-        return torch.where(m, new, old)
+        out = torch.where(m, new, old)
+        done[key] = (new, old, out)  # new and old kept alive: their ids stay theirs
+        return out
 
     return select
 
@@ -225,8 +233,7 @@ def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, 
 
 
 class _BatchedPotential:
-    """The ``potential_fn`` of :func:`batched_potential`; ``log_joint(z)`` is minus it (what
-    the integrator differentiates, one negation and one sum fewer in the autograd graph)."""
+    """The ``potential_fn`` of :func:`batched_potential` (a class: it keeps the chains' plate)."""
 
     def __init__(self, model, model_args, model_kwargs, transforms, site_shapes, num_chains, max_plate_nesting):
         self.model, self.model_args, self.model_kwargs = model, model_args, model_kwargs
@@ -263,36 +270,6 @@ class _BatchedPotential:
         if log_joint is None:  # no sample site at all
             log_joint = next(iter(z.values())).new_zeros((K,))
         return log_joint
-
-
-def _potential_grad(potential_fn, z, numerical_error=None):
-    """:func:`~dlmppl.inference.integrators.potential_grad` of a batched potential; for a
-    :class:`_BatchedPotential`, the gradient of ``-Σ_k log_joint_k`` taken as that of
-    ``log_joint`` with output gradient ``-1`` (the same numbers, without a negation and a
-    sum in the graph)."""
-    log_joint_fn = getattr(potential_fn, "log_joint", None)
-    if log_joint_fn is None:
-        return potential_grad(potential_fn, z, numerical_error)
-    keys, nodes = zip(*z.items(), strict=True)
-    for node in nodes:
-        node.requires_grad_(True)
-    try:
-        try:
-            log_joint = log_joint_fn(z)
-        except Exception as e:
-            if numerical_error is not None and numerical_error(e):
-                grads = {k: v.new_zeros(v.shape) for k, v in z.items()}
-                return grads, nodes[0].new_tensor(float("nan"))
-            raise
-        if log_joint.requires_grad:
-            grads = torch.autograd.grad(log_joint, nodes, grad_outputs=torch.full_like(log_joint, -1.0), allow_unused=True)
-        else:
-            grads = (None,) * len(nodes)
-    finally:
-        for node in nodes:
-            node.requires_grad_(False)
-    grads = {k: torch.zeros_like(v) if g is None else g for k, v, g in zip(keys, nodes, grads, strict=True)}
-    return grads, -log_joint.detach()
 
 
 # ----------------------------------------------------------------------------- integrator
@@ -337,7 +314,7 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
     kinetic_of = {name: _kinetic_fn(g) for name, g in geometries.items()}
 
     def init(z):
-        return _potential_grad(potential_fn, z, numerical_error)
+        return potential_grad(potential_fn, z, numerical_error)
 
     def _half_kick(z, r, grads, half):
         halves = {}  # the (K,) half step shaped for each number of dims, made once
@@ -356,7 +333,7 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
         bad = None
         for _ in range(num_steps):
             if grads is None:
-                grads, pe = _potential_grad(potential_fn, z, numerical_error)
+                grads, pe = potential_grad(potential_fn, z, numerical_error)
             _half_kick(z, r, grads, 0.5 * step_size)
             for name in z:
                 g = geometries.get(name)
@@ -364,7 +341,7 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
                     z[name] = z[name] + _bc(step_size, z[name]) * masses.euclidean[name] * r[name]
                 else:
                     z[name], r[name] = g.flow(z[name], r[name], _bc(step_size * masses.manifold[name], z[name]))
-            grads, pe = _potential_grad(potential_fn, z, numerical_error)
+            grads, pe = potential_grad(potential_fn, z, numerical_error)
             if pe.dim() == 0:
                 pe = pe.expand(step_size.shape[0])
             if num_steps > 1:
@@ -429,7 +406,7 @@ class _Tree(NamedTuple):
     energy_proposal: torch.Tensor
     rho: dict
     weight: torch.Tensor
-    turning: torch.Tensor
+    stop: torch.Tensor  # turned or diverged
     diverging: torch.Tensor
     nonfinite: torch.Tensor
     sum_accept_probs: torch.Tensor
@@ -490,7 +467,7 @@ def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numer
     weight = torch.where(active, -delta, -math.inf)
     return _Tree(
         first=new, last=new, z_proposal=new.z, pe_proposal=pe, aux_proposal=new.aux, energy_proposal=energy,
-        rho=new.cov, weight=weight, turning=torch.zeros_like(active), diverging=diverging,
+        rho=new.cov, weight=weight, stop=diverging, diverging=diverging,
         nonfinite=diverging & torch.isinf(energy),  # energy is never NaN (NaN -> +inf above)
         sum_accept_probs=weight.exp().clamp(max=1.0), num_proposals=active.long(),
     )  # fmt: skip
@@ -502,7 +479,7 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
     if depth == 0:
         return _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numerical_error)
     half = _build_tree(integ, leaf, eps, depth - 1, energy_current, active, max_delta_energy, numerical_error, sync)
-    go = active & ~half.turning & ~half.diverging
+    go = active & ~half.stop
     if sync and not bool(go.any()):
         return half
     # the second half goes on from the first half's far end, in the same direction
@@ -514,7 +491,7 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
     last = _Leaf(*(go_select(x, y) for x, y in zip(other.last, half.last, strict=True)))
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
     # the criterion is symmetric in its two ends: (first, last) is (left, right) or (right, left)
-    turning = other.turning | batched_is_turning(half.first, last, rho)
+    stop = other.stop | batched_is_turning(half.first, last, rho)
     return _Tree(
         first=half.first, last=last,
         z_proposal=take_select(other.z_proposal, half.z_proposal),
@@ -522,7 +499,7 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
         aux_proposal=take_select(other.aux_proposal, half.aux_proposal),
         energy_proposal=torch.where(take, other.energy_proposal, half.energy_proposal),
         rho=go_select(rho, half.rho), weight=torch.where(go, weight, half.weight),
-        turning=torch.where(go, turning, half.turning), diverging=torch.where(go, other.diverging, half.diverging),
+        stop=torch.where(go, stop, half.stop), diverging=torch.where(go, other.diverging, half.diverging),
         nonfinite=torch.where(go, other.nonfinite, half.nonfinite),
         sum_accept_probs=half.sum_accept_probs + other.sum_accept_probs,
         num_proposals=half.num_proposals + other.num_proposals,
@@ -579,7 +556,7 @@ def batched_nuts_transition(integrator, z, potential_energy, aux, step_size, max
         div = active & new.diverging
         diverging = diverging | div
         nonfinite = nonfinite | (div & new.nonfinite)
-        go = active & ~new.diverging & ~new.turning
+        go = active & ~new.stop
         take = go & (torch.rand_like(energy_current) < (new.weight - tree_weight).exp())
         accepted = accepted | take
         z = _where(take, new.z_proposal, z)
