@@ -432,8 +432,24 @@ class BatchedNUTSInfo(NamedTuple):
 
 
 def _leaf_where(mask, a: _Leaf, b: _Leaf) -> _Leaf:
-    select = _selector(mask)
-    return _Leaf(*(select(x, y) for x, y in zip(a, b, strict=True)))
+    """Per chain: leaf ``a`` where ``mask``, else ``b`` (the selector's loop, written out: it runs
+    once or twice per leapfrog step)."""
+    views, done, fields = {}, {}, []
+    for fa, fb in zip(a, b, strict=True):
+        out = {}
+        for k, x in fa.items():
+            y = fb[k]
+            key = (id(x), id(y))
+            hit = done.get(key)
+            if hit is None:
+                nd = x.dim()
+                m = views.get(nd)
+                if m is None:
+                    m = views[nd] = mask.reshape(mask.shape + (1,) * (nd - mask.dim()))
+                hit = done[key] = (torch.where(m, x, y), x, y)  # x, y kept alive: their ids stay theirs
+            out[k] = hit[0]
+        fields.append(out)
+    return _Leaf(*fields)
 
 
 def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
@@ -488,7 +504,7 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
     # uniform (weight-proportional) sampling inside the subtree (Betancourt 2017, A.3.1)
     take = go & (torch.rand_like(weight) < (other.weight - weight).exp())
     go_select, take_select = _selector(go), _selector(take)
-    last = _Leaf(*(go_select(x, y) for x, y in zip(other.last, half.last, strict=True)))
+    last = _leaf_where(go, other.last, half.last)
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
     # the criterion is symmetric in its two ends: (first, last) is (left, right) or (right, left)
     stop = other.stop | batched_is_turning(half.first, last, rho)
