@@ -1,11 +1,11 @@
 r"""Vectorised chains: ``K`` chains of RiemannianNUTS / RiemannianHMC as one batched state.
 
 NumPyro's ``chain_method="vectorized"`` for dlmppl's kernels: every site of the
-state carries a leading chain dimension (``(K, *site_shape)``), one model trace
+state carries a leading chain dimension (``(K, *site_shape)``), one model run
 gives the ``K`` potentials (and, through their sum, the ``K`` independent
 gradients), and every chain keeps its own momentum, NUTS tree, step size and
 masses.  On a CPU with few cores this is where 4-8 chains become cheap: the
-Python and tracing overhead of one leapfrog step is paid once for all chains.
+Python and Pyro overhead of one leapfrog step is paid once for all chains.
 
 * :func:`batched_potential`: the potential of each chain, ``(K,)``, from ONE run
   of the Pyro model under an outer ``pyro.plate("_chains", K,
@@ -30,7 +30,9 @@ Python and tracing overhead of one leapfrog step is paid once for all chains.
   whose subtree turned or diverged is frozen while the others go on, so all
   chains do the same number of leapfrog steps, the largest), biased progressive
   sampling between subtrees and uniform sampling within them, per-chain
-  acceptance statistics.  Host synchronisation: one per doubling ("is any chain
+  acceptance statistics.  A subtree is kept in the order it was built (its first
+  and last leaf, not left and right: the U-turn criterion is symmetric in its two
+  ends), so that a merge selects one leaf per chain instead of three.  Host synchronisation: one per doubling ("is any chain
   still active"); on a CPU state also one per inner subtree (free there), which
   stops a doubling as soon as every chain has stopped, as the scalar tree does.
 * :func:`batched_hmc_transition`: HMC with ``trajectory_length / ε_k`` steps per
@@ -766,7 +768,7 @@ class MCMC(_PyroMCMC):
         :class:`~dlmppl.inference.RiemannianNUTS` or :class:`~dlmppl.inference.RiemannianHMC`
         kernel run as ONE batched state in this process (as NumPyro's
         ``chain_method="vectorized"``; see :mod:`dlmppl.inference.vectorized`): one model
-        trace per leapfrog step for all chains, each chain with its own tree, step size
+        run per leapfrog step for all chains, each chain with its own tree, step size
         and masses.  The kernel's settings are read from it (``step_size``,
         ``adapt_step_size``, ``adapt_mass_matrix``, ``target_accept_prob``,
         ``max_tree_depth``, ``trajectory_length``, ``init_strategy``,
