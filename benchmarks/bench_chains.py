@@ -13,8 +13,11 @@ ESS: arviz's bulk ESS over all chains (``az.ess`` of the ``(chain, draw)`` array
 coordinate, the minimum over coordinates; ESS/s = ESS / time of the whole run (warm-up included),
 with the process's CPU time (one torch thread: the compute the run costs, robust to other jobs on a
 shared machine) and, beside it, the wall time.  The draws are reproducible (fixed seeds): only the
-times vary between runs.  Run: ``python benchmarks/bench_chains.py [--quick]``; writes
-``benchmarks/results_chains.md``.
+times vary between runs.  ``--repeats R`` runs the samplers of each d R times, round-robin
+(vectorised, sequential, Pyro, vectorised, ...), and takes each one's median CPU and wall time
+(the draws, so the ESS, are the same in every round): on a shared machine one pair of runs can
+move a ratio by 20%.  Run: ``python benchmarks/bench_chains.py [--quick] [--repeats R]
+[--dims 3,10,50] [--no-gaussian]``; writes ``benchmarks/results_chains.md``.
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def _vmf_data(d, n=50, kappa=10.0):
     return torch.as_tensor(x), kappa
 
 
-def bench_vmf(d, num_samples, warmup, num_chains=4):
+def bench_vmf(d, num_samples, warmup, num_chains=4, repeats=1):
+    """Rows ``(sampler, median CPU s, median wall s, ESS, divergences, leapfrog steps)`` and the
+    per-round ESS/CPU s ratios of the vectorised chains to Pyro."""
     obs, kappa = _vmf_data(d)
 
     def ours():
@@ -95,18 +100,33 @@ def bench_vmf(d, num_samples, warmup, num_chains=4):
         mu = pyro.sample("mu", dist.ProjectedNormal(torch.zeros(d, dtype=obs.dtype)))
         pyro.factor("lik", kappa * (mu @ obs.T).sum(-1))
 
+    def vectorised():
+        m, c, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains, chain_method="vectorized")
+        return c, t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)
+
+    def sequential():
+        m, c, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains)
+        return c, t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)
+
+    def pyro_reparam():
+        m, c, t = _timed(NUTS(poutine.reparam(theirs, config={"mu": ProjectedNormalReparam()})), num_samples, warmup, num_chains)
+        mu = torch.nn.functional.normalize(m.get_samples(group_by_chain=True)["mu_normal"], dim=-1)
+        return c, t, _ess(mu), _divergences(m), None
+
+    samplers = [("RiemannianNUTS, vectorised chains", vectorised), ("RiemannianNUTS, sequential chains", sequential),
+                ("Pyro NUTS + ProjectedNormalReparam, sequential chains", pyro_reparam)]  # fmt: skip
+    runs = {name: [] for name, _ in samplers}
+    for _ in range(repeats):
+        for name, fn in samplers:
+            pyro.set_rng_seed(0)
+            runs[name].append(fn())
     rows = []
-    pyro.set_rng_seed(0)
-    m, c, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains, chain_method="vectorized")
-    rows.append(("RiemannianNUTS, vectorised chains", c, t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)))
-    pyro.set_rng_seed(0)
-    m, c, t = _timed(RiemannianNUTS(ours), num_samples, warmup, num_chains)
-    rows.append(("RiemannianNUTS, sequential chains", c, t, _ess(m.get_samples(group_by_chain=True)["mu"]), _divergences(m), _steps(m)))
-    pyro.set_rng_seed(0)
-    m, c, t = _timed(NUTS(poutine.reparam(theirs, config={"mu": ProjectedNormalReparam()})), num_samples, warmup, num_chains)
-    mu = torch.nn.functional.normalize(m.get_samples(group_by_chain=True)["mu_normal"], dim=-1)
-    rows.append(("Pyro NUTS + ProjectedNormalReparam, sequential chains", c, t, _ess(mu), _divergences(m), None))
-    return rows
+    for name, _ in samplers:
+        r = runs[name]
+        rows.append((name, float(np.median([x[0] for x in r])), float(np.median([x[1] for x in r])), r[0][2], r[0][3], r[0][4]))
+    vec, ref = runs[samplers[0][0]], runs[samplers[2][0]]
+    per_round = [(v[2] / v[0]) / (p[2] / p[0]) for v, p in zip(vec, ref, strict=True)]
+    return rows, per_round
 
 
 def bench_gaussian(num_samples, warmup, chains=(4, 8), dim=100):
@@ -134,7 +154,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_chains.md"))
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of each (a) comparison; median times")
+    ap.add_argument("--dims", default="3,10,50", help="the d of (a), comma-separated")
+    ap.add_argument("--no-gaussian", action="store_true", help="skip (b)")
     args = ap.parse_args()
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     torch.set_num_threads(1)
     ns, nw = (100, 100) if args.quick else (500, 300)
     info = machine()
@@ -145,7 +170,8 @@ def main():
         f"1 torch thread; torch {info['torch']}, pyro {info['pyro']}, arviz {info['arviz']}, Python {info['python']}. "
         f"{'`--quick`: ' if args.quick else ''}{ns} draws per chain after {nw} warm-up steps. "
         "ESS = arviz bulk ESS over all chains, minimum over coordinates; ESS/s over the whole run (warm-up included), "
-        "per CPU second of the process (the ratios) and per wall second.",
+        "per CPU second of the process (the ratios) and per wall second"
+        + (f"; (a): median CPU and wall times of {args.repeats} rounds, the samplers run round-robin." if args.repeats > 1 else "."),
         "",
         "## (a) vMF mean direction posterior (N=50, κ=10, uniform prior), 4 chains",
         "",
@@ -153,15 +179,27 @@ def main():
         "| ESS/CPU s ratio to Pyro + ProjectedNormalReparam | ESS/wall s ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for d in (3, 10, 50):
-        rows = bench_vmf(d, ns, nw)
+    rounds = []
+    for d in (int(x) for x in args.dims.split(",")):
+        rows, per_round = bench_vmf(d, ns, nw, repeats=args.repeats)
         ref, ref_wall = rows[2][3] / rows[2][1], rows[2][3] / rows[2][2]
         record("chains", f"vMF mean d={d}: ESS/CPU s vectorised RiemannianNUTS / Pyro NUTS+reparam (4 chains)",
-               (rows[0][3] / rows[0][1]) / max(ref, 1e-12), 3.0)
+               (rows[0][3] / rows[0][1]) / max(ref, 1e-12), 3.0,
+               note=f"median of {args.repeats} rounds" if args.repeats > 1 else "")  # fmt: skip
+        rounds.append((d, per_round))
         for name, c, t, ess, div, steps in rows:
             lines.append(f"| {d} | {name} | {c:.1f} | {t:.1f} | {ess:.0f} | {ess / c:.1f} | {div} | {steps if steps is not None else ''} | "
                          f"{(ess / c) / max(ref, 1e-12):.2f} | {(ess / t) / max(ref_wall, 1e-12):.2f} |")  # fmt: skip
         print("\n".join(lines[-3:]), flush=True)
+    if args.repeats > 1:
+        lines += ["", "ESS/CPU s ratio, vectorised RiemannianNUTS / Pyro + ProjectedNormalReparam, of each round (same-round pair): "
+                  + "; ".join(f"d={d}: " + ", ".join(f"{x:.2f}" for x in r) for d, r in rounds) + "."]  # fmt: skip
+        print(lines[-1], flush=True)
+    if args.no_gaussian:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return
     lines += [
         "",
         "## (b) 100-d correlated Gaussian (diagonal mass adaptation)",

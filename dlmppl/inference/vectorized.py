@@ -1,16 +1,17 @@
 r"""Vectorised chains: ``K`` chains of RiemannianNUTS / RiemannianHMC as one batched state.
 
 NumPyro's ``chain_method="vectorized"`` for dlmppl's kernels: every site of the
-state carries a leading chain dimension (``(K, *site_shape)``), one model trace
+state carries a leading chain dimension (``(K, *site_shape)``), one model run
 gives the ``K`` potentials (and, through their sum, the ``K`` independent
 gradients), and every chain keeps its own momentum, NUTS tree, step size and
 masses.  On a CPU with few cores this is where 4-8 chains become cheap: the
-Python and tracing overhead of one leapfrog step is paid once for all chains.
+Python and Pyro overhead of one leapfrog step is paid once for all chains.
 
 * :func:`batched_potential`: the potential of each chain, ``(K,)``, from ONE run
   of the Pyro model under an outer ``pyro.plate("_chains", K,
   dim=-(max_plate_nesting + 1))`` with every latent site conditioned on its
-  ``(K, ...)`` value (what Pyro's ``vectorize_particles`` does for ELBOs):
+  ``(K, ...)`` value (what Pyro's ``vectorize_particles`` does for ELBOs), the
+  ``log_prob`` of each site added up as the model runs (no trace is built):
   Euclidean constrained sites through ``biject_to`` of their support plus the
   log-abs-det-Jacobian, manifold sites directly (as the kernels do).  The model
   must broadcast over that leading plate (plates for its batch dims, no
@@ -29,7 +30,9 @@ Python and tracing overhead of one leapfrog step is paid once for all chains.
   whose subtree turned or diverged is frozen while the others go on, so all
   chains do the same number of leapfrog steps, the largest), biased progressive
   sampling between subtrees and uniform sampling within them, per-chain
-  acceptance statistics.  Host synchronisation: one per doubling ("is any chain
+  acceptance statistics.  A subtree is kept in the order it was built (its first
+  and last leaf, not left and right: the U-turn criterion is symmetric in its two
+  ends), so that a merge selects one leaf per chain instead of three.  Host synchronisation: one per doubling ("is any chain
   still active"); on a CPU state also one per inner subtree (free there), which
   stops a doubling as soon as every chain has stopped, as the scalar tree does.
 * :func:`batched_hmc_transition`: HMC with ``trajectory_length / ε_k`` steps per
@@ -60,12 +63,15 @@ from typing import NamedTuple
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer.mcmc.api import MCMC as _PyroMCMC
 from pyro.infer.mcmc.api import AbstractMCMC
 from pyro.infer.mcmc.logger import ProgressBar
 from pyro.infer.mcmc.util import diagnostics as _pyro_diagnostics
 from pyro.infer.mcmc.util import select_samples
-from pyro.util import optional
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import is_validation_enabled, site_is_subsample
+from pyro.util import optional, warn_if_inf, warn_if_nan
 from torch.distributions.transforms import identity_transform
 
 from ..geometry.base import Geometry
@@ -99,6 +105,10 @@ __all__ = [
 
 def _rsum(x):
     """Sum over every dim but the first (the chain dim): ``(K,)``."""
+    if x.dim() == 2:  # already flat: no reshape
+        return x.sum(-1)
+    if x.dim() == 1:
+        return x
     return x.reshape(x.shape[0], -1).sum(-1)
 
 
@@ -107,15 +117,38 @@ def _bc(t, x):
     return t.reshape(t.shape + (1,) * (x.dim() - t.dim()))
 
 
+def _selector(mask):
+    """``select(new, old)``: per chain ``new`` where ``mask`` (``(K,)`` bool), else ``old``, for
+    tensors or dicts of tensors; the mask's broadcast view is made once per number of dims,
+    and a pair of tensors met again (a leaf's covectors that are its momenta) is selected once."""
+    views = {}
+    done = {}
+
+    def select(new, old):
+        if isinstance(new, dict):
+            return {k: select(v, old[k]) for k, v in new.items()}
+        key = (id(new), id(old))
+        out = done.get(key)
+        if out is not None:
+            return out[2]
+        nd = new.dim()
+        m = views.get(nd)
+        if m is None:
+            m = views[nd] = mask.reshape(mask.shape + (1,) * (nd - mask.dim()))
+        out = torch.where(m, new, old)
+        done[key] = (new, old, out)  # new and old kept alive: their ids stay theirs
+        return out
+
+    return select
+
+
 def _where(mask, new, old):
     """Per chain: ``new`` where ``mask`` (``(K,)`` bool), else ``old``; tensors or dicts of tensors."""
-    if isinstance(new, dict):
-        return {k: _where(mask, v, old[k]) for k, v in new.items()}
-    return torch.where(_bc(mask, new), new, old)
+    return _selector(mask)(new, old)
 
 
 def _nan_to_inf(x):
-    return torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)
+    return torch.nan_to_num(x, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
 # ----------------------------------------------------------------------------- potential
@@ -126,10 +159,45 @@ def _site_log_prob_per_chain(lp, chain_dim, num_chains):
     if not torch.is_tensor(lp) or lp.dim() < -chain_dim:
         # not broadcast over the chains' plate (a constant): the same for every chain
         return torch.as_tensor(lp).sum().expand(num_chains)
-    lp = lp.movedim(chain_dim, 0)
+    if lp.dim() == 1 and lp.shape[0] == num_chains:
+        return lp  # already (K,): no movedim, reshape and sum of one term (fewer autograd nodes, same value)
+    if lp.dim() != -chain_dim:
+        lp = lp.movedim(chain_dim, 0)
     if lp.shape[0] != num_chains:
         lp = lp.expand((num_chains,) + lp.shape[1:])
-    return lp.reshape(num_chains, -1).sum(-1)
+    return _rsum(lp)
+
+
+class _BatchedLogJoint(Messenger):
+    """Condition the latent sites on ``values`` and add up each sample site's
+    ``scale_and_mask(log_prob)`` per chain (``(K,)``), site by site in the order the model
+    runs them: the sum ``poutine.trace(poutine.condition(model, values))`` followed by
+    ``Trace.compute_log_prob`` gives (same operations, same order), without building a
+    trace (as :mod:`dlmppl.inference.potential` does for one chain)."""
+
+    def __init__(self, values, chain_dim, num_chains, log_joint):
+        super().__init__()
+        self.values = values
+        self.chain_dim = chain_dim
+        self.num_chains = num_chains
+        self.log_joint = log_joint
+
+    def _pyro_sample(self, msg):
+        value = self.values.get(msg["name"])
+        if value is not None:
+            msg["value"] = value
+            msg["is_observed"] = True
+
+    def _pyro_post_sample(self, msg):
+        if site_is_subsample(msg):
+            return  # a plate's indices: no log_prob (filtered out of the potential)
+        log_p = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+        log_p = scale_and_mask(log_p, msg["scale"], msg["mask"])
+        if is_validation_enabled():
+            warn_if_nan(log_p.sum(), f"log_prob_sum at site '{msg['name']}'")
+            warn_if_inf(log_p.sum(), f"log_prob_sum at site '{msg['name']}'", allow_neginf=True)
+        lp = _site_log_prob_per_chain(log_p, self.chain_dim, self.num_chains)
+        self.log_joint = lp if self.log_joint is None else self.log_joint + lp
 
 
 def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, num_chains, max_plate_nesting):
@@ -154,7 +222,6 @@ def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, 
     A site whose batch shape has more dims than ``max_plate_nesting`` raises a
     ``ValueError`` naming it.
     """
-    chain_dim = -(max_plate_nesting + 1)
     K = int(num_chains)
     for name, (batch, _) in site_shapes.items():
         if len(batch) > max_plate_nesting:
@@ -164,30 +231,47 @@ def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, 
                 "and pass max_plate_nesting to the kernel"
             )
 
-    def potential_fn(z):
+    return _BatchedPotential(model, model_args, model_kwargs, transforms, site_shapes, K, max_plate_nesting)
+
+
+class _BatchedPotential:
+    """The ``potential_fn`` of :func:`batched_potential` (a class: it keeps the chains' plate)."""
+
+    def __init__(self, model, model_args, model_kwargs, transforms, site_shapes, num_chains, max_plate_nesting):
+        self.model, self.model_args, self.model_kwargs = model, model_args, model_kwargs
+        self.transforms, self.site_shapes = transforms, site_shapes
+        self.num_chains, self.max_plate_nesting = num_chains, max_plate_nesting
+        self.chain_dim = -(max_plate_nesting + 1)
+        self._plate = None  # the chains' plate, made once (its _Subsample site is not part of the potential)
+
+    def __call__(self, z):
+        return -self.log_joint(z)
+
+    def log_joint(self, z):
+        transforms, site_shapes = self.transforms, self.site_shapes
+        K, max_plate_nesting, chain_dim = self.num_chains, self.max_plate_nesting, self.chain_dim
+        log_det = None
         values = {}
-        log_det = 0.0
         for name, u in z.items():
             t = transforms.get(name, identity_transform)
             if t is identity_transform:
                 x = u
             else:
                 x = t.inv(u)
-                log_det = log_det + _rsum(t.inv.log_abs_det_jacobian(u, x).reshape(K, -1))
+                ld = _rsum(t.inv.log_abs_det_jacobian(u, x).reshape(K, -1))
+                log_det = ld if log_det is None else log_det + ld
             batch, event = site_shapes[name]
-            values[name] = x.reshape((K,) + (1,) * (max_plate_nesting - len(batch)) + tuple(batch) + tuple(event))
-        with pyro.plate("_chains", K, dim=chain_dim):
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(*model_args, **model_kwargs)
-        trace.compute_log_prob(site_filter=lambda name, site: type(site["fn"]).__name__ != "_Subsample")
-        log_joint = log_det
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and "log_prob" in site:
-                log_joint = log_joint + _site_log_prob_per_chain(site["log_prob"], chain_dim, K)
-        if not torch.is_tensor(log_joint):
-            log_joint = next(iter(z.values())).new_full((K,), float(log_joint))
-        return -log_joint
-
-    return potential_fn
+            shape = (K,) + (1,) * (max_plate_nesting - len(batch)) + tuple(batch) + tuple(event)
+            values[name] = x if x.shape == shape else x.reshape(shape)
+        if self._plate is None:
+            self._plate = pyro.plate("_chains", K, dim=chain_dim)
+        handler = _BatchedLogJoint(values, chain_dim, K, log_det)
+        with self._plate, handler:
+            self.model(*self.model_args, **self.model_kwargs)
+        log_joint = handler.log_joint
+        if log_joint is None:  # no sample site at all
+            log_joint = next(iter(z.values())).new_zeros((K,))
+        return log_joint
 
 
 # ----------------------------------------------------------------------------- integrator
@@ -208,7 +292,7 @@ def _kinetic_fn(g: Geometry):
     its batched ``inner``; one with its own (Lorentz, SPD: accurate forms) is called per chain.
     """
     if type(g).kinetic is Geometry.kinetic:
-        return lambda x, p: 0.5 * _rsum(g.inner(x, p).reshape(x.shape[0], -1))
+        return lambda x, p: 0.5 * _rsum(g.inner(x, p))
     return lambda x, p: torch.stack([g.kinetic(x[k], p[k]) for k in range(x.shape[0])])
 
 
@@ -235,10 +319,14 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
         return potential_grad(potential_fn, z, numerical_error)
 
     def _half_kick(z, r, grads, half):
+        halves = {}  # the (K,) half step shaped for each number of dims, made once
         for name in r:
             g = geometries.get(name)
             grad = grads[name] if g is None else g.rgrad(z[name], grads[name])
-            r[name] = r[name] - _bc(half, grad) * grad
+            h = halves.get(grad.dim())
+            if h is None:
+                h = halves[grad.dim()] = _bc(half, grad)
+            r[name] = r[name] - h * grad
 
     def step(z, r, aux, step_size, num_steps=1):
         z, r = dict(z), dict(r)
@@ -258,9 +346,12 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
             grads, pe = potential_grad(potential_fn, z, numerical_error)
             if pe.dim() == 0:
                 pe = pe.expand(step_size.shape[0])
-            nonfinite = ~torch.isfinite(pe)
-            bad = nonfinite if bad is None else bad | nonfinite
+            if num_steps > 1:
+                nonfinite = ~torch.isfinite(pe)
+                bad = nonfinite if bad is None else bad | nonfinite
             _half_kick(z, r, grads, 0.5 * step_size)
+        if bad is None:  # one step: +inf where NaN or ±inf, in one op
+            return z, r, grads, torch.nan_to_num(pe, nan=math.inf, posinf=math.inf, neginf=math.inf)
         pe = torch.where(bad, torch.full_like(pe, float("inf")), pe)
         return z, r, grads, pe
 
@@ -275,19 +366,20 @@ def batched_integrator(potential_fn, geometries, masses: BatchedMasses, numerica
         return r
 
     def kinetic(z, r, aux):
-        ke = 0.0
+        ke = None
         vel, cov = {}, {}
         for name, x in z.items():
             g = geometries.get(name)
             if g is None:
                 vel[name] = masses.euclidean[name] * r[name]
                 cov[name] = r[name]
-                ke = ke + 0.5 * _rsum(r[name] * vel[name])
+                term = 0.5 * _rsum(r[name] * vel[name])
             else:
                 inv = masses.manifold[name]
                 vel[name] = r[name] * _bc(inv, x)
                 cov[name] = g.covector(x, r[name])
-                ke = ke + kinetic_of[name](x, r[name]) * inv
+                term = kinetic_of[name](x, r[name]) * inv
+            ke = term if ke is None else ke + term
         return ke, vel, cov
 
     return Integrator(init, momentum, kinetic, step)
@@ -305,15 +397,18 @@ class _Leaf(NamedTuple):
 
 
 class _Tree(NamedTuple):
-    left: _Leaf
-    right: _Leaf
+    """A subtree in the order it was built: ``first`` the leaf next to its starting point,
+    ``last`` the leaf at its far end (for a forward subtree: left and right)."""
+
+    first: _Leaf
+    last: _Leaf
     z_proposal: dict
     pe_proposal: torch.Tensor
     aux_proposal: dict
     energy_proposal: torch.Tensor
     rho: dict
     weight: torch.Tensor
-    turning: torch.Tensor
+    stop: torch.Tensor  # turned or diverged
     diverging: torch.Tensor
     nonfinite: torch.Tensor
     sum_accept_probs: torch.Tensor
@@ -339,7 +434,24 @@ class BatchedNUTSInfo(NamedTuple):
 
 
 def _leaf_where(mask, a: _Leaf, b: _Leaf) -> _Leaf:
-    return _Leaf(*(_where(mask, x, y) for x, y in zip(a, b, strict=True)))
+    """Per chain: leaf ``a`` where ``mask``, else ``b`` (the selector's loop, written out: it runs
+    once or twice per leapfrog step)."""
+    views, done, fields = {}, {}, []
+    for fa, fb in zip(a, b, strict=True):
+        out = {}
+        for k, x in fa.items():
+            y = fb[k]
+            key = (id(x), id(y))
+            hit = done.get(key)
+            if hit is None:
+                nd = x.dim()
+                m = views.get(nd)
+                if m is None:
+                    m = views[nd] = mask.reshape(mask.shape + (1,) * (nd - mask.dim()))
+                hit = done[key] = (torch.where(m, x, y), x, y)  # x, y kept alive: their ids stay theirs
+            out[k] = hit[0]
+        fields.append(out)
+    return _Leaf(*fields)
 
 
 def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
@@ -355,7 +467,7 @@ def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
 def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numerical_error):
     # an inactive chain steps by 0, which keeps its leaf (r - 0·∇U, flow for time 0) at no extra cost:
     # cheaper than selecting the leaf afterwards, and its state never drifts into NaN
-    eps = torch.where(active, eps, torch.zeros_like(eps))
+    eps = torch.where(active, eps, 0.0)
     try:
         z, r, aux, pe = integ.step(leaf.z, leaf.r, leaf.aux, eps)
         ke, vel, cov = integ.kinetic(z, r, aux)
@@ -369,12 +481,13 @@ def _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numer
     new = _Leaf(z, r, aux, vel, cov)
     delta = energy - energy_current
     diverging = active & (delta > max_delta_energy)
-    zero = torch.zeros_like(delta)
+    # an inactive chain's leaf weighs exp(-inf) = 0: its acceptance statistic is exp(-inf) = 0 too
+    weight = torch.where(active, -delta, -math.inf)
     return _Tree(
-        left=new, right=new, z_proposal=new.z, pe_proposal=pe, aux_proposal=new.aux, energy_proposal=energy,
-        rho=new.cov, weight=torch.where(active, -delta, torch.full_like(delta, -math.inf)),
-        turning=torch.zeros_like(active), diverging=diverging, nonfinite=diverging & ~torch.isfinite(energy),
-        sum_accept_probs=torch.where(active, (-delta).exp().clamp(max=1.0), zero), num_proposals=active.long(),
+        first=new, last=new, z_proposal=new.z, pe_proposal=pe, aux_proposal=new.aux, energy_proposal=energy,
+        rho=new.cov, weight=weight, stop=diverging, diverging=diverging,
+        nonfinite=diverging & torch.isinf(energy),  # energy is never NaN (NaN -> +inf above)
+        sum_accept_probs=weight.exp().clamp(max=1.0), num_proposals=active.long(),
     )  # fmt: skip
 
 
@@ -384,27 +497,27 @@ def _build_tree(integ, leaf, eps, depth, energy_current, active, max_delta_energ
     if depth == 0:
         return _base_tree(integ, leaf, eps, energy_current, active, max_delta_energy, numerical_error)
     half = _build_tree(integ, leaf, eps, depth - 1, energy_current, active, max_delta_energy, numerical_error, sync)
-    go = active & ~half.turning & ~half.diverging
+    go = active & ~half.stop
     if sync and not bool(go.any()):
         return half
-    forward = eps > 0
-    start = _leaf_where(forward, half.right, half.left)
-    other = _build_tree(integ, start, eps, depth - 1, energy_current, go, max_delta_energy, numerical_error, sync)
+    # the second half goes on from the first half's far end, in the same direction
+    other = _build_tree(integ, half.last, eps, depth - 1, energy_current, go, max_delta_energy, numerical_error, sync)
     weight = torch.logaddexp(half.weight, other.weight)
     # uniform (weight-proportional) sampling inside the subtree (Betancourt 2017, A.3.1)
     take = go & (torch.rand_like(weight) < (other.weight - weight).exp())
-    left = _leaf_where(go & ~forward, other.left, half.left)
-    right = _leaf_where(go & forward, other.right, half.right)
+    go_select, take_select = _selector(go), _selector(take)
+    last = _leaf_where(go, other.last, half.last)
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
-    turning = other.turning | batched_is_turning(left, right, rho)
+    # the criterion is symmetric in its two ends: (first, last) is (left, right) or (right, left)
+    stop = other.stop | batched_is_turning(half.first, last, rho)
     return _Tree(
-        left=left, right=right,
-        z_proposal=_where(take, other.z_proposal, half.z_proposal),
+        first=half.first, last=last,
+        z_proposal=take_select(other.z_proposal, half.z_proposal),
         pe_proposal=torch.where(take, other.pe_proposal, half.pe_proposal),
-        aux_proposal=_where(take, other.aux_proposal, half.aux_proposal),
+        aux_proposal=take_select(other.aux_proposal, half.aux_proposal),
         energy_proposal=torch.where(take, other.energy_proposal, half.energy_proposal),
-        rho=_where(go, rho, half.rho), weight=torch.where(go, weight, half.weight),
-        turning=torch.where(go, turning, half.turning), diverging=torch.where(go, other.diverging, half.diverging),
+        rho=go_select(rho, half.rho), weight=torch.where(go, weight, half.weight),
+        stop=torch.where(go, stop, half.stop), diverging=torch.where(go, other.diverging, half.diverging),
         nonfinite=torch.where(go, other.nonfinite, half.nonfinite),
         sum_accept_probs=half.sum_accept_probs + other.sum_accept_probs,
         num_proposals=half.num_proposals + other.num_proposals,
@@ -451,8 +564,9 @@ def batched_nuts_transition(integrator, z, potential_energy, aux, step_size, max
         start = _leaf_where(forward, right, left)
         new = _build_tree(integrator, start, eps, depth, energy_current, active, max_delta_energy, numerical_error,
                           sync_subtrees)  # fmt: skip
-        right = _leaf_where(active & forward, new.right, right)
-        left = _leaf_where(active & ~forward, new.left, left)
+        # the new subtree's far end extends the trajectory on its side
+        right = _leaf_where(active & forward, new.last, right)
+        left = _leaf_where(active & ~forward, new.last, left)
         sum_accept = sum_accept + new.sum_accept_probs
         num_proposals = num_proposals + new.num_proposals
         tree_depth = tree_depth + active.long()
@@ -460,7 +574,7 @@ def batched_nuts_transition(integrator, z, potential_energy, aux, step_size, max
         div = active & new.diverging
         diverging = diverging | div
         nonfinite = nonfinite | (div & new.nonfinite)
-        go = active & ~new.diverging & ~new.turning
+        go = active & ~new.stop
         take = go & (torch.rand_like(energy_current) < (new.weight - tree_weight).exp())
         accepted = accepted | take
         z = _where(take, new.z_proposal, z)
@@ -654,7 +768,7 @@ class MCMC(_PyroMCMC):
         :class:`~dlmppl.inference.RiemannianNUTS` or :class:`~dlmppl.inference.RiemannianHMC`
         kernel run as ONE batched state in this process (as NumPyro's
         ``chain_method="vectorized"``; see :mod:`dlmppl.inference.vectorized`): one model
-        trace per leapfrog step for all chains, each chain with its own tree, step size
+        run per leapfrog step for all chains, each chain with its own tree, step size
         and masses.  The kernel's settings are read from it (``step_size``,
         ``adapt_step_size``, ``adapt_mass_matrix``, ``target_accept_prob``,
         ``max_tree_depth``, ``trajectory_length``, ``init_strategy``,
