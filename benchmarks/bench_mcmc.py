@@ -6,7 +6,8 @@
 (b) 100-dimensional correlated Gaussian: RiemannianNUTS (Euclidean path) with its
     traced-once potential (the default), and with Pyro's potential
     (``trace_once=False``, the path before issue 15), against Pyro's NUTS: time per
-    gradient evaluation (wall clock and CPU time of the process);
+    gradient evaluation over the sampling phase (CPU time of the process, and wall
+    clock), the kernels interleaved in rounds (:func:`bench_gaussian`);
 (c) Neal's funnel (10-d): RiemannianNUTS(metric="softabs") against Pyro's NUTS,
     ESS of the log-scale and divergences;
 (d) with ``--numpyro``: NumPyro's NUTS on the target of (b) (same covariance, float64,
@@ -17,8 +18,8 @@
     their ESS is computed here with the same estimator.
 
 ESS: ``pyro.ops.stats.effective_sample_size`` of each coordinate (minimum over
-coordinates), one chain.  Run: ``python benchmarks/bench_mcmc.py [--quick] [--numpyro]``;
-writes ``benchmarks/results_mcmc.md``.
+coordinates), one chain.  Run: ``python benchmarks/bench_mcmc.py [--quick] [--numpyro]
+[--only a,b,c] [--rounds N]``; writes ``benchmarks/results_mcmc.md``.
 """
 
 from __future__ import annotations
@@ -106,11 +107,27 @@ _GAUSSIAN_KERNELS = (
     ("RiemannianNUTS, Pyro's potential (trace_once=False: before)", lambda m: RiemannianNUTS(m, trace_once=False)),
     ("Pyro NUTS", NUTS),
 )
+_OURS, _BEFORE, _PYRO = (name for name, _ in _GAUSSIAN_KERNELS)
 
 
-def bench_gaussian(num_samples, warmup, dim=100, repeats=1):
-    """Rows ``(name, wall s, ESS, divergences, gradient evaluations, CPU s)``, the kernels
-    interleaved ``repeats`` times (the per-gradient costs: medians over the repeats)."""
+def _median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def bench_gaussian(num_samples, warmup, dim=100, rounds=1, before_rounds=None):
+    """The kernels of (b) interleaved over ``rounds`` rounds (ours, ours before, Pyro's; the
+    before-kernel in the first ``before_rounds`` rounds only, default all).
+
+    Each run is what a user runs, ``MCMC(kernel, num_samples, warmup_steps).run()`` from seed 0
+    (every round draws the same chain: the rounds differ only by the machine's load).  MCMC's
+    ``hook_fn``, called after every transition, marks the end of warm-up and of the last draw, so
+    that the timed phase is the same for every kernel: the ``num_samples`` transitions of the
+    sampling phase (no setup, no warm-up); the model counts its runs (one per potential and
+    gradient evaluation, in all kernels).  Returns ``{name: [run, ...]}``, a run a dict of the
+    sampling phase's ``wall``, ``cpu`` seconds and ``grads``, the same over the whole ``run()``
+    (``wall_all``, ``cpu_all``, ``grads_all``: setup and warm-up included), ``ess`` and ``div``."""
     scale_tril = _gaussian_scale_tril(dim)
     loc = torch.zeros(dim, dtype=torch.float64)
 
@@ -122,19 +139,55 @@ def bench_gaussian(num_samples, warmup, dim=100, repeats=1):
 
     torch.broadcast_shapes((1,), (1,))  # its first call imports sympy (seconds): not in any timing
     runs = {name: [] for name, _ in _GAUSSIAN_KERNELS}
-    for _ in range(repeats):
+    for i in range(rounds):
         for name, k in _GAUSSIAN_KERNELS:
+            if name == _BEFORE and before_rounds is not None and i >= before_rounds:
+                continue
+            marks = {}
+
+            def hook(kernel, params, stage, j, marks=marks):
+                if (stage.startswith("Warmup") and j == warmup - 1) or (stage.startswith("Sample") and j == num_samples - 1):
+                    marks[stage[:6]] = (time.perf_counter(), time.process_time(), calls[0])
+
             pyro.set_rng_seed(0)
             calls[0] = 0
-            cpu = []
-            m, t = _timed(k(model), num_samples, warmup, cpu=cpu)
-            diag = m._diagnostics[0]
-            runs[name].append((t, _ess(m.get_samples()["x"]), len(diag["divergences"]), calls[0], cpu[0]))
-    rows = []
+            mcmc = MCMC(k(model), num_samples=num_samples, warmup_steps=warmup, disable_progbar=True, hook_fn=hook)
+            t0, c0 = time.perf_counter(), time.process_time()
+            mcmc.run()
+            t1, c1 = time.perf_counter(), time.process_time()
+            (tw, cw, nw), (ts, cs, ns) = marks["Warmup"], marks["Sample"]
+            runs[name].append({
+                "wall": ts - tw, "cpu": cs - cw, "grads": ns - nw, "wall_all": t1 - t0, "cpu_all": c1 - c0,
+                "grads_all": calls[0], "ess": _ess(mcmc.get_samples()["x"]),
+                "div": len(mcmc._diagnostics[0]["divergences"]),
+            })  # fmt: skip
+    return runs
+
+
+def _grads(key):
+    return "grads_all" if key.endswith("_all") else "grads"
+
+
+def gaussian_summary(runs):
+    """Per kernel: medians over its rounds of the cost per gradient evaluation (ms, sampling phase:
+    ``wall``, ``cpu``; whole run: ``wall_all``, ``cpu_all``) and, against Pyro's NUTS, the median
+    over rounds of the ratio of the two runs of a round (``ratio_cpu``, ``ratio_wall``,
+    ``ratio_cpu_all``) with the rounds' ``min``/``max`` of ``ratio_cpu``."""
+    ref = runs[_PYRO]
+    out = {}
     for name, rs in runs.items():
-        med = sorted(rs, key=lambda r: r[0] / r[3])[len(rs) // 2]  # the run of median wall time per gradient
-        rows.append((name, *med))
-    return rows
+        row = {key: _median([1e3 * r[key] / r[_grads(key)] for r in rs]) for key in ("wall", "cpu", "wall_all", "cpu_all")}
+        row.update(rounds=len(rs), grads=rs[0]["grads"], grads_all=rs[0]["grads_all"], ess=rs[0]["ess"], div=rs[0]["div"])
+        if name != _PYRO:
+            for key in ("cpu", "wall", "cpu_all"):
+                g = _grads(key)
+                # round i of this kernel against round i of Pyro's (run next to it)
+                rat = [(a[key] / a[g]) / (b[key] / b[g]) for a, b in zip(rs, ref, strict=False)]
+                row["ratio_" + key] = _median(rat)
+                if key == "cpu":
+                    row["min"], row["max"] = min(rat), max(rat)
+        out[name] = row
+    return out
 
 
 def bench_numpyro(num_samples, warmup, dim=100):
@@ -194,8 +247,11 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--numpyro", action="store_true", help="(d): NumPyro's NUTS on (b)'s target, in benchmarks/.venv-numpyro")
     ap.add_argument("--no-funnel", action="store_true", help="skip (c), minutes under load (bench_all)")
+    ap.add_argument("--only", default="a,b,c", help="sections to run, e.g. 'b' ((d) needs b)")
+    ap.add_argument("--rounds", type=int, default=None, help="(b): interleaved rounds (default 3 with --quick, else 5)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_mcmc.md"))
     args = ap.parse_args()
+    sections = set(args.only.split(",")) - ({"c"} if args.no_funnel else set())
     torch.set_num_threads(1)
     ns, nw = (200, 150) if args.quick else (500, 300)
     lines = [
@@ -204,60 +260,77 @@ def main():
         f"Machine: shared 2-core CPU, no GPU, 1 torch thread, load from other jobs (timings noisy); "
         f"torch {torch.__version__}, pyro {pyro.__version__}, {platform.python_version()}. "
         f"One chain, {ns} draws after {nw} warm-up steps. ESS = min over coordinates.",
-        "",
-        "## (a) vMF mean direction posterior (N=50, κ=10, uniform prior)",
-        "",
-        "| d | sampler | time (s) | ESS | ESS/s | divergences | ESS/s ratio (ours/Pyro) |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for d in (3, 10, 50):
+    if "a" in sections:
+        lines += [
+            "",
+            "## (a) vMF mean direction posterior (N=50, κ=10, uniform prior)",
+            "",
+            "| d | sampler | time (s) | ESS | ESS/s | divergences | ESS/s ratio (ours/Pyro) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+    gaussian = None
+    for d in (3, 10, 50) if "a" in sections else ():
         rows = bench_vmf(d, ns, nw)
         ratio = (rows[0][2] / rows[0][1]) / max(rows[1][2] / rows[1][1], 1e-12)
         record("mcmc", f"vMF mean d={d}: ESS/s ours / Pyro NUTS+reparam", ratio, 3.0)
         for i, (name, t, ess, div) in enumerate(rows):
             lines.append(f"| {d} | {name} | {t:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {f'{ratio:.2f}' if i == 0 else ''} |")
         print("\n".join(lines[-2:]), flush=True)
-    lines += [
-        "",
-        "## (b) 100-d correlated Gaussian (diagonal mass matrix adaptation)",
-        "",
-        "| sampler | time (s) | CPU (s) | ESS | ESS/s | divergences | gradient evaluations | ms per evaluation "
-        "(wall, CPU) | per evaluation / Pyro NUTS's (wall, CPU) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    repeats = 1 if args.quick else 3
-    rows = bench_gaussian(ns, nw, repeats=repeats)
-    ref = rows[-1]
-    record("mcmc", "100-d Gaussian: CPU time per gradient ours / Pyro NUTS", (rows[0][5] / rows[0][4]) / (ref[5] / ref[4]),
-           0.8, "lower")
-    for name, t, ess, div, n, c in rows:
-        rel = "" if name == "Pyro NUTS" else f"{(t / n) / (ref[1] / ref[4]):.2f}, {(c / n) / (ref[5] / ref[4]):.2f}"
+    if "b" in sections:
+        rounds = args.rounds or (3 if args.quick else 5)
+        before_rounds = 1 if args.quick else None
+        runs = bench_gaussian(ns, nw, rounds=rounds, before_rounds=before_rounds)
+        summary = gaussian_summary(runs)
+        ours = summary[_OURS]
+        record("mcmc", "100-d Gaussian: CPU time per gradient ours / Pyro NUTS", ours["ratio_cpu"], 0.8, "lower",
+               note=f"sampling phase; median of {rounds} interleaved rounds (min {ours['min']:.2f}, max {ours['max']:.2f})")
+        lines += [
+            "",
+            "## (b) 100-d correlated Gaussian (diagonal mass matrix adaptation)",
+            "",
+            "| sampler | rounds | ESS | divergences | gradient evaluations (sampling; whole run) | ms per evaluation, "
+            "sampling (wall, CPU) | ms per evaluation, whole run (CPU) | per evaluation / Pyro NUTS's: CPU, sampling "
+            "(median [min, max] of rounds) | same, wall, sampling | same, CPU, whole run |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in summary.items():
+            rel = ("| | |" if name == _PYRO else
+                   f"**{r['ratio_cpu']:.2f}** [{r['min']:.2f}, {r['max']:.2f}] | {r['ratio_wall']:.2f} | {r['ratio_cpu_all']:.2f} |")
+            lines.append(
+                f"| {name} | {r['rounds']} | {r['ess']:.0f} | {r['div']} | {r['grads']}; {r['grads_all']} | "
+                f"{r['wall']:.3f}, {r['cpu']:.3f} | {r['cpu_all']:.3f} | {rel}"
+            )  # fmt: skip
+        lines.append("")
         lines.append(
-            f"| {name} | {t:.1f} | {c:.1f} | {ess:.0f} | {ess / t:.1f} | {div} | {n} | "
-            f"{1e3 * t / n:.2f}, {1e3 * c / n:.2f} | {rel} |"
+            "The kernels run the same algorithm (multinomial NUTS, diagonal mass adaptation, same warm-up "
+            "schedule); the two RiemannianNUTS rows draw the same chain (same seed, same potential to the last "
+            "bit), Pyro's NUTS another random stream, so trajectory lengths differ in a short run: the cost of a "
+            "kernel is its time per gradient evaluation (each evaluation runs the model once in all three). "
+            f"Each kernel runs as a user runs it (`MCMC(kernel, {ns}, warmup_steps={nw}).run()`, seed 0), in "
+            f"{rounds} rounds in one process, the kernels interleaved within each round"
+            + (" (the before-kernel in the first round only)" if before_rounds else "")
+            + "; MCMC's `hook_fn` marks the end of warm-up and of the last draw, so the measure of record is "
+            "the same phase for every kernel: CPU time of the process over the sampling phase (no setup, no "
+            "warm-up) divided by the gradient evaluations in it, each round's value divided by Pyro NUTS's of "
+            "the same round, the median over rounds (the other columns: medians over rounds, per kernel)."
         )
-    lines.append("")
-    lines.append(
-        "The kernels run the same algorithm (multinomial NUTS, diagonal mass adaptation, same warm-up "
-        "schedule); the two RiemannianNUTS rows draw the same chain (same seed, same potential to the last "
-        "bit), Pyro's NUTS another random stream, so trajectory lengths differ in a short run: the cost of a "
-        "kernel is its time per gradient evaluation (each evaluation runs the model once in all three). "
-        f"Kernels interleaved {repeats} time(s) in one process; the row of each is its run of median time "
-        "per evaluation. CPU: the process's CPU time (the machine is shared)."
-    )
-    print("\n".join(lines[-4 - len(rows):]), flush=True)
-    gaussian = rows[0]
-    lines += [
-        "",
-        "## (c) Neal's funnel, 10-d (ESS and quantiles of the log-scale v ~ N(0, 3²); exact q10/q90 = ∓3.84)",
-        "",
-        "| sampler | time (s) | ESS(v) | ESS(v)/s | divergences | q10, q90 of v |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, t, ess, div, q in [] if args.no_funnel else bench_funnel(ns, nw):
-        lines.append(f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.2f} | {div} | {q[0]:.2f}, {q[1]:.2f} |")
-    print("\n".join(lines[-2:]), flush=True)
-    if args.numpyro:
+        print("\n".join(lines[-3 - len(summary):]), flush=True)
+        runs_ours = runs[_OURS]
+        med = sorted(runs_ours, key=lambda r: r["cpu_all"] / r["grads_all"])[len(runs_ours) // 2]
+        gaussian = (_OURS, med["wall_all"], med["ess"], med["div"], med["grads_all"], med["cpu_all"])
+    if "c" in sections:
+        lines += [
+            "",
+            "## (c) Neal's funnel, 10-d (ESS and quantiles of the log-scale v ~ N(0, 3²); exact q10/q90 = ∓3.84)",
+            "",
+            "| sampler | time (s) | ESS(v) | ESS(v)/s | divergences | q10, q90 of v |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, t, ess, div, q in bench_funnel(ns, nw):
+            lines.append(f"| {name} | {t:.1f} | {ess:.0f} | {ess / t:.2f} | {div} | {q[0]:.2f}, {q[1]:.2f} |")
+        print("\n".join(lines[-2:]), flush=True)
+    if args.numpyro and gaussian is not None:
         r = bench_numpyro(ns, nw)
         lines += ["", "## (d) NumPyro's NUTS on the 100-d Gaussian of (b) (--numpyro)", ""]
         if isinstance(r, str):

@@ -37,15 +37,16 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 from pyro.util import warn_if_inf, warn_if_nan
-from torch.distributions.transforms import ComposeTransform, IndependentTransform
+from torch.distributions.transforms import ComposeTransform, IndependentTransform, _InverseTransform
 
 __all__ = ["lean_applies", "lean_potential_fn"]
 
 
 def _is_identity(t) -> bool:
-    """Whether transform ``t`` is the identity (``biject_to(real)`` and its ``IndependentTransform``)."""
-    while isinstance(t, IndependentTransform):
-        t = t.base_transform
+    """Whether transform ``t`` is the identity (``biject_to(real)``, its ``IndependentTransform``,
+    and their inverses: ``biject_to(real_vector).inv``, what the kernels pass, is an ``_InverseTransform``)."""
+    while isinstance(t, (IndependentTransform, _InverseTransform)):
+        t = t.base_transform if isinstance(t, IndependentTransform) else t.inv
     return isinstance(t, ComposeTransform) and not t.parts
 
 
@@ -64,30 +65,43 @@ def lean_applies(prototype_trace, jit_compile=False) -> bool:
 
 class _LogJointMessenger(Messenger):
     """Substitute ``values`` at their sites and accumulate each sample site's
-    ``scale_and_mask(log_prob).sum()`` (what ``Trace.log_prob_sum`` adds up)."""
+    ``scale_and_mask(log_prob).sum()`` (what ``Trace.log_prob_sum`` adds up).
+
+    Per evaluation it adds no operation that does not change the number: no
+    ``scale_and_mask`` call at an unscaled unmasked site, no ``.sum()`` of a 0-dim
+    ``log_prob``, no ``0.0 +`` before the first term (each the identity on the value,
+    and one autograd node fewer in the backward pass); ``log_joint`` is ``None`` until
+    a site adds to it."""
 
     def __init__(self, values):
         super().__init__()
         self.values = values
-        self.log_joint = 0.0
+        self.log_joint = None
 
-    def _pyro_sample(self, msg):
-        value = self.values.get(msg["name"])
-        if value is not None:
-            msg["value"] = value
-            msg["is_observed"] = True
+    # (Messenger's _process_message/_postprocess_message look the method up by name at
+    # every site: dispatched here directly; only sample sites concern this messenger)
+    def _process_message(self, msg):
+        if msg["type"] == "sample":
+            value = self.values.get(msg["name"])
+            if value is not None:
+                msg["value"] = value
+                msg["is_observed"] = True
 
-    def _pyro_post_sample(self, msg):
-        if site_is_subsample(msg):
+    def _postprocess_message(self, msg):
+        if msg["type"] != "sample" or site_is_subsample(msg):
             # a full plate's indices: log_prob 0 in Trace.log_prob_sum (subsampling is refused by
             # initialize_model), so nothing to add
             return
         log_p = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
-        log_p = scale_and_mask(log_p, msg["scale"], msg["mask"]).sum()
+        scale, mask = msg["scale"], msg["mask"]
+        if mask is not None or not (isinstance(scale, (int, float)) and scale == 1):
+            log_p = scale_and_mask(log_p, scale, mask)  # (the identity when unscaled and unmasked)
+        if not (torch.is_tensor(log_p) and log_p.dim() == 0):
+            log_p = log_p.sum()
         if is_validation_enabled():
             warn_if_nan(log_p, f"log_prob_sum at site '{msg['name']}'")
             warn_if_inf(log_p, f"log_prob_sum at site '{msg['name']}'", allow_neginf=True)
-        self.log_joint = self.log_joint + log_p
+        self.log_joint = log_p if self.log_joint is None else self.log_joint + log_p
 
 
 class _LeanPotential:
@@ -107,7 +121,7 @@ class _LeanPotential:
         handler = _LogJointMessenger(constrained)
         with handler:
             self.model(*self.model_args, **self.model_kwargs)
-        log_joint = handler.log_joint
+        log_joint = 0.0 if handler.log_joint is None else handler.log_joint
         # the identity's log|det J| is a sum of zeros (subtracting it changes nothing): skipped
         for name, t in self.jacobians:
             log_joint = log_joint - torch.sum(t.log_abs_det_jacobian(constrained[name], params[name]))

@@ -88,6 +88,15 @@ def _nan_to_inf(x):
     return torch.nan_to_num(x, nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))
 
 
+def _lt(a, b) -> bool:
+    """``bool(a < b)`` for 0-dim tensors (or a number ``b``): on the CPU two float reads
+    (no tensor op; the same comparison of the same doubles), elsewhere one comparison on
+    the device and one host synchronisation."""
+    if a.is_cpu:
+        return float(a) < float(b)
+    return bool(a < b)
+
+
 def is_turning(left: Leaf, right: Leaf, rho: dict) -> bool:
     """The generalised U-turn criterion (module docstring) between two leaves."""
     left_angle = right_angle = None  # (not 0.0 + ...: one op less per site, the same sums)
@@ -96,6 +105,8 @@ def is_turning(left: Leaf, right: Leaf, rho: dict) -> bool:
         la, ra = (left.vel[name] * d).sum(), (right.vel[name] * d).sum()
         left_angle = la if left_angle is None else left_angle + la
         right_angle = ra if right_angle is None else right_angle + ra
+    if left_angle.is_cpu:  # two float reads, no tensor op
+        return float(left_angle) <= 0 or float(right_angle) <= 0
     # one host synchronisation for both ends
     return bool((left_angle <= 0) | (right_angle <= 0))
 
@@ -113,7 +124,7 @@ def _base_tree(integrator, leaf, step_size, energy_current, max_delta_energy, nu
             raise
     new = Leaf(z, r, aux, vel, cov)
     weight = energy_current - energy  # -ΔH
-    diverging = bool(weight < -max_delta_energy)
+    diverging = _lt(weight, -max_delta_energy)
     return Tree(
         left=new, right=new, z_proposal=z, pe_proposal=pe, aux_proposal=aux, energy_proposal=energy, rho=cov,
         weight=weight, turning=False, diverging=diverging,
@@ -137,7 +148,7 @@ def build_tree(integrator, leaf, step_size, depth, energy_current, max_delta_ene
     other = build_tree(integrator, start, step_size, depth - 1, energy_current, max_delta_energy, numerical_error)
     weight = torch.logaddexp(half.weight, other.weight)
     rho = {k: half.rho[k] + other.rho[k] for k in half.rho}
-    src = other if bool(torch.rand((), device=weight.device) < (other.weight - weight).exp()) else half
+    src = other if _lt(torch.rand((), device=weight.device), (other.weight - weight).exp()) else half
     left, right = (half.left, other.right) if step_size > 0 else (other.left, half.right)
     return Tree(
         left=left, right=right, z_proposal=src.z_proposal, pe_proposal=src.pe_proposal,
@@ -166,7 +177,7 @@ def nuts_transition(integrator, z, potential_energy, aux, step_size, max_tree_de
     energy = energy_current
     tree_depth = 0
     while tree_depth < max_tree_depth:
-        if bool(torch.rand((), device=tree_weight.device) < 0.5):
+        if _lt(torch.rand((), device=tree_weight.device), 0.5):
             new = build_tree(integrator, right, step_size, tree_depth, energy_current, max_delta_energy, numerical_error)
             right = new.right
         else:
@@ -180,7 +191,7 @@ def nuts_transition(integrator, z, potential_energy, aux, step_size, max_tree_de
             break
         if new.turning:
             break
-        if bool(torch.rand((), device=tree_weight.device) < (new.weight - tree_weight).exp()):
+        if _lt(torch.rand((), device=tree_weight.device), (new.weight - tree_weight).exp()):
             accepted = True
             z, potential_energy, aux, energy = new.z_proposal, new.pe_proposal, new.aux_proposal, new.energy_proposal
         rho = {k: rho[k] + new.rho[k] for k in rho}
