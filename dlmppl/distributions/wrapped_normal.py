@@ -327,7 +327,7 @@ class WrappedNormal(ManifoldLocScale):
         if g.embedded and self._isotropic:
             # embedded metric: the projection of an ambient standard normal is standard normal on T_loc
             eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-            return g.project(g.exp(self.loc, self.scale * g.proju(self.loc, eps)), self.loc)[0]
+            return g.projx(g.exp(self.loc, self.scale * g.proju(self.loc, eps)))
         eps = torch.randn(shape[:-1] + (self._dim,), dtype=self.loc.dtype, device=self.loc.device)
         return g.exp_frame(self.loc, eps * self.scale)
 

@@ -213,6 +213,10 @@ class Geometry:
         """Round-off clean-up of a point and its velocity (the identity on the tangent bundle)."""
         return x, v
 
+    def projx(self, x):
+        """Round-off clean-up of a point alone: the point of :meth:`project` (without a velocity to carry)."""
+        return self.project(x, torch.zeros_like(x))[0]
+
     def covector(self, x, v):
         """The momentum ``G(x) v`` in ambient coordinates (``sum(covector * v) = g(v, v)``)."""
         return v

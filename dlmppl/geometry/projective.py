@@ -113,6 +113,7 @@ class ProjectiveGeometry(Geometry):
     sectional_curvature = SphereGeometry.sectional_curvature
     flow = SphereGeometry.flow
     project = SphereGeometry.project
+    projx = SphereGeometry.projx
 
     def frame(self, x):
         return self._sphere.frame(x)
