@@ -102,6 +102,44 @@ def test_h1_pairs_below_the_enclosing_radius_equal_the_whole_run(dtype):
     assert res[0][1] and not res[2][1]
 
 
+def _pairs_and_loss(monkeypatch, x, z, reorder):
+    """(rips_pairs of x's matrix, topological(x, z) and its gradient in z), with giotto-ph run on
+    the vertices in the witness order or in the given order."""
+    if not reorder:
+        monkeypatch.setattr(topo, "_witness_order", lambda D: None)
+    pairs = topo._rips_pairs(topo._pairing_matrix(x, None, "x"), 1)
+    zz = z.detach().requires_grad_()
+    loss = topological(x, zz, dims=(0, 1))
+    loss.backward()
+    monkeypatch.undo()
+    return pairs, loss.detach(), zz.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_h1_witness_order_gives_the_pairs_of_the_given_order(monkeypatch, dtype):
+    # giotto-ph run on the vertices reordered (central ones last) and mapped back: the same pairs,
+    # edge orientation and order as the run on the given order, so the same loss and gradient;
+    # concentrated clouds (truncated run), a spread-out one (whole run), below the truncation size
+    g = torch.Generator().manual_seed(7)
+    for n, d in ((256, 16), (160, 32), (200, 2), (60, 16)):
+        x = torch.randn(n, d, generator=g, dtype=dtype)
+        z = torch.randn(n, d, generator=g, dtype=dtype)
+        D = topo._pairing_matrix(x, None, "x")
+        assert topo._witness_order(D) is not None
+        p_new, l_new, g_new = _pairs_and_loss(monkeypatch, x, z, True)
+        p_old, l_old, g_old = _pairs_and_loss(monkeypatch, x, z, False)
+        for a, b in zip(p_new, p_old, strict=True):
+            assert np.array_equal(a, b), (n, d)
+        assert torch.equal(l_new, l_old) and torch.equal(g_new, g_old), (n, d)
+
+
+def test_h1_witness_order_keeps_the_order_of_a_matrix_with_ties():
+    # integer coordinates: many tied lengths, among which the order picks the reported edges
+    x = torch.randint(0, 3, (160, 16), generator=torch.Generator().manual_seed(3)).double()
+    assert topo._witness_order(topo._pairing_matrix(x, None, "x")) is None
+    assert topo._witness_order(np.zeros((1, 1))) is None
+
+
 def test_h1_check_fails_when_a_class_alive_at_the_threshold_is_ignored(monkeypatch):
     # test of the test: truncated at the last birth itself, with the classes still alive there
     # ignored, a death is missed and must be caught
