@@ -62,29 +62,33 @@ def _mst_edges(D: np.ndarray) -> np.ndarray:
 
     Prim's algorithm on the dense matrix, O(n²) time and O(n) memory beyond
     ``D`` (read one row per step, never copied or written; scipy's Kruskal
-    sorts all n² entries, several times slower here).
+    sorts all n² entries, several times slower here).  Row ``t`` is the edge
+    (parent, vertex) of the ``t``-th vertex added; ties go to the lowest index.
     """
     n = D.shape[0]
     edges = np.zeros((max(n - 1, 0), 2), dtype=np.int64)
     if n < 2:
         return edges
-    in_tree = np.zeros(n, dtype=bool)
-    in_tree[0] = True
-    best = np.array(D[0], dtype=np.float64)
+    outside = np.ones(n, dtype=bool)
+    outside[0] = False
+    # in D's precision: the comparisons are those of the float64 values it converts to exactly
+    best = np.array(D[0], dtype=D.dtype if D.dtype.kind == "f" else np.float64)
     best[0] = np.inf
     parent = np.zeros(n, dtype=np.int64)
     upd = np.empty(n, dtype=bool)
+    added = edges[:, 1]  # the vertices in the order they join; a vertex's parent is final then
     for t in range(n - 1):
-        j = int(np.argmin(best))
-        edges[t, 0], edges[t, 1] = parent[j], j
-        in_tree[j] = True
+        j = best.argmin()
+        added[t] = j
+        outside[j] = False
         best[j] = np.inf
         dj = D[j]
         # vertices outside the tree whose distance to it drops
         np.less(dj, best, out=upd)
-        upd &= ~in_tree
+        upd &= outside
         np.copyto(best, dj, where=upd)
-        parent[upd] = j
+        np.copyto(parent, j, where=upd)
+    edges[:, 0] = parent[added]
     return edges
 
 
@@ -145,7 +149,7 @@ def _rips_pairs(D: np.ndarray, maxdim: int) -> list[np.ndarray]:
     if fin_hi is None:
         # the whole filtration; for H1, on the vertices in giotto-ph's faster order
         perm = _witness_order(D) if maxdim == 1 else None
-        Dp = D if perm is None else D[np.ix_(perm, perm)]
+        Dp = D if perm is None else D[perm][:, perm]
         res = ripser_parallel(
             Dp, metric="precomputed", maxdim=maxdim, return_generators=True, n_threads=1
         )
@@ -184,13 +188,18 @@ def _h1_birth_bound(D: np.ndarray, mst: np.ndarray, lower: float) -> float | Non
     without a witness.
     """
     cand = np.argsort(D.max(1), kind="stable")[:_N_WITNESS]
-    W = np.maximum(D[:, cand[0], None], D[None, cand[0], :])
+    # D is symmetric: row c is column c (contiguous)
+    W = np.maximum(D[cand[0], :, None], D[cand[0], None, :])
+    tmp = np.empty_like(W)
     for c in cand[1:]:
-        np.minimum(W, np.maximum(D[:, c, None], D[None, c, :]), out=W)
+        np.maximum(D[c, :, None], D[c, None, :], out=tmp)
+        np.minimum(W, tmp, out=W)
     sus = W >= D
     sus[mst[:, 0], mst[:, 1]] = sus[mst[:, 1], mst[:, 0]] = False
     sus &= D > lower
-    iu, ju = np.nonzero(np.triu(sus, 1))
+    iu, ju = np.nonzero(sus)
+    upper = iu < ju  # the edges i < j, in the row-major order of the upper triangle
+    iu, ju = iu[upper], ju[upper]
     L = D[iu, ju]
     order = np.argsort(-L, kind="stable")
     for s in range(0, order.size, 256):
@@ -235,7 +244,7 @@ def _h1_below_enclosing_radius(D: np.ndarray, mst: np.ndarray):
     if not t < renc:
         return None
     perm = _witness_order(D32)
-    Dp = D32 if perm is None else D32[np.ix_(perm, perm)]
+    Dp = D32 if perm is None else D32[perm][:, perm]
     res = gph_ripser.rips_dm(squareform(Dp, checks=False), np.zeros(n, np.float32), 2, 1, t, 1, True)
     gens = res.flag_persistence_generators_by_dim
     if _alive_at_threshold(gens):
@@ -324,7 +333,9 @@ def _pairing_matrix(x: torch.Tensor, manifold, name: str) -> np.ndarray:
             D = manifold_distances(x.detach(), x.detach(), manifold).to(tdt).cpu().numpy().copy()
     else:
         D = np.empty((n, n), dtype=ndt)
-        step = max(1, _BLOCK // max(1, n * dim))
+        # cdist (no matrix product) writes each distance straight from the two points: a block
+        # of rows costs its output only; the geodesic formulas broadcast over the coordinates
+        step = max(1, _BLOCK // max(1, n * (1 if manifold is None else dim)))
         with torch.no_grad():
             # half precision has no cdist: pair in float32 (no copy otherwise)
             xd = x.detach().to(tdt)

@@ -130,7 +130,10 @@ def test_h1_witness_order_gives_the_pairs_of_the_given_order(monkeypatch, dtype)
         p_old, l_old, g_old = _pairs_and_loss(monkeypatch, x, z, False)
         for a, b in zip(p_new, p_old, strict=True):
             assert np.array_equal(a, b), (n, d)
-        assert torch.equal(l_new, l_old) and torch.equal(g_new, g_old), (n, d)
+        # the same edges summed in the same order: the same loss; the backward's accumulation of
+        # the gathered distances into the points is itself not bitwise reproducible (threads)
+        assert torch.equal(l_new, l_old), (n, d)
+        torch.testing.assert_close(g_new, g_old, rtol=1e-5, atol=1e-6 * float(g_old.abs().max()))
 
 
 def test_h1_witness_order_keeps_the_order_of_a_matrix_with_ties():
