@@ -149,7 +149,7 @@ def _rips_pairs(D: np.ndarray, maxdim: int) -> list[np.ndarray]:
     if fin_hi is None:
         # the whole filtration; for H1, on the vertices in giotto-ph's faster order
         perm = _witness_order(D) if maxdim == 1 else None
-        Dp = D if perm is None else D[perm][:, perm]
+        Dp = D if perm is None else _permuted(D, perm)
         res = ripser_parallel(
             Dp, metric="precomputed", maxdim=maxdim, return_generators=True, n_threads=1
         )
@@ -244,7 +244,7 @@ def _h1_below_enclosing_radius(D: np.ndarray, mst: np.ndarray):
     if not t < renc:
         return None
     perm = _witness_order(D32)
-    Dp = D32 if perm is None else D32[perm][:, perm]
+    Dp = D32 if perm is None else _permuted(D32, perm)
     res = gph_ripser.rips_dm(squareform(Dp, checks=False), np.zeros(n, np.float32), 2, 1, t, 1, True)
     gens = res.flag_persistence_generators_by_dim
     if _alive_at_threshold(gens):
@@ -283,6 +283,11 @@ def _witness_order(D: np.ndarray) -> np.ndarray | None:
     if np.count_nonzero(sample[1:] == sample[:-1]) >= _MAX_TIED * sample.size:
         return None
     return np.argsort(-D.sum(1, dtype=np.float64), kind="stable")
+
+
+def _permuted(D: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """``D[perm][:, perm]`` as a C-contiguous array (two takes: the cheapest copy to condense)."""
+    return np.take(np.take(D, perm, 0), perm, 1)
 
 
 def _relabel_h1(g: np.ndarray, perm: np.ndarray, D: np.ndarray) -> np.ndarray:
