@@ -888,7 +888,7 @@ def _issue15_reading(rows, split):
         "most but not all concentrated clouds (measured on Gaussian clouds in 16-D: the last death was up to "
         "1.065 × B, above t in 2 of 12 clouds at n = 256 and 3 of 5 at n = 512, which then pay for the whole "
         "run as well); the largest minimax witness value min_w max(D_uw, D_vw) over the witness-less edges "
-        "equalled the last death in 36 of 38 clouds, a tighter first threshold left for later.  "
+        "equalled the last death in 37 of 39 clouds (Gaussian 8-32 D, uniform 16-D), a tighter first threshold left for later.  "
         "Further gains need a reduction faster than giotto-ph's "
         "own or the two clouds paired in parallel: giotto-ph holds the GIL (threads do not overlap) and its "
         "`n_threads=2` returns different critical edges from call to call (measured again: 33 of 60 calls on "

@@ -146,10 +146,32 @@ def test_h1_witness_order_keeps_the_order_of_a_matrix_with_ties():
 def test_h1_check_fails_when_a_class_alive_at_the_threshold_is_ignored(monkeypatch):
     # test of the test: truncated at the last birth itself, with the classes still alive there
     # ignored, a death is missed and must be caught
+    bound = topo._h1_birth_bound
     monkeypatch.setattr(topo, "_DEATH_MARGIN", 1.0)
+    monkeypatch.setattr(topo, "_h1_birth_bound", lambda *a: (bound(*a)[0],) * 2)  # guess: the last birth
     monkeypatch.setattr(topo, "_alive_at_threshold", lambda gens: False)
     same, taken = _h1_matches_whole_run(torch.randn(160, 16, generator=torch.Generator().manual_seed(3)))
     assert taken and not same
+
+
+def test_h1_guess_of_the_last_death_is_tried_first_and_checked(monkeypatch):
+    # the first threshold is the guess of the last death; a guess below it (here: the last birth)
+    # leaves a class alive, which sends the run on to the margin's threshold: same pairs either way
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    D = topo._pairing_matrix(x, None, "x")
+    mst = topo._mst_edges(D)
+    D32 = D.astype(np.float32)
+    births, guess = topo._h1_birth_bound(D32, mst, float(D32.max(1).min()) / topo._MAX_RADIUS_OVER_BIRTHS)
+    assert births <= guess < births * topo._DEATH_MARGIN
+    seen = []
+    alive = topo._alive_at_threshold
+    monkeypatch.setattr(topo, "_alive_at_threshold", lambda gens: seen.append(alive(gens)) or seen[-1])
+    # (_h1_matches_whole_run runs the truncation twice: for 'taken', then in rips_pairs)
+    assert _h1_matches_whole_run(x) == (True, True) and seen == [False] * 2
+    bound = topo._h1_birth_bound
+    monkeypatch.setattr(topo, "_h1_birth_bound", lambda *a: (bound(*a)[0],) * 2)
+    seen.clear()
+    assert _h1_matches_whole_run(x) == (True, True) and seen == [True, False] * 2
 
 
 def test_persistence_from_distance_matrix_and_its_gradient():
