@@ -147,15 +147,12 @@ def _rips_pairs(D: np.ndarray, maxdim: int) -> list[np.ndarray]:
     mst = _mst_edges(D)
     fin_hi = _h1_below_enclosing_radius(D, mst) if maxdim == 1 else None
     if fin_hi is None:
-        # the whole filtration; for H1, on the vertices in giotto-ph's faster order
-        perm = _witness_order(D) if maxdim == 1 else None
-        Dp = D if perm is None else _permuted(D, perm)
+        # the whole filtration, on the vertices in their given order (the witness order helps the
+        # concentrated clouds of the truncated run; on spread-out ones it made the whole run slower)
         res = ripser_parallel(
-            Dp, metric="precomputed", maxdim=maxdim, return_generators=True, n_threads=1
+            D, metric="precomputed", maxdim=maxdim, return_generators=True, n_threads=1
         )
         fin_hi = res["gens"][1]
-        if perm is not None:
-            fin_hi = [_relabel_h1(fin_hi[0], perm, D)]
     out = [mst]
     for k in range(1, maxdim + 1):
         g = fin_hi[k - 1] if k - 1 < len(fin_hi) else np.zeros((0, 4))
@@ -290,14 +287,15 @@ _MAX_TIED = 0.02
 
 
 def _witness_order(D: np.ndarray) -> np.ndarray | None:
-    """Vertex order for giotto-ph's H1 run: decreasing sum of distances (central vertices last), or
-    None to keep the given order (a matrix with many tied lengths).
+    """Vertex order for giotto-ph's truncated H1 run: decreasing sum of distances (central vertices
+    last), or None to keep the given order (a matrix with many tied lengths).
 
     giotto-ph first looks for the apparent pair of every edge ``(u, v)``, scanning the vertices
     ``w`` from the highest index down for a triangle ``uvw`` of the edge's length (a witness,
     ``max(D_uw, D_vw) <= D_uv``); the central vertices witness most edges, so with them last the
     scan of a witnessed edge stops after a few vertices (measured: 20-25 % less time for the H1
-    run of Gaussian clouds in 16-D, n = 256 and 512).  The run's pairs, mapped back by
+    run of Gaussian clouds in 16-D, n = 256 and 512; the whole run of spread-out clouds, 2-D
+    Gaussian, was 20-30% slower with it and keeps the given order).  The run's pairs, mapped back by
     :func:`_relabel_h1`, are those of the given order whenever the lengths of the critical edges
     are not tied with other lengths: the diagram is the same whatever the order of equal lengths,
     and a birth or death value then names its edge (measured equal on continuous clouds).  Among

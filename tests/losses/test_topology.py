@@ -117,15 +117,16 @@ def _pairs_and_loss(monkeypatch, x, z, reorder):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_h1_witness_order_gives_the_pairs_of_the_given_order(monkeypatch, dtype):
-    # giotto-ph run on the vertices reordered (central ones last) and mapped back: the same pairs,
-    # edge orientation and order as the run on the given order, so the same loss and gradient;
-    # concentrated clouds (truncated run), a spread-out one (whole run), below the truncation size
+    # giotto-ph's truncated run on the vertices reordered (central ones last) and mapped back: the
+    # same pairs, edge orientation and order as the run on the given order, so the same loss and
+    # gradient (concentrated clouds: the truncated run is taken)
     g = torch.Generator().manual_seed(7)
-    for n, d in ((256, 16), (160, 32), (200, 2), (60, 16)):
+    for n, d in ((256, 16), (160, 32), (300, 16), (200, 64)):
         x = torch.randn(n, d, generator=g, dtype=dtype)
         z = torch.randn(n, d, generator=g, dtype=dtype)
         D = topo._pairing_matrix(x, None, "x")
         assert topo._witness_order(D) is not None
+        assert topo._h1_below_enclosing_radius(D, topo._mst_edges(D)) is not None, (n, d)
         p_new, l_new, g_new = _pairs_and_loss(monkeypatch, x, z, True)
         p_old, l_old, g_old = _pairs_and_loss(monkeypatch, x, z, False)
         for a, b in zip(p_new, p_old, strict=True):
