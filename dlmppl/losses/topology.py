@@ -17,10 +17,12 @@ Which library does what:
   ``return_generators=True``; a ripser-style cohomology algorithm that returns
   the critical edges of every pair), run on one thread.
   For H1 of a concentrated cloud (high dimensions), giotto-ph's core runs on
-  the filtration truncated just above a bound on every H1 birth (edges without
-  a witness triangle), which gives the same pairs at a fraction of the cost;
+  the filtration truncated above a bound on every H1 birth (edges without a
+  witness triangle): first at a guess of the last death, then with a margin,
+  which gives the same pairs at a fraction of the cost, on the vertices
+  reordered so that its apparent-pair scans stop early (pairs mapped back);
   the whole run whenever a class is still alive there (see
-  ``_h1_below_enclosing_radius``).
+  ``_h1_below_enclosing_radius`` and ``_witness_order``).
 * Cubical complexes of images / fields: gudhi's ``CubicalComplex`` and its
   ``cofaces_of_persistence_pairs``.
 * gudhi's ``RipsComplex`` + ``SimplexTree`` is used only as the independent
