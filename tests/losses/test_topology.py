@@ -102,13 +102,77 @@ def test_h1_pairs_below_the_enclosing_radius_equal_the_whole_run(dtype):
     assert res[0][1] and not res[2][1]
 
 
+def _pairs_and_loss(monkeypatch, x, z, reorder):
+    """(rips_pairs of x's matrix, topological(x, z) and its gradient in z), with giotto-ph run on
+    the vertices in the witness order or in the given order."""
+    if not reorder:
+        monkeypatch.setattr(topo, "_witness_order", lambda D: None)
+    pairs = topo._rips_pairs(topo._pairing_matrix(x, None, "x"), 1)
+    zz = z.detach().requires_grad_()
+    loss = topological(x, zz, dims=(0, 1))
+    loss.backward()
+    monkeypatch.undo()
+    return pairs, loss.detach(), zz.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_h1_witness_order_gives_the_pairs_of_the_given_order(monkeypatch, dtype):
+    # giotto-ph's truncated run on the vertices reordered (central ones last) and mapped back: the
+    # same pairs, edge orientation and order as the run on the given order, so the same loss and
+    # gradient (concentrated clouds: the truncated run is taken)
+    g = torch.Generator().manual_seed(7)
+    for n, d in ((256, 16), (160, 32), (300, 16), (200, 64)):
+        x = torch.randn(n, d, generator=g, dtype=dtype)
+        z = torch.randn(n, d, generator=g, dtype=dtype)
+        D = topo._pairing_matrix(x, None, "x")
+        assert topo._witness_order(D) is not None
+        assert topo._h1_below_enclosing_radius(D, topo._mst_edges(D)) is not None, (n, d)
+        p_new, l_new, g_new = _pairs_and_loss(monkeypatch, x, z, True)
+        p_old, l_old, g_old = _pairs_and_loss(monkeypatch, x, z, False)
+        for a, b in zip(p_new, p_old, strict=True):
+            assert np.array_equal(a, b), (n, d)
+        # the same edges summed in the same order: the same loss; the backward's accumulation of
+        # the gathered distances into the points is itself not bitwise reproducible (threads)
+        assert torch.equal(l_new, l_old), (n, d)
+        torch.testing.assert_close(g_new, g_old, rtol=1e-5, atol=1e-6 * float(g_old.abs().max()))
+
+
+def test_h1_witness_order_keeps_the_order_of_a_matrix_with_ties():
+    # integer coordinates: many tied lengths, among which the order picks the reported edges
+    x = torch.randint(0, 3, (160, 16), generator=torch.Generator().manual_seed(3)).double()
+    assert topo._witness_order(topo._pairing_matrix(x, None, "x")) is None
+    assert topo._witness_order(np.zeros((1, 1))) is None
+
+
 def test_h1_check_fails_when_a_class_alive_at_the_threshold_is_ignored(monkeypatch):
     # test of the test: truncated at the last birth itself, with the classes still alive there
     # ignored, a death is missed and must be caught
+    bound = topo._h1_birth_bound
     monkeypatch.setattr(topo, "_DEATH_MARGIN", 1.0)
+    monkeypatch.setattr(topo, "_h1_birth_bound", lambda *a: (bound(*a)[0],) * 2)  # guess: the last birth
     monkeypatch.setattr(topo, "_alive_at_threshold", lambda gens: False)
     same, taken = _h1_matches_whole_run(torch.randn(160, 16, generator=torch.Generator().manual_seed(3)))
     assert taken and not same
+
+
+def test_h1_guess_of_the_last_death_is_tried_first_and_checked(monkeypatch):
+    # the first threshold is the guess of the last death; a guess below it (here: the last birth)
+    # leaves a class alive, which sends the run on to the margin's threshold: same pairs either way
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    D = topo._pairing_matrix(x, None, "x")
+    mst = topo._mst_edges(D)
+    D32 = D.astype(np.float32)
+    births, guess = topo._h1_birth_bound(D32, mst, float(D32.max(1).min()) / topo._MAX_RADIUS_OVER_BIRTHS)
+    assert births <= guess < births * topo._DEATH_MARGIN
+    seen = []
+    alive = topo._alive_at_threshold
+    monkeypatch.setattr(topo, "_alive_at_threshold", lambda gens: seen.append(alive(gens)) or seen[-1])
+    # (_h1_matches_whole_run runs the truncation twice: for 'taken', then in rips_pairs)
+    assert _h1_matches_whole_run(x) == (True, True) and seen == [False] * 2
+    bound = topo._h1_birth_bound
+    monkeypatch.setattr(topo, "_h1_birth_bound", lambda *a: (bound(*a)[0],) * 2)
+    seen.clear()
+    assert _h1_matches_whole_run(x) == (True, True) and seen == [True, False] * 2
 
 
 def test_persistence_from_distance_matrix_and_its_gradient():
