@@ -510,7 +510,7 @@ class RiemannianHMC(HMC):
         z = {k: v.detach() for k, v in self.initial_params.items()}
         for name, g in self._geometries.items():
             _check_initial_point(name, self._manifolds[name], z[name], "initial_params")
-            z[name], _ = g.project(z[name], torch.zeros_like(z[name]))
+            z[name] = g.projx(z[name])
         self._initial_params = z
         self._update_step_cap(z)
         self._hooks = self._make_integrator(z)

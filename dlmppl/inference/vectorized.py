@@ -873,7 +873,7 @@ class MCMC(_PyroMCMC):
         for name, g in geometries.items():
             for k in range(K):
                 _check_initial_point(name, manifolds[name], z[name][k], "initial_params")
-            z[name], _ = g.project(z[name], torch.zeros_like(z[name]))
+            z[name] = g.projx(z[name])
         like = next(iter(z.values()))
         dtype, device = like.dtype, like.device
         try:

@@ -538,7 +538,7 @@ class FlowMatchingPrior(nn.Module):
     def _exp(self, z, w):
         g = self.geometry
         y = g.exp(z, w)
-        return g.project(y, torch.zeros_like(y))[0]
+        return g.projx(y)
 
     def _step(self, z, t, h, method, mode, probe, create_graph):
         c, a, b = _TABLEAUX[method]
