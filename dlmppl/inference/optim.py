@@ -41,6 +41,11 @@ kernels and 0.7 ms for torch's default per-tensor loop on the twelve tensors of 
 ManifoldVAE benchmark) where it exists for the parameters' device and dtype, else the
 ``foreach`` kernels (``fused="foreach"`` asks for those).  The updates equal
 the per-parameter ones to round-off (``tests/inference/test_optim_fused.py``).
+When a step was one torch call over all its parameters (all Euclidean, no clipping), the next
+step with the same parameters, optimiser objects and hyper-parameters (compared group by group,
+so that a learning-rate scheduler is seen) reuses that grouping instead of rebuilding it, and
+checks the gradients for NaN/inf with one kernel over all of them (``torch.amp``'s check,
+unscaling by exactly 1): the same update, bit for bit, with less Python per step.
 The fused step also releases the gradients of the parameters it stepped (sets
 ``.grad`` to ``None``, as ``torch.optim.Optimizer.zero_grad`` does by default),
 where Pyro's SVI would overwrite them with zero tensors that the next backward
