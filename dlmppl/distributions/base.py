@@ -268,7 +268,13 @@ class ManifoldDistribution(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         """The distribution with every parameter (the tensors named in ``arg_constraints``) expanded to
-        ``batch_shape`` (torch's rule, :func:`check_expand`); ``_expand_attrs`` are shared."""
+        ``batch_shape`` (torch's rule, :func:`check_expand`); ``_expand_attrs`` are shared.
+
+        To its own batch shape (without ``_instance``) it returns ``self``: the distributions are
+        immutable, and ``pyro.plate`` expands every site's distribution, so that a site already of
+        the plate's shape (the VAEs' latent sites) costs no copy at each step."""
+        if _instance is None and tuple(batch_shape) == tuple(self.batch_shape):
+            return self
         new = self._get_checked_instance(type(self), _instance)
         batch_shape = self._expanded_batch_shape(batch_shape)
         nb = len(self.batch_shape)

@@ -24,6 +24,7 @@ Gerrish & Blei, "Black Box Variational Inference", AISTATS 2014 (the score-funct
 
 from __future__ import annotations
 
+from pyro.distributions import Distribution as _PyroDistribution
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
@@ -33,6 +34,8 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
 __all__ = ["LeanTrace_ELBO"]
+
+_DEFAULT_SCORE_PARTS = _PyroDistribution.score_parts
 
 
 class _Recorder(Messenger):
@@ -122,7 +125,16 @@ class LeanTrace_ELBO(Trace_ELBO):
         for site in g.sites.values():
             if site_is_subsample(site):
                 continue
-            parts = site["fn"].score_parts(site["value"], *site["args"], **site["kwargs"])
+            fn = site["fn"]
+            if fn.has_rsample and type(fn).score_parts is _DEFAULT_SCORE_PARTS:
+                # Pyro's default score_parts of a reparameterised site, without building it:
+                # log_prob, no score function, the entropy term being the log-density itself
+                lp_sum = scale_and_mask(fn.log_prob(site["value"], *site["args"], **site["kwargs"]),
+                                        site["scale"], site["mask"]).sum()
+                elbo = elbo - torch_item(lp_sum)
+                surrogate = surrogate - lp_sum
+                continue
+            parts = fn.score_parts(site["value"], *site["args"], **site["kwargs"])
             if not is_identically_zero(parts.score_function):
                 # a score-function term: Trace_ELBO's own particle code, on these same draws
                 model_trace, guide_trace = m.trace(), g.trace()

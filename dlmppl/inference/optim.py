@@ -41,6 +41,11 @@ kernels and 0.7 ms for torch's default per-tensor loop on the twelve tensors of 
 ManifoldVAE benchmark) where it exists for the parameters' device and dtype, else the
 ``foreach`` kernels (``fused="foreach"`` asks for those).  The updates equal
 the per-parameter ones to round-off (``tests/inference/test_optim_fused.py``).
+When a step was one torch call over all its parameters (all Euclidean, no clipping), the next
+step with the same parameters, optimiser objects and hyper-parameters (compared group by group,
+so that a learning-rate scheduler is seen) reuses that grouping instead of rebuilding it, and
+checks the gradients for NaN/inf with one kernel over all of them (``torch.amp``'s check,
+unscaling by exactly 1): the same update, bit for bit, with less Python per step.
 The fused step also releases the gradients of the parameters it stepped (sets
 ``.grad`` to ``None``, as ``torch.optim.Optimizer.zero_grad`` does by default),
 where Pyro's SVI would overwrite them with zero tensors that the next backward
@@ -167,6 +172,22 @@ def _all_finite(tensors):
     return out
 
 
+def _grads_all_finite(grads) -> bool | None:
+    """Whether every entry of the gradients ``grads`` is finite, by one kernel over all of them
+    (the check of ``torch.amp.GradScaler``, unscaling by exactly 1, which leaves every value as it
+    is) and one host synchronisation; ``None`` where that kernel does not apply (several
+    devices, a gradient it cannot take): :func:`_all_finite` then checks them one by one."""
+    dev = grads[0].device
+    if any(g.device != dev for g in grads):
+        return None
+    found = torch.zeros((), device=dev)
+    try:
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=dev))
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+        return None
+    return not bool(found)
+
+
 def _snapshot_state(state):
     return {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
 
@@ -270,6 +291,8 @@ class _RiemannianPyroOptim(PyroOptim):
         self.fused = bool(fused)
         self._fused_kernel = fused is True  # torch's fused kernel for the Euclidean group where it exists
         self._fused_objs = {}  # hyper-parameter key -> one torch optimiser stepping many parameters
+        # the last step's plan when it was one torch call over all its parameters (see _plan_of)
+        self._plan = None
 
     def _is_manifold_param(self, p):
         opt = self.optim_objs.get(p)
@@ -311,6 +334,7 @@ class _RiemannianPyroOptim(PyroOptim):
             if self.grad_clip[p] is not None:
                 self.grad_clip[p](p)
         groups = {}
+        self._plan = None
         for p in params:
             if p.grad is None:
                 continue
@@ -334,6 +358,16 @@ class _RiemannianPyroOptim(PyroOptim):
             else:
                 key = ("single", id(p))
             groups.setdefault(key, []).append((p, opt))
+        if len(groups) == 1 and len(params) > 1:
+            ((key, items),) = groups.items()
+            if key[0] == "torch" and len(items) == len(params) and all(self.grad_clip[p] is None for p in params):
+                # one torch call over every parameter: kept, with what it depends on, for _plan_of
+                self._plan = (
+                    frozenset(map(id, params)),
+                    key,
+                    items,
+                    [dict(opt.param_groups[0]) for _, opt in items],
+                )
         for key, items in groups.items():
             if len(items) == 1:
                 p, opt = items[0]
@@ -367,8 +401,36 @@ class _RiemannianPyroOptim(PyroOptim):
         fused.step()
         fused.state = collections.defaultdict(dict)
 
+    def _plan_of(self, params):
+        """The last step's ``(key, items)`` when it still holds for ``params``: the same
+        parameters, all Euclidean with a gradient and no clipping, in one torch call whose
+        optimisers and hyper-parameters (compared group by group) are unchanged.  ``None``
+        otherwise (the general path then regroups).  The grouping of :meth:`_step` costs
+        more than torch's fused kernel itself on a small network."""
+        plan = self._plan
+        if plan is None or len(params) != len(plan[2]) or frozenset(map(id, params)) != plan[0]:
+            return None
+        objs = self.optim_objs
+        for (p, opt), group in zip(plan[2], plan[3], strict=True):
+            if p.grad is None or objs.get(p) is not opt or opt.param_groups[0] != group:
+                return None
+        return plan[1], plan[2]
+
     def __call__(self, params, *args, **kwargs) -> None:
         params = list(params)
+        plan = self._plan_of(params) if self.fused and not (args or kwargs) else None
+        if plan is not None:
+            # the general path below for these parameters: check, one torch call, release
+            grads = [p.grad for p in params]
+            if not _grads_all_finite(grads):
+                finite = _all_finite(grads)
+                if not all(finite):
+                    self._plan = None
+                    self._refuse(params, [p for p, ok in zip(params, finite, strict=True) if not ok], "gradient")
+            self._torch_fused_step(*plan)
+            for p in params:
+                p.grad = None
+            return
         with_grad = [p for p in params if p.grad is not None]
         finite = _all_finite([p.grad for p in with_grad])
         bad = [p for p, ok in zip(with_grad, finite, strict=True) if not ok]

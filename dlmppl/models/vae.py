@@ -462,6 +462,9 @@ class ManifoldVAE(PyroModule):
         self.encoder = mlp((self.data_dim,) + hidden + (n_head,), activation)
         # compact latents of another topology: centre the location head on the first training batch
         self.register_buffer("_loc_centred", torch.tensor(not any(c.kind in _TOPOLOGY for c in comps)))
+        # a Python mirror of the buffer, which the guide reads at each step without a host sync;
+        # the buffer (for state_dict) stays the reference: load_state_dict and centre_locations reset it
+        self._loc_centred_py = bool(self._loc_centred)
         if decoder == "landmark":
             n_anchors = self.data_dim
         if decoder in ("distance", "landmark"):
@@ -600,7 +603,7 @@ class ManifoldVAE(PyroModule):
     def guide(self, x: torch.Tensor):
         """``z ~ q(z | x)`` from the encoder, same plate as :meth:`model`."""
         n = _check_rows(x, "ManifoldVAE.guide")
-        if self.training and not bool(self._loc_centred) and n > 1:
+        if self.training and not self._loc_centred_py and n > 1:
             self.centre_locations(x)
         qs = self.encode(x)  # outside the plate, as in model: the encoder registers without it
         with pyro.plate("data", n):
@@ -630,6 +633,11 @@ class ManifoldVAE(PyroModule):
                 last.bias[pos : pos + c.n_loc] -= h[..., pos : pos + c.n_loc].reshape(-1, c.n_loc).mean(0)
             pos += c.n_loc + c.n_scale
         self._loc_centred.fill_(True)
+        self._loc_centred_py = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._loc_centred_py = bool(self._loc_centred)  # the buffer may have been loaded
 
     # -- conveniences -----------------------------------------------------
     @torch.no_grad()

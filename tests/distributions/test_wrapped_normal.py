@@ -400,6 +400,9 @@ def test_shapes_expand_and_batched_curvature():
     assert e.batch_shape == (2, 4) and e.rsample((3,)).shape == (3, 2, 4, d)
     assert e.log_prob(e.sample()).shape == (2, 4)
     torch.testing.assert_close(e.log_prob(z[:1].expand(2, 4, d)), dist.log_prob(z[0]).expand(2, 4))
+    # to its own batch shape: the distribution itself (immutable; pyro.plate expands every site's)
+    assert dist.expand((4,)) is dist and dist.expand(torch.Size([4])) is dist
+    assert dist.expand((1, 4)) is not dist and dist.expand((1, 4)).batch_shape == (1, 4)
     # scale shapes: batch (isotropic), batch+(1,), batch+(d,) (diagonal)
     loc = 0.1 * torch.randn(5, d, dtype=D)
     for s, iso in ((torch.ones(5, dtype=D), True), (torch.ones(5, 1, dtype=D), True), (torch.ones(5, d, dtype=D), False)):

@@ -242,3 +242,78 @@ def test_fused_kernel_is_used_on_cpu(monkeypatch):
 def test_fused_must_be_a_known_mode():
     with pytest.raises(ValueError, match="fused"):
         RiemannianAdam({"lr": 0.1}, fused="kernel")
+
+
+def _euclidean_params(gen, n=4):
+    return [torch.nn.Parameter(torch.randn(3, 2, generator=gen)) for _ in range(n)]
+
+
+def _grads(params, gen):
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+
+
+def test_plan_of_the_last_step_gives_the_regrouping_path_bit_for_bit(monkeypatch):
+    """Steps of Euclidean parameters reuse the last step's grouping (``_plan_of``) while the parameters,
+    optimisers and hyper-parameters are unchanged: the same iterates, bit for bit, as regrouping at
+    every step; a change of learning rate (a scheduler) is taken at the next step."""
+    runs = []
+    for use_plan in (True, False):
+        gen = torch.Generator().manual_seed(0)
+        params = _euclidean_params(gen)
+        opt = RiemannianAdam({"lr": 0.05})
+        if not use_plan:
+            monkeypatch.setattr(opt, "_plan_of", lambda ps: None)
+        used = []
+        for i in range(6):
+            _grads(params, gen)
+            if i == 3:
+                for o in opt.optim_objs.values():
+                    o.param_groups[0]["lr"] = 0.01
+            used.append(use_plan and opt._plan_of(params) is not None)
+            opt(set(params))
+            assert all(p.grad is None for p in params)
+        runs.append([p.detach().clone() for p in params])
+        if use_plan:  # the first step groups; the lr change regroups once
+            assert used == [False, True, True, False, True, True]
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+    # the lr change reached the iterates: a run that keeps lr 0.05 ends elsewhere
+    gen = torch.Generator().manual_seed(0)
+    params = _euclidean_params(gen)
+    opt = RiemannianAdam({"lr": 0.05})
+    for _ in range(6):
+        _grads(params, gen)
+        opt(set(params))
+    assert not torch.equal(params[0].detach(), runs[0][0])
+
+
+def test_nan_gradient_is_refused_on_the_planned_path():
+    gen = torch.Generator().manual_seed(1)
+    params = _euclidean_params(gen)
+    opt = RiemannianAdam({"lr": 0.05})
+    _grads(params, gen)
+    opt(params)
+    _grads(params, gen)
+    assert opt._plan_of(params) is not None
+    before = [p.detach().clone() for p in params]
+    params[2].grad[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="not finite"):
+        opt(params)
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p.detach(), b) and p.grad is None
+    _grads(params, gen)  # and the next step goes on
+    opt(params)
+    assert not torch.equal(params[0].detach(), before[0])
+
+
+def test_grads_all_finite_matches_the_per_tensor_check():
+    gs = [torch.randn(3), torch.tensor([0.0, -0.0, 1e-45]), torch.randn(2, 2, dtype=torch.float64)]
+    copies = [g.clone() for g in gs]
+    assert optim_mod._grads_all_finite(gs) is True
+    for g, c in zip(gs, copies, strict=True):  # untouched, bit for bit (signed zero, subnormal)
+        assert torch.equal(g, c) and torch.equal(torch.signbit(g), torch.signbit(c))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        gs[1][2] = bad
+        assert optim_mod._grads_all_finite(gs) is False
+        assert optim_mod._all_finite(gs) == [True, False, True]

@@ -331,3 +331,22 @@ def test_empty_batch_is_a_value_error_naming_x_in_model_and_guide_and_fine_elsew
     dyn = DynamicCurvatureVAE(data_dim=8, latent_dim=2, condition="input")
     with pytest.raises(ValueError, match="x: DynamicCurvatureVAE.guide needs a batch"):
         SVI(dyn.model, dyn.guide, Adam({"lr": 1e-3}), Trace_ELBO()).step(x)
+
+
+def test_centring_flag_follows_the_buffer_through_load_state_dict():
+    """The guide reads a Python mirror of the ``_loc_centred`` buffer (no host sync per step); loading
+    a state dict sets it from the loaded buffer, both ways."""
+    x = torch.rand(16, 12) + 3.0
+    trained = ManifoldVAE(12, "torus", 2, hidden=(8,))
+    trained.guide(x)
+    fresh = ManifoldVAE(12, "torus", 2, hidden=(8,))
+    assert not fresh._loc_centred_py
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh._loc_centred_py
+    bias = fresh.encoder[-1].bias.detach().clone()
+    fresh.guide(x + 1.0)  # already centred: not again
+    assert torch.equal(fresh.encoder[-1].bias.detach(), bias)
+    fresh.load_state_dict(ManifoldVAE(12, "torus", 2, hidden=(8,)).state_dict())
+    assert not fresh._loc_centred_py
+    fresh.guide(x)
+    assert fresh._loc_centred_py and bool(fresh._loc_centred)
