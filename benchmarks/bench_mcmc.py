@@ -25,6 +25,7 @@ coordinates), one chain per seed ((a): seeds 0..N-1, totals).  Run: ``python ben
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import subprocess
@@ -47,9 +48,18 @@ from dlmppl.inference import RiemannianNUTS
 
 
 def _ess(x):
-    """min over coordinates of the ESS of a (num_samples, ...) tensor (one chain)."""
-    flat = x.reshape(1, x.shape[0], -1).double()
-    return float(effective_sample_size(flat, chain_dim=0, sample_dim=1).min())
+    """min over coordinates of the ESS of a (num_samples, ...) tensor (one chain), capped as Stan and arviz cap it.
+
+    Pyro's estimator (Geyer's initial sequence) has no cap: for an antithetic coordinate (lag-1
+    autocorrelation near -1, which NUTS produces) ``τ = -1 + 2 Σ ρ`` can come out near 0 or negative,
+    and the ESS ``N / τ`` huge or negative (seen: -5000 from 200 draws).  Stan's rule
+    ``τ ≥ 1 / log10 N`` bounds it by ``N log10 N``, for every sampler alike.
+    """
+    n = x.shape[0]
+    flat = x.reshape(1, n, -1).double()
+    ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+    tau = torch.clamp(n / ess, min=1.0 / math.log10(n)).where(ess > 0, torch.tensor(1.0 / math.log10(n), dtype=ess.dtype))
+    return float((n / tau).min())
 
 
 def _timed(kernel, num_samples, warmup, cpu=None, **kw):
