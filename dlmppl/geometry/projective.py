@@ -41,7 +41,7 @@ import torch
 
 from .._shapes import broadcast_shapes
 from .base import Geometry, geometry_of
-from .sphere import SphereGeometry, _safe_norm
+from .sphere import SphereGeometry, _chord
 
 __all__ = ["ProjectiveSpace", "ProjectiveGeometry", "nearer_lift"]
 
@@ -126,7 +126,7 @@ class ProjectiveGeometry(Geometry):
     def dist(self, x, y):
         y = nearer_lift(x, y)
         # chord form on the nearer lift: 2 atan2(‖x - ỹ‖, ‖x + ỹ‖) = arccos |⟨x, y⟩|, accurate at 0 and π/2
-        return 2 * torch.atan2(_safe_norm(x - y).squeeze(-1), _safe_norm(x + y).squeeze(-1))
+        return torch.atan2(_chord(x - y), _chord(x + y)).mul_(2)  # the sphere's distance on the lift
 
     def wrap_period(self, like):
         return torch.full((), math.pi, dtype=like.dtype, device=like.device)
