@@ -71,12 +71,13 @@ class _LogJointMessenger(Messenger):
     ``scale_and_mask`` call at an unscaled unmasked site, no ``.sum()`` of a 0-dim
     ``log_prob``, no ``0.0 +`` before the first term (each the identity on the value,
     and one autograd node fewer in the backward pass); ``log_joint`` is ``None`` until
-    a site adds to it."""
+    a site adds to it.  :meth:`_term` reduces a site's ``log_prob`` to what is added (a
+    subclass overrides it: the vectorised chains keep one term per chain)."""
 
-    def __init__(self, values):
+    def __init__(self, values, log_joint=None):
         super().__init__()
         self.values = values
-        self.log_joint = None
+        self.log_joint = log_joint
 
     # (Messenger's _process_message/_postprocess_message look the method up by name at
     # every site: dispatched here directly; only sample sites concern this messenger)
@@ -96,12 +97,17 @@ class _LogJointMessenger(Messenger):
         scale, mask = msg["scale"], msg["mask"]
         if mask is not None or not (isinstance(scale, (int, float)) and scale == 1):
             log_p = scale_and_mask(log_p, scale, mask)  # (the identity when unscaled and unmasked)
+        term = self._term(log_p, msg["name"])
+        self.log_joint = term if self.log_joint is None else self.log_joint + term
+
+    def _term(self, log_p, name):
+        """The site's scaled and masked ``log_prob`` summed (0-dim), checked with validation on."""
         if not (torch.is_tensor(log_p) and log_p.dim() == 0):
             log_p = log_p.sum()
         if is_validation_enabled():
-            warn_if_nan(log_p, f"log_prob_sum at site '{msg['name']}'")
-            warn_if_inf(log_p, f"log_prob_sum at site '{msg['name']}'", allow_neginf=True)
-        self.log_joint = log_p if self.log_joint is None else self.log_joint + log_p
+            warn_if_nan(log_p, f"log_prob_sum at site '{name}'")
+            warn_if_inf(log_p, f"log_prob_sum at site '{name}'", allow_neginf=True)
+        return log_p
 
 
 class _LeanPotential:

@@ -63,14 +63,12 @@ from typing import NamedTuple
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer.mcmc.api import MCMC as _PyroMCMC
 from pyro.infer.mcmc.api import AbstractMCMC
 from pyro.infer.mcmc.logger import ProgressBar
 from pyro.infer.mcmc.util import diagnostics as _pyro_diagnostics
 from pyro.infer.mcmc.util import select_samples
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import is_validation_enabled, site_is_subsample
+from pyro.poutine.util import is_validation_enabled
 from pyro.util import optional, warn_if_inf, warn_if_nan
 from torch.distributions.transforms import identity_transform
 
@@ -87,6 +85,7 @@ from .adaptation import (
     welford_update,
 )
 from .integrators import Integrator, geometry_of, potential_grad
+from .potential import _LogJointMessenger
 
 __all__ = [
     "BatchedAdaptation",
@@ -168,36 +167,23 @@ def _site_log_prob_per_chain(lp, chain_dim, num_chains):
     return _rsum(lp)
 
 
-class _BatchedLogJoint(Messenger):
-    """Condition the latent sites on ``values`` and add up each sample site's
-    ``scale_and_mask(log_prob)`` per chain (``(K,)``), site by site in the order the model
-    runs them: the sum ``poutine.trace(poutine.condition(model, values))`` followed by
-    ``Trace.compute_log_prob`` gives (same operations, same order), without building a
-    trace (as :mod:`dlmppl.inference.potential` does for one chain)."""
+class _BatchedLogJoint(_LogJointMessenger):
+    """The lean potential's messenger (:class:`~dlmppl.inference.potential._LogJointMessenger`:
+    condition the latent sites on ``values``, add up each sample site's scaled and masked
+    ``log_prob`` as the model runs) with one term per chain, ``(K,)``: the sum that
+    ``poutine.trace(poutine.condition(model, values))`` followed by ``Trace.compute_log_prob``
+    gives (same operations, same order), without building a trace."""
 
     def __init__(self, values, chain_dim, num_chains, log_joint):
-        super().__init__()
-        self.values = values
+        super().__init__(values, log_joint)
         self.chain_dim = chain_dim
         self.num_chains = num_chains
-        self.log_joint = log_joint
 
-    def _pyro_sample(self, msg):
-        value = self.values.get(msg["name"])
-        if value is not None:
-            msg["value"] = value
-            msg["is_observed"] = True
-
-    def _pyro_post_sample(self, msg):
-        if site_is_subsample(msg):
-            return  # a plate's indices: no log_prob (filtered out of the potential)
-        log_p = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
-        log_p = scale_and_mask(log_p, msg["scale"], msg["mask"])
+    def _term(self, log_p, name):
         if is_validation_enabled():
-            warn_if_nan(log_p.sum(), f"log_prob_sum at site '{msg['name']}'")
-            warn_if_inf(log_p.sum(), f"log_prob_sum at site '{msg['name']}'", allow_neginf=True)
-        lp = _site_log_prob_per_chain(log_p, self.chain_dim, self.num_chains)
-        self.log_joint = lp if self.log_joint is None else self.log_joint + lp
+            warn_if_nan(log_p.sum(), f"log_prob_sum at site '{name}'")
+            warn_if_inf(log_p.sum(), f"log_prob_sum at site '{name}'", allow_neginf=True)
+        return _site_log_prob_per_chain(log_p, self.chain_dim, self.num_chains)
 
 
 def batched_potential(model, model_args, model_kwargs, transforms, site_shapes, num_chains, max_plate_nesting):
@@ -434,24 +420,9 @@ class BatchedNUTSInfo(NamedTuple):
 
 
 def _leaf_where(mask, a: _Leaf, b: _Leaf) -> _Leaf:
-    """Per chain: leaf ``a`` where ``mask``, else ``b`` (the selector's loop, written out: it runs
-    once or twice per leapfrog step)."""
-    views, done, fields = {}, {}, []
-    for fa, fb in zip(a, b, strict=True):
-        out = {}
-        for k, x in fa.items():
-            y = fb[k]
-            key = (id(x), id(y))
-            hit = done.get(key)
-            if hit is None:
-                nd = x.dim()
-                m = views.get(nd)
-                if m is None:
-                    m = views[nd] = mask.reshape(mask.shape + (1,) * (nd - mask.dim()))
-                hit = done[key] = (torch.where(m, x, y), x, y)  # x, y kept alive: their ids stay theirs
-            out[k] = hit[0]
-        fields.append(out)
-    return _Leaf(*fields)
+    """Per chain: leaf ``a`` where ``mask``, else ``b`` (one :func:`_selector` for all its fields)."""
+    select = _selector(mask)
+    return _Leaf(*(select(x, y) for x, y in zip(a, b, strict=True)))
 
 
 def batched_is_turning(left: _Leaf, right: _Leaf, rho: dict) -> torch.Tensor:
