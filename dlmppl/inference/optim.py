@@ -151,9 +151,12 @@ def _param_names(params):
 
 def _all_finite(tensors):
     """One boolean per tensor (``True`` when every entry is finite), with one host
-    synchronisation per device."""
+    synchronisation per device: first one kernel over all of them (:func:`_grads_all_finite`),
+    and only when that finds (or cannot look for) a NaN/inf, tensor by tensor."""
     if not tensors:
         return []
+    if _grads_all_finite(tensors):
+        return [True] * len(tensors)
     by_device = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
@@ -180,9 +183,10 @@ def _grads_all_finite(grads) -> bool | None:
     dev = grads[0].device
     if any(g.device != dev for g in grads):
         return None
-    found = torch.zeros((), device=dev)
+    # float32 flag and scale, as the kernel requires (not the default dtype, which may be float64)
+    found = torch.zeros((), dtype=torch.float32, device=dev)
     try:
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=dev))
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), dtype=torch.float32, device=dev))
     except (AttributeError, RuntimeError, NotImplementedError, TypeError):
         return None
     return not bool(found)
@@ -421,12 +425,10 @@ class _RiemannianPyroOptim(PyroOptim):
         plan = self._plan_of(params) if self.fused and not (args or kwargs) else None
         if plan is not None:
             # the general path below for these parameters: check, one torch call, release
-            grads = [p.grad for p in params]
-            if not _grads_all_finite(grads):
-                finite = _all_finite(grads)
-                if not all(finite):
-                    self._plan = None
-                    self._refuse(params, [p for p, ok in zip(params, finite, strict=True) if not ok], "gradient")
+            finite = _all_finite([p.grad for p in params])
+            if not all(finite):
+                self._plan = None
+                self._refuse(params, [p for p, ok in zip(params, finite, strict=True) if not ok], "gradient")
             self._torch_fused_step(*plan)
             for p in params:
                 p.grad = None
