@@ -797,24 +797,34 @@ def _sample_from_cosine_d3(loc: torch.Tensor, t: torch.Tensor, phi: torch.Tensor
     operation is on arrays of the sample shape (no ``(…, 3)`` temporaries to slice and sum in
     the backward pass), and a single ``loc`` broadcasts as a scalar per coordinate.
     """
-    l1, l2, l3 = loc.unbind(-1)
-    s = torch.where(l1 >= 0, 1.0, -1.0).to(loc.dtype).detach()
-    u1 = l1 + s
-    c = 2 / (u1 * u1 + l2 * l2 + l3 * l3)
     w = 1 - t
     r = torch.sqrt((t * (2 - t)).clamp_min(0))
     yc, ys = r * torch.cos(phi), r * torch.sin(phi)
     if loc.dim() == 1 and t.dim() >= 1:
         # one distribution, many draws: the frame (μ, b₁, b₂) once, then x = (w, y_c, y_s) (μ, b₁, b₂)ᵀ,
         # one (n, 3) × (3, 3) product from the coordinates stacked as rows (no strided temporaries)
-        eye = torch.eye(3, dtype=loc.dtype, device=loc.device)
-        u = loc + s * eye[0]
-        q = (s * c) * torch.outer(u, u) - s * eye  # Q = -s (I - c u uᵀ), symmetric: rows are columns
         y = torch.stack([w.reshape(-1), yc.reshape(-1), ys.reshape(-1)])
-        return torch.mm(y.t(), torch.stack([loc, q[1], q[2]])).view(t.shape + (3,))
+        return torch.mm(y.t(), _frame_d3(loc)).view(t.shape + (3,))
+    l1, l2, l3 = loc.unbind(-1)
+    s = torch.where(l1 >= 0, 1.0, -1.0).to(loc.dtype).detach()
+    u1 = l1 + s
+    c = 2 / (u1 * u1 + l2 * l2 + l3 * l3)
     # y = (w, yc, ys): uᵀy = u1 w + l2 yc + l3 ys, and Q e_1 = μ gives the w-part directly
     g = c * (l2 * yc + l3 * ys)
     return torch.stack([w * l1 + s * g * u1, w * l2 - s * (yc - g * l2), w * l3 - s * (ys - g * l3)], -1)
+
+
+def _frame_d3(loc: torch.Tensor) -> torch.Tensor:
+    """The rows ``(μ, Q e_2, Q e_3)`` of the Householder map ``Q`` of :func:`_sample_from_cosine_d3`
+    (``Q e_1 = μ``) for one ``loc`` of shape (3,), a (3, 3) tensor, differentiable in ``loc``:
+    ``Q = -s (I - c u uᵀ)``, ``u = μ + s e_1``, ``c = 2/|u|²``, symmetric (its rows are its columns)."""
+    s = torch.where(loc[0] >= 0, 1.0, -1.0).to(loc.dtype).detach()
+    eye = torch.eye(3, dtype=loc.dtype, device=loc.device)
+    u = loc + s * eye[0]
+    u1, l2, l3 = u.unbind(-1)
+    c = 2 / (u1 * u1 + l2 * l2 + l3 * l3)
+    q = (s * c) * torch.outer(u, u) - s * eye
+    return torch.stack([loc, q[1], q[2]])
 
 
 def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape, host_frame: bool | None = None) -> torch.Tensor:
@@ -852,12 +862,7 @@ def _sample_d3_one_dist(loc: torch.Tensor, kappa: torch.Tensor, shape, host_fram
     else:
         k = kappa.clamp_min(tiny)
         scale, inv_k = torch.expm1(-2 * k), -1 / k
-        s = torch.where(loc[0] >= 0, 1.0, -1.0).to(loc.dtype)
-        h = loc.clone()
-        h[0] += s
-        frame = torch.outer(h, h).mul_(s * 2 / (h @ h))
-        frame.diagonal().sub_(s)  # Q = -s (I - 2 h hᵀ/|h|²), symmetric: its rows are Q e_i
-        frame[0] = loc
+        frame = _frame_d3(loc)
     x = torch.mul(y2, scale, out=y0)
     t = (_log1p_cpu(x, y2) if host_frame else x.log1p()).mul_(inv_k).clamp_(0, 2)
     r = torch.sub(2, t).mul_(t).sqrt_()
