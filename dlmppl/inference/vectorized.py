@@ -86,6 +86,7 @@ from .adaptation import (
 )
 from .integrators import Integrator, geometry_of, potential_grad
 from .potential import _LogJointMessenger
+from .tree import _nan_to_inf
 
 __all__ = [
     "BatchedAdaptation",
@@ -144,10 +145,6 @@ def _selector(mask):
 def _where(mask, new, old):
     """Per chain: ``new`` where ``mask`` (``(K,)`` bool), else ``old``; tensors or dicts of tensors."""
     return _selector(mask)(new, old)
-
-
-def _nan_to_inf(x):
-    return torch.nan_to_num(x, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
 # ----------------------------------------------------------------------------- potential
